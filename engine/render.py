@@ -1,0 +1,66 @@
+"""Showing results to a person (rich tables) or to a script (JSON)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import json
+import sys
+from collections.abc import Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+
+
+def console() -> Console:
+    """Made per call so the terminal's current width (COLUMNS) is honoured."""
+    return Console()
+
+
+def err_console() -> Console:
+    return Console(stderr=True)
+
+
+def _plain(value):
+    if isinstance(value, (dt.datetime, dt.date)):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    if isinstance(value, bytes):
+        return value.hex()
+    return str(value)
+
+
+def to_json(payload) -> str:
+    return json.dumps(payload, default=_plain, indent=2)
+
+
+def print_json(payload) -> None:
+    sys.stdout.write(to_json(payload) + "\n")
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "[dim]-[/dim]"
+    if isinstance(value, float):
+        return f"{value:,.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def print_table(columns: Sequence[str], rows: Sequence[Sequence], title: str | None = None,
+                max_rows: int = 200) -> None:
+    """A rich table; numbers right-aligned, nulls dimmed, long results cut with a note."""
+    table = Table(title=title, header_style="bold cyan")
+    numeric = [bool(rows) and all(isinstance(r[i], (int, float)) or r[i] is None for r in rows)
+               for i in range(len(columns))]
+    for name, right in zip(columns, numeric):
+        table.add_column(name, justify="right" if right else "left")
+    for row in rows[:max_rows]:
+        table.add_row(*(_cell(v) for v in row))
+    out = console()
+    out.print(table)
+    if len(rows) > max_rows:
+        out.print(f"[dim]{len(rows) - max_rows} more rows not shown (use --json or LIMIT)[/dim]")

@@ -1,0 +1,1 @@
+"""Prefect flows that orchestrate rounds; they pass paths and small results, never data."""

@@ -1,0 +1,167 @@
+"""Arrow schemas of the dataset's tables.
+
+Every schema is written out field by field (never inferred) and carries its version in the
+schema metadata, so a Parquet file always says which contract it was written under.
+Annotation tables (texts, regions, triplets) share the provenance columns.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+SCHEMA_VERSION = "1"
+
+GRANULARITIES = ("brief", "detailed", "more_detailed")
+REGION_KINDS = ("object", "ocr", "region_caption", "proposal")
+SCORE_SOURCES = ("model_probability", "agreement_count", "human", "ground_truth", "none")
+IMAGE_STATUSES = ("ok", "error")
+ROUND_STATUSES = ("running", "completed", "failed")
+SPLITS = ("seed", "pool", "gold", "unlabelled")
+
+BOX = pa.list_(pa.float32(), 4)
+"""A box in pixel coordinates, x1 y1 x2 y2."""
+QUAD = pa.list_(pa.float32(), 8)
+"""An OCR quadrilateral, four x y corners clockwise from top-left."""
+RLE = pa.struct([pa.field("size", pa.list_(pa.int32(), 2)), pa.field("counts", pa.string())])
+"""A mask as COCO RLE: size is [height, width], counts the compressed string."""
+
+PROVENANCE = [
+    pa.field("round", pa.int32(), nullable=False),
+    pa.field("specialist", pa.string(), nullable=False),
+    pa.field("specialist_version", pa.string(), nullable=False),
+    pa.field("score", pa.float32()),
+    pa.field("score_source", pa.string(), nullable=False),
+]
+"""Who made an annotation, in which round, and how sure it was (and how that was measured)."""
+
+MEMBER = pa.struct(
+    [
+        pa.field("specialist", pa.string()),
+        pa.field("specialist_version", pa.string()),
+        pa.field("region_id", pa.string()),
+        pa.field("label", pa.string()),
+        pa.field("score", pa.float32()),
+    ]
+)
+"""One specialist's region inside a fused region."""
+
+
+def _schema(name: str, fields: list[pa.Field]) -> pa.Schema:
+    return pa.schema(fields, metadata={"fld.table": name, "fld.schema_version": SCHEMA_VERSION})
+
+
+IMAGES = _schema(
+    "images",
+    [
+        pa.field("image_id", pa.string(), nullable=False),
+        pa.field("uri", pa.string(), nullable=False),
+        pa.field("width", pa.int32()),
+        pa.field("height", pa.int32()),
+        pa.field("format", pa.string()),
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("error", pa.string()),
+        pa.field("round", pa.int32(), nullable=False),
+    ],
+)
+
+TEXTS = _schema(
+    "texts",
+    [
+        pa.field("image_id", pa.string(), nullable=False),
+        pa.field("text_id", pa.string(), nullable=False),
+        pa.field("granularity", pa.string(), nullable=False),
+        pa.field("text", pa.string(), nullable=False),
+        *PROVENANCE,
+    ],
+)
+
+REGIONS = _schema(
+    "regions",
+    [
+        pa.field("image_id", pa.string(), nullable=False),
+        pa.field("region_id", pa.string(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),
+        pa.field("box", BOX, nullable=False),
+        pa.field("quad", QUAD),
+        pa.field("mask", RLE),
+        pa.field("label", pa.string()),
+        pa.field("members", pa.list_(MEMBER)),
+        *PROVENANCE,
+    ],
+)
+
+TRIPLETS = _schema(
+    "triplets",
+    [
+        pa.field("image_id", pa.string(), nullable=False),
+        pa.field("triplet_id", pa.string(), nullable=False),
+        pa.field("text_id", pa.string(), nullable=False),
+        pa.field("text", pa.string(), nullable=False),
+        pa.field("phrase", pa.string(), nullable=False),
+        pa.field("span_start", pa.int32(), nullable=False),
+        pa.field("span_end", pa.int32(), nullable=False),
+        pa.field("box", BOX, nullable=False),
+        pa.field("mask", RLE),
+        pa.field("region_id", pa.string()),
+        *PROVENANCE,
+    ],
+)
+
+REJECTED = _schema(
+    "rejected",
+    [
+        pa.field("table", pa.string(), nullable=False),
+        pa.field("row_id", pa.string(), nullable=False),
+        pa.field("image_id", pa.string(), nullable=False),
+        pa.field("round", pa.int32(), nullable=False),
+        pa.field("filter", pa.string(), nullable=False),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("row", pa.string(), nullable=False),
+    ],
+)
+"""Every annotation a filter dropped, kept whole (``row`` is the row as JSON) with the reason."""
+
+ROUNDS = _schema(
+    "rounds",
+    [
+        pa.field("round", pa.int32(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),
+        pa.field("config", pa.string(), nullable=False),
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("started_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("finished_at", pa.timestamp("us", tz="UTC")),
+    ],
+)
+
+METRICS = _schema(
+    "metrics",
+    [
+        pa.field("round", pa.int32(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("family", pa.string(), nullable=False),
+        pa.field("metric", pa.string(), nullable=False),
+        pa.field("value", pa.float64()),
+        pa.field("source", pa.string(), nullable=False),
+    ],
+)
+"""Measured quality: ``source`` names what was measured (the dataset, or one specialist)."""
+
+TABLES: dict[str, pa.Schema] = {
+    "images": IMAGES,
+    "texts": TEXTS,
+    "regions": REGIONS,
+    "triplets": TRIPLETS,
+    "rejected": REJECTED,
+    "rounds": ROUNDS,
+    "metrics": METRICS,
+}
+ANNOTATION_TABLES = ("texts", "regions", "triplets")
+
+
+def schema_for(table: str) -> pa.Schema:
+    """The schema of ``table``; a clear error names the known tables otherwise."""
+    try:
+        return TABLES[table]
+    except KeyError:
+        raise KeyError(f"unknown table {table!r}; known tables: {', '.join(TABLES)}") from None

@@ -1,0 +1,1 @@
+"""Specialist models that propose annotations (detector, segmenter, OCR, captioner, grounder)."""

@@ -1,0 +1,95 @@
+"""The ``fld`` CLI as a user meets it: help, stats, query, JSON output and clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from engine.cli import app
+from engine.store import Store
+from tests.rows import table_of, valid_row
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    store = Store(tmp_path / "ds", create=True)
+    images = [valid_row("images", image_id=f"img{i}") for i in range(2)]
+    images.append(valid_row("images", image_id="bad", status="error", error="truncated PNG",
+                            width=None, height=None))
+    texts = [valid_row("texts", image_id="img0", text_id="t0", text="a red square"),
+             valid_row("texts", image_id="img1", text_id="t1", text="two  blue\tcircles here"),
+             valid_row("texts", image_id="img1", text_id="t2", granularity="detailed",
+                       text="one two three four five six")]
+    regions = [valid_row("regions", image_id=f"img{i % 2}", region_id=f"r{i}") for i in range(4)]
+    triplets = [valid_row("triplets", triplet_id="p0", text_id="t0")]
+    with store.writer(0) as w:
+        w.write("images", 0, table_of("images", images))
+        w.write("texts", 0, table_of("texts", texts))
+        w.write("regions", 0, table_of("regions", regions))
+        w.write("triplets", 0, table_of("triplets", triplets))
+    return tmp_path / "ds"
+
+
+def test_help_lists_the_commands():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("query", "stats", "verify"):
+        assert command in result.output
+
+
+def test_stats_json_counts_families(dataset):
+    result = runner.invoke(app, ["stats", "--data", str(dataset), "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.output)
+    assert (payload["images_ok"], payload["images_error"]) == (2, 1)
+    rows = {(r["family"], r["type"]): r for r in payload["rows"]}
+    assert rows[("text", "brief")]["annotations"] == 2
+    assert rows[("text", "brief")]["avg_tokens"] == 3.5  # "a red square" 3, "two blue circles here" 4
+    assert rows[("text", "detailed")]["avg_tokens"] == 6
+    assert rows[("text", None)]["annotations"] == 3
+    assert rows[("region-text", "object")]["per_image"] == 2.0  # 4 regions / 2 readable images
+    assert rows[("text-phrase-region", "brief")]["annotations"] == 1
+
+
+def test_stats_table_output(dataset):
+    result = runner.invoke(app, ["stats", "--data", str(dataset)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    assert "region-text" in result.output and "(all)" in result.output
+
+
+def test_stats_of_one_round(dataset):
+    result = runner.invoke(app, ["stats", "--data", str(dataset), "--round", "5", "--json"])
+    assert json.loads(result.output)["rows"] == []
+
+
+def test_query_json(dataset):
+    result = runner.invoke(app, ["query", "SELECT count(*) AS n FROM regions", "--data", str(dataset), "--json"])
+    assert json.loads(result.output) == [{"n": 4}]
+
+
+def test_query_refuses_writes_with_a_clear_message(dataset):
+    result = runner.invoke(app, ["query", "DELETE FROM regions", "--data", str(dataset)])
+    assert result.exit_code == 1
+    assert "read-only" in result.output and "Traceback" not in result.output
+
+
+def test_missing_dataset_folder(tmp_path):
+    result = runner.invoke(app, ["stats", "--data", str(tmp_path / "nowhere")])
+    assert result.exit_code == 1
+    assert "does not exist" in result.output
+
+
+def test_verify_names_a_damaged_shard(dataset):
+    (dataset / "regions" / "round=0" / "shard-00001.parquet").write_bytes(b"")
+    result = runner.invoke(app, ["verify", "--data", str(dataset)])
+    assert result.exit_code == 1
+    assert "shard-00001.parquet" in result.output
+
+
+def test_data_from_environment(dataset):
+    result = runner.invoke(app, ["query", "SELECT 1 AS one", "--json"], env={"FLD_DATA": str(dataset)})
+    assert json.loads(result.output) == [{"one": 1}]
