@@ -1,7 +1,8 @@
 """The FLD-5B statistics table (the Florence-2 paper's Tables 2 and 3) for a dataset.
 
-One row per round, family and type: how many annotations, on how many images, per image of
-the dataset, and for texts the average length in whitespace tokens.
+One row per round, family and type: how many annotations, how many per readable image of the
+dataset, and for texts the average length in whitespace tokens. Counts are summed per group
+first, so the cost is one scan of each table (no distinct counts over millions of ids).
 """
 
 from __future__ import annotations
@@ -11,26 +12,25 @@ from dataclasses import dataclass
 from engine.query import QueryResult, connect
 from engine.store import Store
 
-TOKENS = "len(string_split(trim(regexp_replace({col}, '\\s+', ' ', 'g')), ' '))"
+TOKENS = "len(regexp_split_to_array(trim({col}), '\\s+'))"
 
 STATS_SQL = f"""
-WITH dataset AS (SELECT greatest(count(*), 1) AS n FROM images WHERE status = 'ok'),
+WITH dataset AS (SELECT nullif(count(*), 0) AS images FROM images WHERE status = 'ok'),
 rows AS (
-    SELECT round, 'text' AS family, granularity AS type, image_id,
-           {TOKENS.format(col='text')} AS tokens
-    FROM texts
+    SELECT round, 'text' AS family, granularity AS type, count(*) AS n,
+           sum({TOKENS.format(col='text')}) AS tokens
+    FROM texts GROUP BY ALL
     UNION ALL
-    SELECT round, 'region-text' AS family, kind AS type, image_id, NULL AS tokens FROM regions
+    SELECT round, 'region-text', kind, count(*), NULL FROM regions GROUP BY ALL
     UNION ALL
-    SELECT t.round, 'text-phrase-region' AS family, coalesce(x.granularity, 'other') AS type,
-           t.image_id, NULL AS tokens
+    SELECT t.round, 'text-phrase-region', coalesce(x.granularity, 'other'), count(*), NULL
     FROM triplets t LEFT JOIN (SELECT DISTINCT text_id, granularity FROM texts) x USING (text_id)
+    GROUP BY ALL
 )
 SELECT round, family, type,
-       count(*) AS annotations,
-       count(DISTINCT image_id) AS images,
-       round(count(*) / any_value(dataset.n), 2) AS per_image,
-       round(avg(tokens), 2) AS avg_tokens
+       sum(n)::BIGINT AS annotations,
+       round(sum(n) / any_value(dataset.images), 2) AS per_image,
+       round(sum(tokens) / sum(n), 2) AS avg_tokens
 FROM rows, dataset
 GROUP BY GROUPING SETS ((round, family, type), (round, family))
 ORDER BY round, family, type NULLS LAST

@@ -21,12 +21,14 @@ import socket
 import time
 import uuid
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from schemas import SCHEMA_VERSION, TABLES, check_table, schema_for
+from schemas import SCHEMA_VERSION, TABLES, schema_for
+from schemas.validate import ISSUE_LIMIT, conform_or_raise, raise_if_invalid, validate_table
 
 log = logging.getLogger(__name__)
 
@@ -230,10 +232,15 @@ class RoundWriter:
         data: pa.Table,
         image_sizes: Mapping[str, tuple[int, int]] | None = None,
     ) -> Path:
-        """Validate ``data`` and write it as one shard, replacing that shard if it exists."""
+        """Validate ``data`` and write it as one shard, replacing that shard if it exists.
+
+        Validation runs in a second thread while Parquet encodes into the temp file (both release
+        the GIL); the temp file replaces the shard only once validation has passed.
+        """
         self._require_open()
         path = self.store.shard_path(table, self.round, shard)
-        rows = check_table(table, data, image_sizes, source=f"shard {path.relative_to(self.store.root)}")
+        source = f"shard {path.relative_to(self.store.root)}"
+        rows = conform_or_raise(table, data, source)
         if "round" in rows.column_names and len(rows):
             rounds = set(rows.column("round").unique().to_pylist())
             if rounds != {self.round}:
@@ -241,7 +248,14 @@ class RoundWriter:
                     f"rows for {path.relative_to(self.store.root)} carry round(s) {sorted(rounds)}, "
                     f"but this writer holds round {self.round}"
                 )
-        write_atomic(path, lambda tmp: pq.write_table(rows, tmp, compression=COMPRESSION))
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            checking = pool.submit(validate_table, table, rows, image_sizes, ISSUE_LIMIT)
+
+            def encode_then_check(tmp: Path) -> None:
+                pq.write_table(rows, tmp, compression=COMPRESSION)
+                raise_if_invalid(checking.result(), source)
+
+            write_atomic(path, encode_then_check)
         return path
 
     # -- completion markers (resume) ------------------------------------------------------

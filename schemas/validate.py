@@ -77,6 +77,11 @@ class SchemaError(ValueError):
         super().__init__(head + ":\n  " + "\n  ".join(lines))
 
 
+def _blank(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """True where a string is empty or only whitespace (null stays null)."""
+    return pc.or_(pc.equal(pc.binary_length(column), 0), pc.utf8_is_space(column))
+
+
 def _rows(mask: pa.Array | np.ndarray) -> np.ndarray:
     """Indices where a boolean mask is true (nulls count as false)."""
     if isinstance(mask, (pa.Array, pa.ChunkedArray)):
@@ -240,8 +245,7 @@ def validate_table(
         if not field.nullable:
             c.add(_rows(data.column(field.name).is_null()), field.name, "value is missing (null)")
     for column in NON_EMPTY_TEXT.get(table, ()):
-        blank = pc.equal(pc.utf8_trim_whitespace(data.column(column)), "")
-        c.add(_rows(blank), column, "text is empty")
+        c.add(_rows(_blank(data.column(column))), column, "text is empty")
     for (name, column), allowed in ENUMS.items():
         if name == table:
             bad = pc.invert(pc.is_in(data.column(column), pa.array(allowed)))
@@ -251,7 +255,7 @@ def validate_table(
     id_column = IDS.get(table)
     if id_column is not None and table != "images":
         ids = data.column(id_column)
-        if pc.count_distinct(ids).as_py() != len(ids) - ids.null_count:
+        if len(pc.unique(ids)) != len(ids):
             counts = pc.value_counts(ids)
             dupes = {d["values"] for d in counts.to_pylist() if d["counts"] > 1}
             c.add(_rows(pc.is_in(ids, pa.array(list(dupes), pa.string()))), id_column,
@@ -265,8 +269,7 @@ def validate_table(
         _check_masks(c, data, image_sizes)
     if table == "regions":
         labelled = pc.is_in(data.column("kind"), pa.array(LABELLED_KINDS))
-        blank = pc.or_kleene(pc.is_null(data.column("label")),
-                             pc.equal(pc.utf8_trim_whitespace(data.column("label")), ""))
+        blank = pc.or_kleene(pc.is_null(data.column("label")), _blank(data.column("label")))
         c.add(_rows(pc.and_(labelled, blank)), "label", "this kind of region needs a label or text")
     if table == "triplets":
         _check_spans(c, data)
@@ -288,9 +291,23 @@ def _check_images(c: _Collector, data: pa.Table):
                                        pc.less_equal(data.column(column), 0)))
         c.add(_rows(bad), column, "an image with status ok needs a size > 0")
     error = pc.equal(data.column("status"), "error")
-    no_reason = pc.or_kleene(pc.is_null(data.column("error")),
-                             pc.equal(pc.utf8_trim_whitespace(data.column("error")), ""))
+    no_reason = pc.or_kleene(pc.is_null(data.column("error")), _blank(data.column("error")))
     c.add(_rows(pc.and_(error, no_reason)), "error", "an image with status error needs its reason")
+
+
+ISSUE_LIMIT = 100
+
+
+def raise_if_invalid(issues: list[ValidationIssue], source: str | None = None) -> None:
+    if issues:
+        raise SchemaError(issues, source, truncated=len(issues) >= ISSUE_LIMIT)
+
+
+def conform_or_raise(table: str, data: pa.Table, source: str | None = None) -> pa.Table:
+    """``data`` cast to the table's schema (columns and types only; values are not checked)."""
+    conformed, issues = conform(table, data)
+    raise_if_invalid(issues, source)
+    return conformed
 
 
 def check_table(
@@ -300,10 +317,6 @@ def check_table(
     source: str | None = None,
 ) -> pa.Table:
     """``data`` cast to the table's schema, or SchemaError listing what is wrong and where."""
-    limit = 100
-    conformed, issues = conform(table, data)
-    if not issues:
-        issues = validate_table(table, conformed, image_sizes, max_issues=limit)
-    if issues:
-        raise SchemaError(issues, source, truncated=len(issues) >= limit)
+    conformed = conform_or_raise(table, data, source)
+    raise_if_invalid(validate_table(table, conformed, image_sizes, max_issues=ISSUE_LIMIT), source)
     return conformed

@@ -51,6 +51,7 @@ def test_stats_json_counts_families(dataset):
     assert rows[("text", "brief")]["avg_tokens"] == 3.5  # "a red square" 3, "two blue circles here" 4
     assert rows[("text", "detailed")]["avg_tokens"] == 6
     assert rows[("text", None)]["annotations"] == 3
+    assert rows[("text", None)]["avg_tokens"] == round((3 + 4 + 6) / 3, 2)
     assert rows[("region-text", "object")]["per_image"] == 2.0  # 4 regions / 2 readable images
     assert rows[("text-phrase-region", "brief")]["annotations"] == 1
 
