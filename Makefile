@@ -22,10 +22,11 @@ $(STAMP): pyproject.toml requirements.lock
 
 run: $(STAMP)
 	$(BIN)/fld --help
-	$(BIN)/fld world make --images 48 --seed 0 --out $(DATA)/world --overwrite
-	$(BIN)/fld ingest $(DATA)/world/images --data $(DATA)/dataset --split-from $(DATA)/world
+	$(BIN)/fld world make --images 120 --seed 0 --out $(DATA)/world --overwrite
+	$(BIN)/fld ingest $(DATA)/world/images/pool --data $(DATA)/dataset --split pool
+	$(BIN)/fld ingest $(DATA)/world/images/gold --data $(DATA)/dataset --split gold
 	$(BIN)/fld stats --data $(DATA)/world/truth
-	$(BIN)/fld stats --data $(DATA)/dataset
+	$(BIN)/fld query "SELECT split, status, count(*) AS images FROM images GROUP BY ALL ORDER BY split" --data $(DATA)/dataset
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -35,6 +36,7 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/store.py
+	$(BIN)/python bench/world.py
 
 # Refresh the lock from the current environment after changing dependencies.
 lock: $(STAMP)

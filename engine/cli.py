@@ -9,10 +9,17 @@ from typing import Annotated
 import duckdb
 import typer
 
+from engine.evaluate import evaluate_round
+from engine.ingest import IngestConfig, ingest
+from engine.metrics import metrics_table
+from engine.progress import progress_bar
 from engine.query import QueryRefused, run_query
 from engine.render import err_console, print_json, print_table
+from engine.sources import SourceError
 from engine.stats import dataset_stats
 from engine.store import Store, StoreError
+from engine.world.config import WorldConfig
+from engine.world.make import make_world
 from schemas import SchemaError
 
 app = typer.Typer(
@@ -27,12 +34,16 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+world_app = typer.Typer(help="The synthetic world: images with known ground truth (the embedded default).",
+                        no_args_is_help=True)
+app.add_typer(world_app, name="world")
+
 DataOption = Annotated[
     Path,
     typer.Option("--data", "-d", envvar="FLD_DATA", help="Dataset folder.", show_default=True),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
-USER_ERRORS = (StoreError, QueryRefused, SchemaError, duckdb.Error, ValueError, FileNotFoundError)
+USER_ERRORS = (StoreError, QueryRefused, SchemaError, SourceError, duckdb.Error, ValueError, FileNotFoundError)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -106,3 +117,105 @@ def verify(data: DataOption = Path("fld-data")) -> None:
     err_console().print(f"{count} shard file(s) OK" + (
         f"; {len(leftovers)} temp file(s) left by an interrupted writer (removed by the next writer "
         "of that round)" if leftovers else ""))
+
+
+@world_app.command("make")
+def world_make(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to create the world in.")],
+    images: Annotated[int, typer.Option("--images", "-n", help="Number of images (split into seed, pool, gold).")] = 200,
+    seed: Annotated[int, typer.Option("--seed", "-s", help="Random seed; the same seed gives the same world.")] = 0,
+    width: Annotated[int, typer.Option(help="Image width in pixels.")] = 320,
+    height: Annotated[int, typer.Option(help="Image height in pixels.")] = 240,
+    overwrite: Annotated[bool, typer.Option(help="Replace a world already in --out.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Draw a synthetic world: images on disk plus their exact ground truth.
+
+    Makes OUT/images/{seed,pool,gold}/, OUT/truth (seed and pool truth, a dataset) and
+    OUT/gold (the gold truth, read only by the evaluator).
+    """
+    try:
+        config = WorldConfig(images=images, seed=seed, width=width, height=height)
+        with progress_bar("drawing", config.images) as advance:
+            world = make_world(config, out, overwrite=overwrite, progress=advance)
+    except USER_ERRORS as err:
+        raise fail(str(err)) from None
+    counts = config.split_counts()
+    if as_json:
+        print_json({"out": str(world.root), "version": world.version, "splits": counts})
+        return
+    print_table(["split", "images", "folder"],
+                [(s, n, str(world.images(s))) for s, n in counts.items()],
+                title=f"world {world.version} in {world.root}")
+
+
+@app.command("ingest")
+def ingest_command(
+    source: Annotated[str, typer.Argument(help="A folder of images, or a text file listing image paths/URIs.")],
+    data: DataOption = Path("fld-data"),
+    split: Annotated[str, typer.Option(help="Split of these images: seed, pool, gold or unlabelled.")] = "pool",
+    max_pixels: Annotated[int, typer.Option(help="Refuse images with more pixels (decompression bombs).")] = IngestConfig.max_pixels,
+    as_json: JsonOption = False,
+) -> None:
+    """Add images to the dataset: one row each, with size, format and content-hash id.
+
+    Unreadable files become rows with status error and the reason; the rest go on.
+    """
+    try:
+        config = IngestConfig(split=split, max_pixels=max_pixels)
+        store = Store(data, create=True)
+        with progress_bar("ingesting") as advance:
+            summary = ingest(source, store, config, progress=advance)
+    except USER_ERRORS as err:
+        raise fail(str(err)) from None
+    result = {"ok": summary.ok, "errors": summary.errors, "duplicates": len(summary.duplicates),
+              "already_ingested": summary.already_ingested, "skipped_files": summary.skipped_files}
+    if as_json:
+        print_json({**result, "error_rows": [{"uri": r["uri"], "error": r["error"]} for r in summary.error_rows],
+                    "duplicate_of": [{"uri": a, "same_as": b} for a, b in summary.duplicates]})
+        return
+    print_table(list(result), [tuple(result.values())], title=f"ingested {source} into {data} ({split})")
+    if summary.error_rows:
+        print_table(["uri", "error"], [(r["uri"], r["error"]) for r in summary.error_rows[:20]],
+                    title="images that could not be used (rows with status error)")
+
+
+@app.command()
+def evaluate(
+    gold: Annotated[Path, typer.Option("--gold", help="The gold truth: a world's gold folder (WORLD/gold).")],
+    data: DataOption = Path("fld-data"),
+    round_id: Annotated[int, typer.Option("--round", "-r", help="Round to evaluate.")] = 0,
+    source: Annotated[str, typer.Option(help="Name of what is measured (recorded with each metric).")] = "dataset",
+    as_json: JsonOption = False,
+) -> None:
+    """Measure a round's annotations on the gold split and store the metrics."""
+    try:
+        table = evaluate_round(Store(data), round_id, Store(gold), source)
+    except USER_ERRORS as err:
+        raise fail(str(err)) from None
+    rows = table.select(["family", "metric", "value"]).to_pylist()
+    if as_json:
+        print_json(rows)
+        return
+    print_table(["family", "metric", "value"], [tuple(r.values()) for r in rows],
+                title=f"round {round_id} on gold ({source})")
+
+
+@app.command()
+def metrics(
+    data: DataOption = Path("fld-data"),
+    source: Annotated[str | None, typer.Option(help="Only metrics of this source (e.g. dataset).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Refinement metrics: gold-split quality per family and metric, one column per round."""
+    try:
+        table = metrics_table(Store(data), source)
+    except USER_ERRORS as err:
+        raise fail(str(err)) from None
+    if as_json:
+        print_json(table.records())
+        return
+    if not table.rows:
+        err_console().print("no metrics yet: run `fld evaluate` (or a round) first")
+        return
+    print_table(table.columns, table.rows, title=f"{data}: gold-split metrics by round")

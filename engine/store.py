@@ -150,13 +150,15 @@ class Store:
                 count += 1
         return count
 
+    def read_file(self, path: Path, table: str, columns: list[str] | None = None) -> pa.Table:
+        """One shard, checked first."""
+        self.check_file(path, table)
+        return pq.read_table(path, columns=columns, schema=schema_for(table))
+
     def read(self, table: str, round_id: int | None = None, columns: list[str] | None = None) -> pa.Table:
         """A table (all rounds or one) as Arrow; an empty table with the schema when there is none."""
         schema = schema_for(table)
-        parts = []
-        for path in self.files(table, round_id):
-            self.check_file(path, table)
-            parts.append(pq.read_table(path, columns=columns, schema=schema))
+        parts = [self.read_file(path, table, columns) for path in self.files(table, round_id)]
         if not parts:
             empty = schema.empty_table()
             return empty.select(columns) if columns else empty

@@ -1,0 +1,19 @@
+"""Content hashes: an image's id is the hash of its bytes, so identical images are one image."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+ID_BYTES = 16
+
+
+def content_id(data: bytes) -> str:
+    """128-bit BLAKE2b of the bytes, as 32 hex characters."""
+    return hashlib.blake2b(data, digest_size=ID_BYTES).hexdigest()
+
+
+def fingerprint(payload) -> str:
+    """A short stable hash of a JSON-serialisable value (configs, versions)."""
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()

@@ -1,0 +1,203 @@
+"""The evaluator on hand-made cases whose right answers are known, and on the world's gold truth."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from pycocoevalcap.cider.cider import Cider
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+from typer.testing import CliRunner
+
+from engine.cli import app
+from engine.evaluate import EvalConfig, Evaluator, evaluate_round, normalise_phrase, tokens
+from engine.store import Store
+from tests.rows import table_of, valid_row
+
+W, H = 100, 80
+
+
+def obj(image, rid, label, box, score=None, kind="object", mask=None):
+    return valid_row("regions", image_id=image, region_id=rid, kind=kind, label=label, box=box, mask=mask,
+                     score=score, score_source="model_probability" if score is not None else "ground_truth")
+
+
+GT_REGIONS = [
+    obj("i1", "g1", "house", [10.0, 10.0, 40.0, 40.0]),
+    obj("i1", "g2", "tree", [50.0, 20.0, 70.0, 60.0]),
+    obj("i2", "g3", "car", [0.0, 0.0, 30.0, 20.0]),
+    obj("i2", "g4", "house", [60.0, 40.0, 90.0, 70.0]),
+]
+
+
+@pytest.fixture
+def truth(tmp_path):
+    store = Store(tmp_path / "gold", create=True)
+    images = [valid_row("images", image_id=i, width=W, height=H, split="gold") for i in ("i1", "i2")]
+    with store.writer(0) as w:
+        w.write("images", 0, table_of("images", images))
+        w.write("regions", 0, table_of("regions", GT_REGIONS))
+    return store
+
+
+def metrics(truth, regions=(), texts=(), triplets=(), **config):
+    predictions = {"regions": table_of("regions", list(regions)), "texts": table_of("texts", list(texts)),
+                   "triplets": table_of("triplets", list(triplets))}
+    return {m: v for _, m, v in Evaluator(truth, EvalConfig(**config)).evaluate(predictions)}
+
+
+def shifted(rows, dx_fraction, score=0.9):
+    out = []
+    for k, r in enumerate(rows):
+        x1, y1, x2, y2 = r["box"]
+        dx = dx_fraction * (x2 - x1)
+        out.append(obj(r["image_id"], f"p{k}", r["label"], [x1 + dx, y1, x2 + dx, y2], score=score))
+    return out
+
+
+
+
+def test_perfect_detections_score_one(truth):
+    m = metrics(truth, shifted(GT_REGIONS, 0.0))
+    assert (m["detection_precision"], m["detection_recall"], m["detection_f1"]) == (1.0, 1.0, 1.0)
+    assert m["detection_map"] == pytest.approx(1.0) and m["detection_map50"] == pytest.approx(1.0)
+
+
+def test_shift_by_a_fifth_of_the_width_loses_a_known_amount(truth):
+    # IoU of a box with itself shifted by s of its width is (1 - s) / (1 + s) = 2/3 for s = 0.2:
+    # a match at IoU 0.5, 0.55, 0.6 and 0.65, none at 0.7 .. 0.95, so COCO mAP = 4/10.
+    m = metrics(truth, shifted(GT_REGIONS, 0.2))
+    assert m["detection_f1"] == 1.0
+    assert m["detection_map50"] == pytest.approx(1.0)
+    assert m["detection_map"] == pytest.approx(0.4)
+    assert metrics(truth, shifted(GT_REGIONS, 0.2), iou=0.7)["detection_f1"] == 0.0
+
+
+def test_missed_wrong_and_extra_boxes(truth):
+    preds = shifted(GT_REGIONS[:2], 0.0)  # half of the truth found
+    assert metrics(truth, preds)["detection_recall"] == 0.5
+    assert metrics(truth, preds)["detection_precision"] == 1.0
+    wrong = [{**p, "label": "boat"} for p in shifted(GT_REGIONS, 0.0)]
+    assert metrics(truth, wrong)["detection_f1"] == 0.0
+    extra = shifted(GT_REGIONS, 0.0) + [obj("i1", "x1", "star", [0.0, 50.0, 10.0, 60.0], score=0.1)]
+    m = metrics(truth, extra)
+    assert m["detection_precision"] == 0.8 and m["detection_recall"] == 1.0
+    assert m["detection_f1"] == pytest.approx(2 * 0.8 / 1.8)
+
+
+def test_unscored_predictions_get_no_map(truth):
+    unscored = [{**p, "score": None, "score_source": "none"} for p in shifted(GT_REGIONS, 0.0)]
+    m = metrics(truth, unscored)
+    assert m["detection_f1"] == 1.0 and m["detection_map"] is None
+
+
+def test_map_equals_pycocotools_called_directly(truth):
+    rng = np.random.default_rng(0)
+    preds = []
+    for k, r in enumerate(GT_REGIONS * 2):
+        jitter = rng.uniform(-6, 6, 4)
+        preds.append(obj(r["image_id"], f"p{k}", r["label"], list(np.array(r["box"]) + jitter), score=float(rng.random())))
+    ours = metrics(truth, preds)
+    ids = {"i1": 1, "i2": 2}
+    labels = {"house": 1, "tree": 2, "car": 3}
+    xywh = lambda b: [b[0], b[1], b[2] - b[0], b[3] - b[1]]  # noqa: E731
+    gt = COCO()
+    gt.dataset = {
+        "images": [{"id": 1}, {"id": 2}], "categories": [{"id": v} for v in labels.values()],
+        "annotations": [{"id": n + 1, "image_id": ids[r["image_id"]], "category_id": labels[r["label"]],
+                         "bbox": xywh(r["box"]), "area": xywh(r["box"])[2] * xywh(r["box"])[3], "iscrowd": 0}
+                        for n, r in enumerate(GT_REGIONS)],
+    }
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt.createIndex()
+        dt = gt.loadRes([{"image_id": ids[p["image_id"]], "category_id": labels[p["label"]], "bbox": xywh(p["box"]),
+                          "score": p["score"]} for p in preds])
+        e = COCOeval(gt, dt, "bbox")
+        e.evaluate(), e.accumulate(), e.summarize()
+    assert ours["detection_map"] == pytest.approx(e.stats[0])
+    assert ours["detection_map50"] == pytest.approx(e.stats[1])
+
+
+def test_ocr_words(truth, tmp_path):
+    store = Store(tmp_path / "gold2", create=True)
+    with store.writer(0) as w:
+        w.write("images", 0, table_of("images", [valid_row("images", image_id="i1", width=W, height=H)]))
+        w.write("regions", 0, table_of("regions", [obj("i1", "t1", "OPEN", [0.0, 0.0, 20.0, 10.0], kind="ocr")]))
+    pred = [obj("i1", "p1", "OPEN SALE", [0.0, 0.0, 20.0, 10.0], score=0.5, kind="ocr")]
+    m = metrics(store, pred)
+    assert (m["ocr_word_precision"], m["ocr_word_recall"]) == (0.5, 1.0)
+    assert m["detection_f1"] is None  # no object truth, no object predictions: not measurable
+
+
+def test_descriptions_and_mentions(truth, tmp_path):
+    store = Store(tmp_path / "gold3", create=True)
+    gt_text = "a red house next to a green tree"
+    with store.writer(0) as w:
+        w.write("images", 0, table_of("images", [valid_row("images", image_id="i1", width=W, height=H)]))
+        w.write("regions", 0, table_of("regions", GT_REGIONS[:2]))
+        w.write("texts", 0, table_of("texts", [valid_row("texts", image_id="i1", text_id="g", text=gt_text, score=None, score_source="ground_truth")]))
+    perfect = metrics(store, texts=[valid_row("texts", image_id="i1", text_id="p", text=gt_text.upper() + ".")])
+    assert perfect["brief.bleu4"] == pytest.approx(1.0) and perfect["brief.rouge_l"] == pytest.approx(1.0)
+    refs = {"i1": [" ".join(tokens(gt_text))]}
+    assert perfect["brief.cider"] == pytest.approx(Cider().compute_score(refs, refs)[0])
+    assert perfect["brief.object_recall"] == 1.0 and perfect["brief.hallucination"] == 0.0
+    assert perfect["brief.coverage"] == 1.0 and perfect["detailed.coverage"] == 0.0
+    partial = metrics(store, texts=[valid_row("texts", image_id="i1", text_id="p", text="two houses and a car")])
+    assert partial["brief.object_recall"] == 0.5  # house of {house, tree}
+    assert partial["brief.hallucination"] == 0.5  # car of {house, car}
+    assert partial["brief.bleu4"] < 0.1
+
+
+def test_grounding_recall_at_one(truth, tmp_path):
+    store = Store(tmp_path / "gold4", create=True)
+    gt = [valid_row("triplets", image_id="i1", triplet_id="g1", text="A red house", phrase="A red house",
+                    span_start=0, span_end=11, box=[10.0, 10.0, 40.0, 40.0], score=None, score_source="ground_truth")]
+    with store.writer(0) as w:
+        w.write("images", 0, table_of("images", [valid_row("images", image_id="i1", width=W, height=H)]))
+        w.write("triplets", 0, table_of("triplets", gt))
+
+    def pred(tid, box, score):
+        return valid_row("triplets", image_id="i1", triplet_id=tid, text="the red house", phrase="the red house",
+                         span_start=0, span_end=13, box=box, score=score)
+
+    right, wrong = [10.0, 10.0, 40.0, 40.0], [60.0, 40.0, 90.0, 70.0]
+    assert metrics(store, triplets=[pred("a", right, 0.9), pred("b", wrong, 0.1)])["grounding_recall@1"] == 1.0
+    assert metrics(store, triplets=[pred("a", right, 0.1), pred("b", wrong, 0.9)])["grounding_recall@1"] == 0.0
+    assert normalise_phrase("The  Red, house!") == "red house"
+
+
+def test_world_truth_as_predictions_is_perfect(small_world):
+    gold = Store(small_world.gold)
+    predictions = {t: gold.read(t) for t in ("texts", "regions", "triplets")}
+    m = {k: v for _, k, v in Evaluator(gold).evaluate(predictions)}
+    for key in ("detection_f1", "mask_iou", "ocr_word_precision", "ocr_word_recall", "grounding_recall@1",
+                "brief.rouge_l", "more_detailed.rouge_l", "brief.coverage"):
+        assert m[key] == pytest.approx(1.0), key
+    assert m["detailed.bleu4"] == pytest.approx(1.0)
+    assert m["more_detailed.hallucination"] == 0.0
+
+
+def test_predictions_outside_gold_are_ignored(truth):
+    outside = [obj("elsewhere", "z", "house", [10.0, 10.0, 40.0, 40.0], score=0.9)]
+    assert metrics(truth, shifted(GT_REGIONS, 0.0) + outside)["detection_precision"] == 1.0
+
+
+def test_evaluate_round_writes_metrics_that_fld_metrics_shows(truth, tmp_path):
+    data = Store(tmp_path / "ds", create=True)
+    preds = table_of("regions", [{**p, "round": 2} for p in shifted(GT_REGIONS, 0.0)])
+    with data.writer(2) as w:
+        w.write("regions", 0, preds)
+    table = evaluate_round(data, 2, truth)
+    assert isinstance(table, pa.Table) and data.files("metrics", 2)
+    result = CliRunner().invoke(app, ["metrics", "--data", str(data.root), "--json"])
+    rows = {r["metric"]: r for r in __import__("json").loads(result.output)}
+    assert rows["detection_f1"]["round 2"] == 1.0
+
+
+def test_bad_eval_config():
+    with pytest.raises(ValueError, match="iou"):
+        EvalConfig(iou=1.5)
