@@ -37,6 +37,7 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/store.py
 	$(BIN)/python bench/world.py
+	$(BIN)/python bench/filters.py
 
 # Refresh the lock from the current environment after changing dependencies.
 lock: $(STAMP)

@@ -104,9 +104,11 @@ TRIPLETS = _schema(
         pa.field("box", BOX, nullable=False),
         pa.field("mask", RLE),
         pa.field("region_id", pa.string()),
+        pa.field("phrase_score", pa.float32()),
         *PROVENANCE,
     ],
 )
+"""``score`` is the box's confidence; ``phrase_score`` the grounder's confidence in the phrase."""
 
 REJECTED = _schema(
     "rejected",

@@ -273,6 +273,9 @@ def validate_table(
         c.add(_rows(pc.and_(labelled, blank)), "label", "this kind of region needs a label or text")
     if table == "triplets":
         _check_spans(c, data)
+        phrase = pc.fill_null(data.column("phrase_score").cast(pa.float64()), 0.5).to_numpy(zero_copy_only=False)
+        c.add(np.flatnonzero(np.isnan(phrase) | (phrase < 0) | (phrase > 1)), "phrase_score",
+              lambda r: f"phrase_score {phrase[r]} is not within [0, 1]")
     if table == "images":
         _check_images(c, data)
     if table == "rounds":

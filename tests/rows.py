@@ -27,7 +27,7 @@ def valid_row(table_name: str, /, **overrides) -> dict:
         "triplets": {"image_id": "img0", "triplet_id": "p0", "text_id": "t0",
                      "text": "a red square", "phrase": "a red square", "span_start": 0,
                      "span_end": 12, "box": [0.0, 0.0, 3.0, 4.0], "mask": None,
-                     "region_id": "r0", **PROV},
+                     "region_id": "r0", "phrase_score": 0.8, **PROV},
         "rejected": {"table": "regions", "row_id": "r9", "image_id": "img0", "round": 0,
                      "filter": "confidence", "reason": "score 0.1 < 0.3", "row": "{}"},
         "rounds": {"round": 0, "kind": "specialists", "config": "{}", "status": "completed",

@@ -45,6 +45,6 @@ def truth_rows(image_id: str, scene: Scene, descriptions: list[Description], ver
                     "image_id": image_id, "triplet_id": f"{text_id}-p{p}-o{k}", "text_id": text_id,
                     "text": d.text, "phrase": phrase.text, "span_start": phrase.start,
                     "span_end": phrase.end, "box": list(scene.objects[k].box), "mask": masks[k],
-                    "region_id": object_ids[k], **prov,
+                    "region_id": object_ids[k], "phrase_score": None, **prov,
                 })
     return {"texts": texts, "regions": regions, "triplets": triplets}

@@ -56,6 +56,8 @@ def test_valid_row_passes_and_carries_version(table):
         ("triplets", {"span_start": 2}, "phrase", "not the phrase"),
         ("triplets", {"phrase": ""}, "phrase", "empty"),
         ("triplets", {"box": [1.0, 1.0, 1.0, 2.0]}, "box", "x2 <= x1"),
+        ("triplets", {"phrase_score": 1.2}, "phrase_score", "not within [0, 1]"),
+        ("triplets", {"phrase_score": float("nan")}, "phrase_score", "not within [0, 1]"),
         ("rejected", {"table": "images"}, "table", "not one of texts, regions, triplets"),
         ("rejected", {"reason": ""}, "reason", "empty"),
         ("rounds", {"status": "paused"}, "status", "not one of running, completed, failed"),

@@ -1,0 +1,91 @@
+"""Text filters: empty, overlong, non-language and degenerate texts (cheap checks, before
+parsing), then FLD-5B's parse-based checks: excessive objects and too-low complexity."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from filters.decision import Decision
+from filters.phrases import ParsedText, PhraseParser
+
+WORD = re.compile(r"\w+", re.UNICODE)
+
+
+@dataclass(frozen=True)
+class TextFilterConfig:
+    max_chars: int = 2000
+    min_tokens: int = 2
+    min_letter_ratio: float = 0.6
+    """Share of letters among the non-space characters (emoji, digits and symbols are not)."""
+    min_latin_ratio: float = 0.9
+    """Share of Latin letters among the letters: our parser and captions are English."""
+    max_repeat_run: int = 3
+    """The same word this many times in a row is degenerate generation."""
+    min_unique_ratio: float = 0.3
+    max_objects: int = 40
+    min_complexity: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("min_letter_ratio", "min_latin_ratio", "min_unique_ratio"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be within [0, 1], got {getattr(self, name)}")
+        for name in ("max_chars", "min_tokens", "max_repeat_run", "max_objects"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.min_complexity < 0:
+            raise ValueError(f"min_complexity must be >= 0, got {self.min_complexity}")
+
+
+def _latin(ch: str) -> bool:
+    return "LATIN" in unicodedata.name(ch, "")
+
+
+def surface_reason(text: str | None, config: TextFilterConfig) -> str | None:
+    """Why a text is unusable before parsing it, or None."""
+    if text is None or not text.strip():
+        return "empty"
+    if len(text) > config.max_chars:
+        return f"too_long: {len(text)} characters > {config.max_chars}"
+    visible = [c for c in text if not c.isspace()]
+    letters = [c for c in visible if c.isalpha()]
+    if len(letters) < config.min_letter_ratio * len(visible):
+        return f"non_language: {len(letters)} letters of {len(visible)} characters"
+    if sum(map(_latin, letters)) < config.min_latin_ratio * len(letters):
+        return "not_english: mostly non-Latin letters"
+    words = [w.lower() for w in WORD.findall(text)]
+    if len(words) < config.min_tokens:
+        return f"too_short: {len(words)} word(s)"
+    run = longest = 1
+    for a, b in zip(words, words[1:]):
+        run = run + 1 if a == b else 1
+        longest = max(longest, run)
+    if longest >= config.max_repeat_run:
+        return f"repetition: a word {longest} times in a row"
+    if len(words) >= 8 and len(set(words)) < config.min_unique_ratio * len(words):
+        return f"repetition: {len(set(words))} distinct of {len(words)} words"
+    return None
+
+
+def parsed_reason(parsed: ParsedText, config: TextFilterConfig) -> str | None:
+    if len(parsed.objects) > config.max_objects:
+        return f"excessive_objects: {len(parsed.objects)} > {config.max_objects}"
+    if parsed.complexity < config.min_complexity:
+        return f"low_complexity: {parsed.complexity:.2f} < {config.min_complexity}"
+    return None
+
+
+def text_decision(texts: pa.Table, parser: PhraseParser, config: TextFilterConfig = TextFilterConfig()
+                  ) -> tuple[Decision, dict[int, ParsedText]]:
+    """The text filter's decision on a ``texts`` table, and the parse of every text that was parsed."""
+    values = texts.column("text").to_pylist()
+    reasons = [surface_reason(t, config) for t in values]
+    todo = [i for i, r in enumerate(reasons) if r is None]
+    parsed = dict(zip(todo, parser.parse([values[i] for i in todo]))) if todo else {}
+    for i, p in parsed.items():
+        reasons[i] = parsed_reason(p, config)
+    return Decision("text", reasons), parsed
+

