@@ -71,7 +71,7 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedIm
                 im.seek(0)
                 upright = ImageOps.exif_transpose(im)
                 rgb = _to_rgb(upright)
-                array = np.asarray(rgb, dtype=np.uint8)
+                array = np.array(rgb, dtype=np.uint8)  # a writable copy (torch warns on read-only arrays)
     except ImageError:
         raise
     except Image.UnidentifiedImageError:

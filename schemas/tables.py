@@ -85,11 +85,15 @@ REGIONS = _schema(
         pa.field("box", BOX, nullable=False),
         pa.field("quad", QUAD),
         pa.field("mask", RLE),
+        pa.field("mask_score", pa.float32()),
+        pa.field("mask_specialist", pa.string()),
         pa.field("label", pa.string()),
         pa.field("members", pa.list_(MEMBER)),
         *PROVENANCE,
     ],
 )
+"""A mask may come from another specialist than the box (a segmenter prompted with it):
+``mask_specialist`` (name@version) and ``mask_score`` (e.g. SAM's predicted IoU) say which."""
 
 TRIPLETS = _schema(
     "triplets",

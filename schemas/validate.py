@@ -107,8 +107,12 @@ class _Collector:
 
 
 def conform(table: str, data: pa.Table) -> tuple[pa.Table | None, list[ValidationIssue]]:
-    """Select and cast ``data`` to the table's schema; issues name missing or unexpected columns."""
+    """Select and cast ``data`` to the table's schema; issues name missing required columns and
+    unexpected ones (a missing optional column is filled with nulls)."""
     schema = schema_for(table)
+    for field in schema:  # an optional column left out is all nulls
+        if field.nullable and field.name not in data.column_names:
+            data = data.append_column(field.name, pa.nulls(data.num_rows, field.type))
     issues = [
         ValidationIssue(table, None, name, "missing column")
         for name in schema.names

@@ -136,3 +136,9 @@ def test_rle_reader_agrees_with_pycocotools(shape):
     check_rle(rle["size"], rle["counts"].decode())
     with pytest.raises(RleError):
         check_rle([shape[0] + 1, shape[1]], rle["counts"].decode())
+
+
+def test_missing_optional_columns_are_nulls():
+    data = one("regions").drop_columns(["quad", "mask_score", "members"])
+    out = check_table("regions", data, SIZES)
+    assert out.column("quad").null_count == 1 and out.schema.names == TABLES["regions"].names

@@ -1,0 +1,211 @@
+"""Florence-2 specialists (transformers' native Florence-2): descriptions at three granularities,
+object detection, dense region captions, OCR with regions, region proposals, phrase grounding of
+captions, and descriptions of regions other specialists proposed. Generation is batched across
+images (and across prompts for the tasks that take an input); every box and text is scored from
+the generation's own token probabilities."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from specialists.base import Batch, Resources, Specialist, WeightsError, weights_version
+from specialists.columns import region_table
+from specialists.florence2_parse import Generated, Item, location_tokens, parse_florence2
+
+log = logging.getLogger(__name__)
+
+GRANULARITY = {"<CAPTION>": "brief", "<DETAILED_CAPTION>": "detailed", "<MORE_DETAILED_CAPTION>": "more_detailed"}
+REGION_KIND = {"<OD>": "object", "<DENSE_REGION_CAPTION>": "region_caption", "<OCR_WITH_REGION>": "ocr",
+               "<REGION_PROPOSAL>": "proposal"}
+GROUNDING = "<CAPTION_TO_PHRASE_GROUNDING>"
+REGION_TO_DESCRIPTION = "<REGION_TO_DESCRIPTION>"
+TASKS = (*GRANULARITY, *REGION_KIND, GROUNDING, REGION_TO_DESCRIPTION)
+HOW_TO_GET = ("Give a Florence-2 checkpoint folder in Hugging Face format (config.json, weights and "
+              "processor files), e.g. florence-community/Florence-2-base downloaded while online, or one "
+              "made by `fld bootstrap`.")
+
+
+@dataclass(frozen=True)
+class Florence2Config:
+    checkpoint: str
+    tasks: tuple[str, ...] = ("<CAPTION>", "<DETAILED_CAPTION>", "<MORE_DETAILED_CAPTION>", "<OD>")
+    max_new_tokens: int = 256
+    num_beams: int = 1
+    device: str = "cpu"
+    batch_size: int = 8
+    region_kinds: tuple[str, ...] = ("object",)
+    """Kinds of prompt regions that <REGION_TO_DESCRIPTION> describes."""
+
+    def __post_init__(self) -> None:
+        unknown = [t for t in self.tasks if t not in TASKS]
+        if unknown or not self.tasks:
+            raise ValueError(f"unknown Florence-2 task(s) {unknown or '(none given)'}; known: {', '.join(TASKS)}")
+        if self.max_new_tokens < 1 or self.num_beams < 1 or self.batch_size < 1:
+            raise ValueError("max_new_tokens, num_beams and batch_size must be >= 1")
+
+
+def load_florence2(checkpoint: str, device: str = "cpu"):
+    """(model, processor) from a checkpoint folder (or a hub id when online); WeightsError otherwise."""
+    from transformers import AutoConfig, AutoProcessor, Florence2ForConditionalGeneration
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    path = Path(checkpoint).expanduser()
+    if not path.exists() and (os.environ.get("HF_HUB_OFFLINE") == "1" or checkpoint.startswith((".", "/", "~"))):
+        raise WeightsError(f"Florence-2 checkpoint not found at {path}. {HOW_TO_GET}")
+    source = str(path) if path.exists() else checkpoint
+    try:
+        config = AutoConfig.from_pretrained(source)
+    except (OSError, ValueError) as err:
+        raise WeightsError(f"{source} is not a Hugging Face checkpoint folder ({err}). {HOW_TO_GET}") from None
+    if config.model_type != "florence2":
+        raise WeightsError(f"{source} holds a {config.model_type!r} model, not Florence-2. {HOW_TO_GET}")
+    try:
+        processor = AutoProcessor.from_pretrained(source)
+        model = Florence2ForConditionalGeneration.from_pretrained(source).to(device).eval()
+    except Exception as err:  # damaged weights or processor files raise many kinds
+        raise WeightsError(f"cannot load the Florence-2 checkpoint {source}: {type(err).__name__}: {err}") from None
+    tokenizer = processor.tokenizer
+    vocab = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > vocab or "<loc_999>" not in tokenizer.get_vocab():
+        raise WeightsError(f"the tokenizer in {source} does not match its model ({len(tokenizer)} tokens for "
+                           f"{vocab} embeddings, location tokens {'present' if '<loc_999>' in tokenizer.get_vocab() else 'missing'}): "
+                           "a checkpoint from a different tokenizer")
+    return model, processor
+
+
+class Florence2Specialist(Specialist):
+    name = "florence2"
+    role = "captioner"
+    produces = ("texts", "regions", "triplets")
+
+    def __init__(self, config: Florence2Config):
+        super().__init__(config.batch_size, Resources(cpus=1.0, gpus=1.0 if config.device.startswith("cuda") else 0.0))
+        self.config = config
+        self.needs = tuple(t for t, task in (("texts", GROUNDING), ("regions", REGION_TO_DESCRIPTION)) if task in config.tasks)
+        self.model = self.processor = None
+
+    def load(self) -> None:
+        self.model, self.processor = load_florence2(self.config.checkpoint, self.config.device)
+        path = Path(self.config.checkpoint).expanduser()
+        self._version = weights_version(path) if path.exists() else self.config.checkpoint
+
+    # -- generation ---------------------------------------------------------------------------
+    def generate(self, images: list[np.ndarray], prompts: list[str]) -> list[Generated]:
+        """One generation per (image, prompt), in batches of ``batch_size``."""
+        import torch
+
+        out: list[Generated] = []
+        tokenizer = self.processor.tokenizer
+        specials = set(tokenizer.all_special_tokens)
+        for start in range(0, len(prompts), self.batch_size):
+            inputs = self.processor(images=images[start : start + self.batch_size],
+                                    text=prompts[start : start + self.batch_size], return_tensors="pt",
+                                    padding=True).to(self.config.device)
+            with torch.no_grad():
+                result = self.model.generate(**inputs, max_new_tokens=self.config.max_new_tokens,
+                                             num_beams=self.config.num_beams, do_sample=False,
+                                             output_scores=True, return_dict_in_generate=True)
+            logprobs = self.model.compute_transition_scores(result.sequences, result.scores,
+                                                            getattr(result, "beam_indices", None), normalize_logits=True)
+            generated = result.sequences[:, -logprobs.shape[1]:]
+            for ids, lp in zip(generated.tolist(), logprobs.exp().tolist()):
+                tokens = tokenizer.convert_ids_to_tokens(ids)
+                pieces, probs = [], []
+                for token, prob in zip(tokens, lp):
+                    if token == tokenizer.pad_token:
+                        break
+                    pieces.append(token if token in specials else tokenizer.convert_tokens_to_string([token]))
+                    probs.append(float(prob))
+                out.append(Generated(tuple(pieces), tuple(probs)))
+        return out
+
+    # -- tasks ----------------------------------------------------------------------------
+    def predict(self, batch: Batch) -> dict[str, pa.Table]:
+        texts, regions, triplets = [], [], []
+        for task in self.config.tasks:
+            if task in GRANULARITY or task in REGION_KIND:
+                results = self.generate(batch.images, [task] * len(batch))
+                for image_id, generated in zip(batch.image_ids, results):
+                    items = parse_florence2(generated, task, batch.sizes[image_id])
+                    if task in GRANULARITY:
+                        texts += [self._text_row(image_id, task, item, batch.round) for item in items[:1]]
+                    else:
+                        regions.append(self._regions(image_id, task, items, batch.round))
+            elif task == GROUNDING:
+                triplets += self._ground(batch)
+            elif task == REGION_TO_DESCRIPTION:
+                regions.append(self._describe_regions(batch))
+        return {
+            "texts": self.table("texts", texts),
+            "regions": pa.concat_tables([self.table("regions", []), *regions]),
+            "triplets": self.table("triplets", triplets),
+        }
+
+    def _text_row(self, image_id: str, task: str, item: Item, round_id: int) -> dict:
+        granularity = GRANULARITY[task]
+        return {"image_id": image_id, "text_id": f"{image_id}-f2-{granularity}", "granularity": granularity,
+                "text": item.text, **self.provenance(round_id, item.score)}
+
+    def _regions(self, image_id: str, task: str, items: list[Item], round_id: int) -> pa.Table:
+        kind = REGION_KIND[task]
+        items = [i for i in items if i.box[2] > i.box[0] and i.box[3] > i.box[1]]
+        scores = [i.score for i in items]
+        extra = {"quad": pa.array([list(i.quad) for i in items], pa.list_(pa.float32(), 8))} if kind == "ocr" else {}
+        return region_table([image_id] * len(items), np.array([i.box for i in items], np.float32).reshape(-1, 4),
+                            [i.text or None for i in items],
+                            None if any(s is None for s in scores) else np.array(scores, np.float32),
+                            kind=kind, specialist=self.name, version=self.version, round_id=round_id,
+                            id_prefix=f"f2{kind[:3]}", extra=extra)
+
+    def _pairs(self, batch: Batch, table: str) -> Iterator[tuple[int, dict]]:
+        index = {image_id: k for k, image_id in enumerate(batch.image_ids)}
+        prompts = batch.prompts(table)
+        if table == "regions":
+            prompts = prompts.filter(pc.is_in(prompts.column("kind"), pa.array(self.config.region_kinds, pa.string())))
+        for row in prompts.to_pylist():
+            if row["image_id"] in index:
+                yield index[row["image_id"]], row
+
+    def _ground(self, batch: Batch) -> list[dict]:
+        pairs = list(self._pairs(batch, "texts"))
+        results = self.generate([batch.images[k] for k, _ in pairs], [GROUNDING + row["text"] for _, row in pairs])
+        rows = []
+        for (k, source), generated in zip(pairs, results):
+            image_id = batch.image_ids[k]
+            used: dict[str, int] = {}
+            for n, item in enumerate(parse_florence2(generated, GROUNDING, batch.sizes[image_id])):
+                start = source["text"].lower().find(item.text.lower(), used.get(item.text.lower(), 0))
+                if start < 0:
+                    start = source["text"].lower().find(item.text.lower())
+                if start < 0:
+                    continue  # a phrase that is not in the caption cannot be given a span
+                used[item.text.lower()] = start + 1
+                end = start + len(item.text)
+                rows.append({"image_id": image_id, "triplet_id": f"{source['text_id']}-f2g{n}",
+                             "text_id": source["text_id"], "text": source["text"],
+                             "phrase": source["text"][start:end], "span_start": start, "span_end": end,
+                             "box": list(item.box), "mask": None, "region_id": None,
+                             "phrase_score": item.phrase_score, **self.provenance(batch.round, item.score)})
+        return rows
+
+    def _describe_regions(self, batch: Batch) -> pa.Table:
+        pairs = list(self._pairs(batch, "regions"))
+        prompts = [REGION_TO_DESCRIPTION + location_tokens(row["box"], batch.sizes[row["image_id"]]) for _, row in pairs]
+        results = self.generate([batch.images[k] for k, _ in pairs], prompts)
+        rows = []
+        for (_, region), generated in zip(pairs, results):
+            items = parse_florence2(generated, REGION_TO_DESCRIPTION, batch.sizes[region["image_id"]])
+            if items:
+                rows.append({"image_id": region["image_id"], "region_id": f"{region['region_id']}-f2cap",
+                             "kind": "region_caption", "box": region["box"], "label": items[0].text,
+                             "mask": region["mask"], **self.provenance(batch.round, items[0].score)})
+        return self.table("regions", rows)

@@ -1,0 +1,68 @@
+"""RapidOcrReader: PP-OCR detection and recognition through rapidocr-onnxruntime, whose ONNX
+models ship inside the package (no download). rapidocr reads one image per call."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from specialists.base import Batch, Resources, Specialist, weights_version
+from specialists.columns import region_table
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RapidOcrConfig:
+    min_score: float = 0.3
+    """rapidocr's own text-score floor (box text below it is not returned)."""
+    batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.min_score <= 1.0:
+            raise ValueError(f"min_score must be within [0, 1], got {self.min_score}")
+
+
+class RapidOcrReader(Specialist):
+    name = "rapidocr"
+    role = "ocr"
+    produces = ("regions",)
+
+    def __init__(self, config: RapidOcrConfig = RapidOcrConfig()):
+        super().__init__(config.batch_size, Resources(cpus=1.0))
+        self.config = config
+        self.engine = None
+
+    def load(self) -> None:
+        import rapidocr_onnxruntime
+        from rapidocr_onnxruntime import RapidOCR
+
+        self.engine = RapidOCR(text_score=self.config.min_score)
+        models = Path(rapidocr_onnxruntime.__file__).parent / "models"
+        self._version = weights_version(models) if models.exists() else f"rapidocr-{rapidocr_onnxruntime.__version__}"
+
+    def predict(self, batch: Batch) -> dict[str, pa.Table]:
+        ids, boxes, quads, texts, scores = [], [], [], [], []
+        for image_id, image in zip(batch.image_ids, batch.images):
+            found, _ = self.engine(image[:, :, ::-1])  # rapidocr takes OpenCV's BGR
+            for quad, text, score in found or []:
+                q = np.asarray(quad, np.float32).reshape(4, 2)
+                h, w = image.shape[:2]
+                q[:, 0], q[:, 1] = q[:, 0].clip(0, w), q[:, 1].clip(0, h)
+                box = [q[:, 0].min(), q[:, 1].min(), q[:, 0].max(), q[:, 1].max()]
+                if box[2] <= box[0] or box[3] <= box[1] or not str(text).strip():
+                    continue
+                ids.append(image_id)
+                boxes.append(box)
+                quads.append(q.reshape(-1).tolist())
+                texts.append(str(text))
+                scores.append(float(score))
+        quad_type = pa.list_(pa.float32(), 8)
+        table = region_table(ids, np.array(boxes, np.float32).reshape(-1, 4), texts, np.array(scores, np.float32),
+                             kind="ocr", specialist=self.name, version=self.version, round_id=batch.round,
+                             id_prefix="ocr", extra={"quad": pa.array(quads, quad_type)})
+        return {"regions": table}

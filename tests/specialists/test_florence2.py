@@ -1,0 +1,128 @@
+"""Florence-2: the parser agrees with transformers' post-processing, and the specialist runs a
+tiny checkpoint end to end with scores from the generation."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from specialists.base import WeightsError
+from specialists.florence2 import Florence2Config, Florence2Specialist, load_florence2
+from specialists.florence2_build import build_processor, train_tokenizer
+from specialists.florence2_parse import Generated, decode_bin, location_tokens, parse_florence2, quantize
+from tests.specialists.conftest import CAPTION, gold_batch
+
+SIZE = (640, 480)
+
+
+@pytest.fixture(scope="module")
+def processor():
+    return build_processor(train_tokenizer(["a red house", "two trees on a road"], vocab_size=300))
+
+
+@pytest.mark.parametrize(
+    "task, text",
+    [
+        ("<OD>", "house<loc_10><loc_20><loc_300><loc_400>car<loc_0><loc_0><loc_999><loc_999>"),
+        ("<OD>", "two cars<loc_1><loc_2><loc_3><loc_4><loc_500><loc_501><loc_502><loc_503></s><pad><pad>"),
+        ("<DENSE_REGION_CAPTION>", "a red striped house<loc_123><loc_234><loc_345><loc_456>"),
+        ("<CAPTION_TO_PHRASE_GROUNDING>", "A red house<loc_10><loc_20><loc_300><loc_400>two trees<loc_500><loc_500><loc_600><loc_700><loc_700><loc_500><loc_800><loc_700>"),
+        ("<OCR_WITH_REGION>", "OPEN<loc_10><loc_20><loc_300><loc_20><loc_300><loc_400><loc_10><loc_400>SALE 50<loc_500><loc_500><loc_900><loc_500><loc_900><loc_600><loc_500><loc_600>"),
+        ("<REGION_PROPOSAL>", "<loc_10><loc_20><loc_300><loc_400><loc_1><loc_2><loc_3><loc_4>"),
+        ("<CAPTION>", "<s>A red house next to a tree.</s>"),
+    ],
+)
+def test_parser_agrees_with_transformers(processor, task, text):
+    ours = parse_florence2(text, task, SIZE)
+    theirs = processor.post_process_generation(text=text, task=task, image_size=SIZE)[task]
+    if isinstance(theirs, str):
+        assert [i.text for i in ours] == [theirs]
+        return
+    if "quad_boxes" in theirs:
+        assert [i.text for i in ours] == theirs["labels"]
+        assert np.allclose([i.quad for i in ours], theirs["quad_boxes"], atol=1.0)
+        return
+    assert [i.text for i in ours] == theirs["labels"] or task == "<REGION_PROPOSAL>"
+    # transformers decodes to the bin centre too, then truncates to whole pixels
+    assert np.allclose([i.box for i in ours], theirs["bboxes"], atol=1.0)
+    assert (np.floor([i.box for i in ours]) == np.array(theirs["bboxes"])).all()
+
+
+@pytest.mark.parametrize("value, size, bin_", [(0, 640, 0), (639.9, 640, 999), (640, 640, 999), (700, 640, 999),
+                                               (-3, 640, 0), (320, 640, 500), (0.64, 640, 1)])
+def test_quantize_never_emits_loc_1000(value, size, bin_):
+    assert quantize(value, size) == bin_
+
+
+def test_decode_at_bin_centre_clamped():
+    assert decode_bin(0, 1000) == 0.5 and decode_bin(999, 1000) == 999.5
+    assert location_tokens([0, 0, 640, 480], SIZE) == "<loc_0><loc_0><loc_999><loc_999>"
+
+
+def test_scores_come_from_token_probabilities():
+    g = Generated(("house", "<loc_1>", "<loc_2>", "<loc_3>", "<loc_4>", "</s>"), (0.5, 0.9, 0.8, 0.7, 0.6, 1.0))
+    item = parse_florence2(g, "<OD>", SIZE)[0]
+    assert item.score == pytest.approx(0.75) and item.phrase_score == pytest.approx(0.5)
+    assert parse_florence2("house<loc_1><loc_2><loc_3><loc_4>", "<OD>", SIZE)[0].score is None
+
+
+def test_unknown_task():
+    with pytest.raises(ValueError, match="unknown Florence-2 task"):
+        parse_florence2("x", "<NOPE>", SIZE)
+
+
+def test_specialist_end_to_end(tiny_florence2, small_world):
+    batch = gold_batch(small_world, 3)
+    tasks = ("<CAPTION>", "<OD>", "<OCR_WITH_REGION>", "<CAPTION_TO_PHRASE_GROUNDING>", "<REGION_TO_DESCRIPTION>")
+    specialist = Florence2Specialist(Florence2Config(str(tiny_florence2), tasks=tasks, max_new_tokens=40, batch_size=2))
+    out = specialist(batch)
+    texts, regions, triplets = out["texts"], out["regions"], out["triplets"]
+    assert texts.num_rows == 3 and set(texts.column("text").to_pylist()) == {CAPTION}
+    kinds = regions.column("kind").to_pylist()
+    assert kinds.count("object") == 6 and kinds.count("ocr") == 3
+    objects = [r for r in regions.to_pylist() if r["kind"] == "object"]
+    assert {r["label"] for r in objects} == {"house", "tree"}
+    for r in regions.to_pylist() + texts.to_pylist():
+        assert r["score_source"] == "model_probability" and 0.0 < r["score"] <= 1.0
+        assert r["specialist"] == "florence2" and len(r["specialist_version"]) == 16
+    w, h = batch.sizes[batch.image_ids[0]]
+    house = next(r for r in objects if r["label"] == "house")
+    assert house["box"] == pytest.approx([decode_bin(100, w), decode_bin(150, h), decode_bin(400, w), decode_bin(600, h)])
+    assert len({r["score"] for r in objects}) > 1  # scores differ: they come from the generation
+    assert kinds.count("region_caption") > 0  # <REGION_TO_DESCRIPTION> on the prompt regions
+    for t in triplets.to_pylist():
+        assert t["text"][t["span_start"]:t["span_end"]] == t["phrase"]
+
+
+def test_empty_batch(tiny_florence2):
+    from specialists.base import Batch
+
+    out = Florence2Specialist(Florence2Config(str(tiny_florence2)))(Batch([], []))
+    assert all(t.num_rows == 0 for t in out.values())
+
+
+@pytest.mark.parametrize("damage", ["missing", "not_a_checkpoint", "other_model", "truncated", "other_tokenizer"])
+def test_bad_checkpoints_are_named(tiny_florence2, tmp_path, damage):
+    target = tmp_path / "ckpt"
+    if damage != "missing":
+        shutil.copytree(tiny_florence2, target)
+    if damage == "not_a_checkpoint":
+        (target / "config.json").unlink()
+    elif damage == "other_model":
+        config = json.loads((target / "config.json").read_text())
+        (target / "config.json").write_text(json.dumps({**config, "model_type": "bart", "architectures": ["BartModel"]}))
+    elif damage == "truncated":
+        weights = next(target.glob("*.safetensors"))
+        weights.write_bytes(weights.read_bytes()[:1000])
+    elif damage == "other_tokenizer":
+        build_processor(train_tokenizer(["completely other words"] * 50, vocab_size=300)).save_pretrained(target)
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(target)
+        tokenizer.add_tokens([f"extra{i}" for i in range(2000)])
+        tokenizer.save_pretrained(target)
+    with pytest.raises(WeightsError, match=str(target) if damage != "other_tokenizer" else "different tokenizer"):
+        load_florence2(str(target))

@@ -1,0 +1,179 @@
+"""YOLO, SAM, GrabCut, RapidOCR and the label grounder on tiny models and world images, the
+contract's bad inputs, and a run with the network blocked."""
+
+from __future__ import annotations
+
+import socket
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+
+from engine.masks import rle_iou
+from schemas import validate_table
+from specialists.base import Batch, WeightsError, as_rgb, weights_version
+from specialists.registry import build
+from specialists.sam import ARCHITECTURES, GrabCutSegmenter, SamConfig, SamSegmenter, build_sam
+from specialists.yolo import YoloConfig, YoloDetector
+from tests.specialists.conftest import gold_batch
+
+
+@pytest.fixture(scope="module")
+def yolo_weights(tmp_path_factory):
+    from specialists.yolo import configure_ultralytics
+
+    configure_ultralytics()
+    from ultralytics import YOLO
+
+    path = tmp_path_factory.mktemp("yolo") / "tiny.pt"
+    YOLO("yolov8n.yaml").save(str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_sam(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("sam") / "tiny.pth"
+    torch.save(build_sam(ARCHITECTURES["tiny"]).state_dict(), path)
+    return path
+
+
+def detector(weights, **kw):
+    return YoloDetector(YoloConfig(weights=str(weights), imgsz=160, conf=0.0, max_det=10, **kw))
+
+
+def test_yolo_batched_across_images_with_real_scores(yolo_weights, small_world):
+    batch = gold_batch(small_world, 3, with_prompts=False)
+    out = detector(yolo_weights)(batch)["regions"]
+    assert validate_table("regions", out, batch.sizes) == []
+    assert set(out.column("image_id").to_pylist()) == set(batch.image_ids)
+    scores = out.column("score").to_numpy()
+    assert (scores >= 0).all() and (scores <= 1).all() and len(set(scores.tolist())) > 1
+    assert set(out.column("specialist_version").to_pylist()) == {weights_version(yolo_weights)}
+
+
+def test_yolo_mixed_sizes_tiny_and_huge_images(yolo_weights):
+    images = [np.zeros((1, 1, 3), np.uint8), np.full((10_000, 10_000), 128, np.uint8),
+              np.random.default_rng(0).integers(0, 255, (90, 300, 3), dtype=np.uint8)]
+    batch = Batch(["one", "huge", "wide"], images)
+    assert batch.images[1].shape == (10_000, 10_000, 3)  # grayscale became RGB
+    out = detector(yolo_weights)(batch)["regions"]
+    assert validate_table("regions", out, batch.sizes) == []
+
+
+@pytest.mark.parametrize("damage, fragment", [("missing", "not found at"), ("truncated", "cannot load YOLO weights"),
+                                              ("sam", "cannot load YOLO weights"), ("text", "cannot load YOLO weights")])
+def test_yolo_bad_weights(yolo_weights, tiny_sam, tmp_path, damage, fragment):
+    path = tmp_path / "w.pt"
+    if damage == "truncated":
+        path.write_bytes(yolo_weights.read_bytes()[:5000])
+    elif damage == "sam":
+        path.write_bytes(tiny_sam.read_bytes())
+    elif damage == "text":
+        path.write_text("not weights")
+    with pytest.raises(WeightsError, match=fragment) as err:
+        detector(path).load()
+    assert str(path) in str(err.value) and ".pt" in str(err.value)
+
+
+def test_sam_masks_for_prompt_boxes_with_predicted_iou(tiny_sam, small_world):
+    batch = gold_batch(small_world, 2)
+    out = SamSegmenter(SamConfig(checkpoint=str(tiny_sam), model_type="tiny"))(batch)["regions"]
+    objects = batch.regions.filter(pa.compute.equal(batch.regions.column("kind"), "object"))
+    assert out.num_rows == objects.num_rows
+    assert out.column("region_id").to_pylist() == objects.column("region_id").to_pylist()
+    assert out.column("mask").null_count == 0
+    scores = out.column("mask_score").to_numpy()
+    assert ((scores >= 0) & (scores <= 1)).all()
+    assert set(out.column("mask_specialist").to_pylist()) == {f"sam@{out.column('mask_specialist')[0].as_py().split('@')[1]}"}
+    assert validate_table("regions", out, batch.sizes) == []
+
+
+@pytest.mark.parametrize("damage, fragment", [("missing", "not found"), ("truncated", "cannot read SAM checkpoint"),
+                                              ("wrong_type", "does not fit a SAM vit_b")])
+def test_sam_bad_checkpoints(tiny_sam, tmp_path, damage, fragment):
+    path = tmp_path / "sam.pth"
+    if damage == "truncated":
+        path.write_bytes(tiny_sam.read_bytes()[:2000])
+    elif damage == "wrong_type":
+        path.write_bytes(tiny_sam.read_bytes())  # a tiny checkpoint named as vit_b
+    with pytest.raises(WeightsError, match=fragment):
+        SamSegmenter(SamConfig(checkpoint=str(path), model_type="vit_b")).load()
+    with pytest.raises(ValueError, match="model_type must be one of"):
+        SamConfig(model_type="vit_x")
+
+
+def test_grabcut_segments_world_objects_well(small_world):
+    batch = gold_batch(small_world, 2)
+    truth = {r["region_id"]: r["mask"] for r in batch.regions.to_pylist()}
+    out = GrabCutSegmenter()(batch)["regions"].to_pylist()
+    ious = [rle_iou([r["mask"]], [truth[r["region_id"]]])[0, 0] for r in out if r["mask"]]
+    assert len(ious) >= len(out) - 1 and np.mean(ious) > 0.8
+    assert all(r["mask_score"] is None for r in out)  # GrabCut has no confidence: none is made up
+
+
+def test_ocr_reads_world_signs(small_world):
+    batch = gold_batch(small_world, 6)
+    truth = {r["label"] for r in batch.regions.to_pylist() if r["kind"] == "ocr"}
+    if not truth:
+        pytest.skip("no sign among these gold images")
+    out = build("rapidocr")(batch)["regions"]
+    assert validate_table("regions", out, batch.sizes) == []
+    assert truth & set(out.column("label").to_pylist())
+    assert out.column("quad").null_count == 0
+
+
+def test_label_grounder_links_phrases_to_matching_detections(small_world):
+    batch = gold_batch(small_world, 3)
+    regions = batch.regions.filter(pa.compute.equal(batch.regions.column("kind"), "object"))
+    scored = regions.set_column(regions.schema.get_field_index("score"), "score",
+                                pa.array(np.linspace(0.5, 0.9, regions.num_rows), pa.float32()))
+    scored = scored.set_column(scored.schema.get_field_index("score_source"), "score_source",
+                               pa.array(["model_probability"] * regions.num_rows))
+    out = build("label-grounder")(Batch(batch.image_ids, batch.images, regions=scored, texts=batch.texts))["triplets"]
+    assert out.num_rows > 0
+    assert validate_table("triplets", out, batch.sizes) == []
+    labels = {r["region_id"]: r["label"] for r in scored.to_pylist()}
+    for t in out.to_pylist():
+        assert labels[t["region_id"]] in t["phrase"].lower() or labels[t["region_id"]] + "s" in t["phrase"].lower()
+        assert 0.5 <= t["score"] <= 0.9
+
+
+def test_registry_and_contract_errors():
+    with pytest.raises(ValueError, match="unknown specialist 'dino'; known: yolo"):
+        build("dino")
+    with pytest.raises(ValueError, match="bad options for specialist 'yolo'"):
+        build("yolo", weights="x.pt", nonsense=1)
+    with pytest.raises(ValueError, match="expected height x width x 3"):
+        as_rgb(np.zeros((4, 4, 5), np.uint8))
+    with pytest.raises(ValueError, match="uint8"):
+        as_rgb(np.zeros((4, 4, 3), np.float32))
+    with pytest.raises(ValueError, match="2 image ids for 1 images"):
+        Batch(["a", "b"], [np.zeros((2, 2, 3), np.uint8)])
+    with pytest.raises(ValueError, match="batch_size"):
+        YoloConfig(batch_size=0)
+
+
+def test_empty_batches(yolo_weights):
+    for specialist in (detector(yolo_weights), GrabCutSegmenter(), build("rapidocr")):
+        assert all(t.num_rows == 0 for t in specialist(Batch([], [])).values())
+
+
+def test_no_specialist_touches_the_network(yolo_weights, tiny_sam, tiny_florence2, small_world, monkeypatch):
+    attempts = []
+
+    def refuse(*args, **kwargs):
+        attempts.append(args)
+        raise OSError("network blocked by the test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    batch = gold_batch(small_world, 2)
+    for specialist in (detector(yolo_weights), SamSegmenter(SamConfig(checkpoint=str(tiny_sam), model_type="tiny")),
+                       GrabCutSegmenter(), build("rapidocr"), build("label-grounder"),
+                       build("florence2", checkpoint=str(tiny_florence2), tasks=("<CAPTION>", "<OD>"), max_new_tokens=20)):
+        specialist(batch)
+    assert attempts == []
