@@ -15,6 +15,10 @@ from engine.metrics import metrics_table
 from engine.progress import progress_bar
 from engine.query import QueryRefused, run_query
 from engine.render import err_console, print_json, print_table
+from engine.round import RoundSummary, run_round
+from engine.round_config import RoundConfig
+from engine.rounds import rounds_table
+from engine.runtime import ClusterError
 from engine.sources import SourceError
 from engine.stats import dataset_stats
 from engine.store import Store, StoreError
@@ -37,13 +41,16 @@ app = typer.Typer(
 world_app = typer.Typer(help="The synthetic world: images with known ground truth (the embedded default).",
                         no_args_is_help=True)
 app.add_typer(world_app, name="world")
+round_app = typer.Typer(help="Annotation rounds: run (or resume) one.", no_args_is_help=True)
+app.add_typer(round_app, name="round")
 
 DataOption = Annotated[
     Path,
     typer.Option("--data", "-d", envvar="FLD_DATA", help="Dataset folder.", show_default=True),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
-USER_ERRORS = (StoreError, QueryRefused, SchemaError, SourceError, duckdb.Error, ValueError, FileNotFoundError)
+USER_ERRORS = (StoreError, QueryRefused, SchemaError, SourceError, ClusterError, duckdb.Error, ValueError,
+               FileNotFoundError)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -219,3 +226,64 @@ def metrics(
         err_console().print("no metrics yet: run `fld evaluate` (or a round) first")
         return
     print_table(table.columns, table.rows, title=f"{data}: gold-split metrics by round")
+
+
+def print_summary(summary: RoundSummary) -> None:
+    rows = [("images", summary.images), ("shards run", summary.shards - summary.skipped),
+            ("shards already complete", summary.skipped), ("images/s", round(summary.images_per_second, 2)),
+            ("failures", summary.failures)]
+    rows += [(f"{t} raw -> kept", f"{summary.raw[t]:,} -> {summary.kept[t]:,}") for t in ("texts", "regions", "triplets")]
+    rows += [(f"seconds in {name}", round(sec, 1)) for name, sec in sorted(summary.model_seconds.items())]
+    print_table(["round " + str(summary.round), "value"], rows, title="round summary")
+    dropped = [(name, code, n) for name, counts in summary.filter_counts.items() for code, n in counts.items()
+               if code != "kept" and n]
+    if dropped:
+        print_table(["filter", "reason", "rows"], dropped, title="what the filters dropped (see the rejected table)")
+
+
+@round_app.command("run")
+def round_run(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Round config (TOML or JSON): specialists, filters, shard size.")],
+    data: DataOption = Path("fld-data"),
+    round_id: Annotated[int, typer.Option("--round", "-r", help="Round number (>= 1).")] = 1,
+    ray_address: Annotated[str | None, typer.Option("--ray-address", envvar="RAY_ADDRESS",
+                                                    help="An existing Ray cluster; default: Ray on this machine.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Annotate the dataset's pool and gold images: specialists on Ray, filters, Parquet.
+
+    Rerunning an interrupted round skips the shards it finished.
+    """
+    try:
+        cfg = RoundConfig.from_file(config)
+        if ray_address:
+            cfg = RoundConfig(**{**cfg.__dict__, "ray_address": ray_address})
+        with progress_bar(f"round {round_id}") as advance:
+            state = {"done": 0}
+
+            def progress(done: int, total: int) -> None:
+                advance(done - state["done"])
+                state["done"] = done
+
+            summary = run_round(Store(data), round_id, cfg, progress)
+    except USER_ERRORS as err:
+        raise fail(str(err)) from None
+    if as_json:
+        print_json({"round": summary.round, "images": summary.images, "skipped_shards": summary.skipped,
+                    "images_per_s": summary.images_per_second, "kept": dict(summary.kept), "raw": dict(summary.raw),
+                    "failures": summary.failures, "filters": {k: dict(v) for k, v in summary.filter_counts.items()}})
+        return
+    print_summary(summary)
+
+
+@app.command()
+def rounds(data: DataOption = Path("fld-data"), as_json: JsonOption = False) -> None:
+    """Rounds with their status, timings and counts."""
+    try:
+        table = rounds_table(Store(data))
+    except USER_ERRORS as err:
+        raise fail(str(err)) from None
+    if as_json:
+        print_json(table.records())
+        return
+    print_table(table.columns, table.rows, title=f"{data}: rounds")

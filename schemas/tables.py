@@ -140,6 +140,18 @@ ROUNDS = _schema(
     ],
 )
 
+FAILURES = _schema(
+    "failures",
+    [
+        pa.field("round", pa.int32(), nullable=False),
+        pa.field("shard", pa.string(), nullable=False),
+        pa.field("image_id", pa.string(), nullable=False),
+        pa.field("stage", pa.string(), nullable=False),
+        pa.field("error", pa.string(), nullable=False),
+    ],
+)
+"""An image a round could not annotate (at decoding or in one specialist), and why: the rest go on."""
+
 METRICS = _schema(
     "metrics",
     [
@@ -161,6 +173,7 @@ TABLES: dict[str, pa.Schema] = {
     "rejected": REJECTED,
     "rounds": ROUNDS,
     "metrics": METRICS,
+    "failures": FAILURES,
 }
 ANNOTATION_TABLES = ("texts", "regions", "triplets")
 

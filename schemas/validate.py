@@ -43,6 +43,7 @@ NON_EMPTY_TEXT = {
     "rejected": ("row_id", "filter", "reason"),
     "images": ("image_id", "uri"),
     "metrics": ("family", "metric", "source"),
+    "failures": ("shard", "image_id", "stage", "error"),
 }
 LABELLED_KINDS = ("object", "ocr", "region_caption")
 BOX_TOLERANCE = 0.5

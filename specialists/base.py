@@ -15,6 +15,7 @@ from typing import ClassVar
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from schemas import schema_for
 
@@ -54,8 +55,11 @@ class Batch:
         return len(self.images)
 
     def prompts(self, table: str) -> pa.Table:
+        """Earlier proposals (``regions`` or ``texts``) on this batch's images only."""
         value = self.regions if table == "regions" else self.texts
-        return value if value is not None else schema_for(table).empty_table()
+        if value is None:
+            return schema_for(table).empty_table()
+        return value.filter(pc.is_in(value.column("image_id"), pa.array(self.image_ids, pa.string())))
 
 
 def as_rgb(image: np.ndarray, name: str = "image") -> np.ndarray:

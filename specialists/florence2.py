@@ -38,6 +38,8 @@ class Florence2Config:
     checkpoint: str
     tasks: tuple[str, ...] = ("<CAPTION>", "<DETAILED_CAPTION>", "<MORE_DETAILED_CAPTION>", "<OD>")
     max_new_tokens: int = 256
+    min_new_tokens: int = 0
+    """Benchmarks only: force long generations from random weights to measure real compute."""
     num_beams: int = 1
     device: str = "cpu"
     batch_size: int = 8
@@ -112,6 +114,7 @@ class Florence2Specialist(Specialist):
                                     padding=True).to(self.config.device)
             with torch.no_grad():
                 result = self.model.generate(**inputs, max_new_tokens=self.config.max_new_tokens,
+                                             min_new_tokens=self.config.min_new_tokens,
                                              num_beams=self.config.num_beams, do_sample=False,
                                              output_scores=True, return_dict_in_generate=True)
             logprobs = self.model.compute_transition_scores(result.sequences, result.scores,
@@ -123,6 +126,8 @@ class Florence2Specialist(Specialist):
                 for token, prob in zip(tokens, lp):
                     if token == tokenizer.pad_token:
                         break
+                    if token is None:  # an id past the tokenizer (a model with spare embeddings)
+                        token = tokenizer.unk_token
                     pieces.append(token if token in specials else tokenizer.convert_tokens_to_string([token]))
                     probs.append(float(prob))
                 out.append(Generated(tuple(pieces), tuple(probs)))

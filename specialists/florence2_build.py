@@ -99,15 +99,16 @@ def build_processor(tokenizer, image_size: int = 224):
     return Florence2Processor(image_processor=images, tokenizer=tokenizer, post_processor_config=POST_PROCESSOR_CONFIG)
 
 
-def build_model(size: str | Florence2Size, tokenizer):
-    """A Florence-2 of ``size`` with random weights, its vocabulary that of ``tokenizer``."""
+def build_model(size: str | Florence2Size, tokenizer, vocab_size: int | None = None):
+    """A Florence-2 of ``size`` with random weights, its vocabulary that of ``tokenizer`` (or
+    ``vocab_size`` embeddings, e.g. the released 51,289, to measure the real compute)."""
     from transformers import BartConfig, Florence2Config, Florence2ForConditionalGeneration, Florence2VisionConfig
 
     s = SIZES[size] if isinstance(size, str) else size
     vision = Florence2VisionConfig(depths=list(s.depths), embed_dim=list(s.embed_dim), num_heads=list(s.heads),
                                    num_groups=list(s.heads), window_size=s.window_size, projection_dim=s.d_model,
                                    max_position_embeddings=max(50, (s.image_size // 32) ** 2))
-    text = BartConfig(vocab_size=len(tokenizer), d_model=s.d_model, encoder_layers=s.layers, decoder_layers=s.layers,
+    text = BartConfig(vocab_size=max(vocab_size or 0, len(tokenizer)), d_model=s.d_model, encoder_layers=s.layers, decoder_layers=s.layers,
                       encoder_attention_heads=s.text_heads, decoder_attention_heads=s.text_heads,
                       encoder_ffn_dim=s.ffn, decoder_ffn_dim=s.ffn, max_position_embeddings=1024,
                       pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,

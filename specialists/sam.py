@@ -223,8 +223,12 @@ class GrabCutSegmenter(Specialist):
                 continue
             mask = np.zeros((h, w), np.uint8)
             bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-            cv2.grabCut(np.ascontiguousarray(image[:, :, ::-1]), mask, (x1, y1, x2 - x1, y2 - y1), bgd, fgd,
-                        self.config.iterations, cv2.GC_INIT_WITH_RECT)
+            try:
+                cv2.grabCut(np.ascontiguousarray(image[:, :, ::-1]), mask, (x1, y1, x2 - x1, y2 - y1), bgd, fgd,
+                            self.config.iterations, cv2.GC_INIT_WITH_RECT)
+            except cv2.error:  # e.g. a box over the whole image leaves no background to model
+                masks.append(None)
+                continue
             found = (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
             masks.append(encode_rle(found) if found.any() else None)
         return {"regions": _with_masks(rows, masks, [None] * len(masks), f"{self.name}@{self.version}")}

@@ -34,6 +34,8 @@ def valid_row(table_name: str, /, **overrides) -> dict:
                    "started_at": now, "finished_at": now},
         "metrics": {"round": 0, "split": "gold", "family": "region", "metric": "f1",
                     "value": 0.5, "source": "dataset"},
+        "failures": {"round": 1, "shard": "00000", "image_id": "img0", "stage": "yolo",
+                     "error": "RuntimeError: boom"},
     }[table_name]
     return {**base, **overrides}
 

@@ -13,7 +13,7 @@ from specialists.base import WeightsError
 from specialists.florence2 import Florence2Config, Florence2Specialist, load_florence2
 from specialists.florence2_build import build_processor, train_tokenizer
 from specialists.florence2_parse import Generated, decode_bin, location_tokens, parse_florence2, quantize
-from tests.specialists.conftest import CAPTION, gold_batch
+from tests.batches import CAPTION, gold_batch
 
 SIZE = (640, 480)
 

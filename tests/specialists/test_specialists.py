@@ -16,27 +16,7 @@ from specialists.base import Batch, WeightsError, as_rgb, weights_version
 from specialists.registry import build
 from specialists.sam import ARCHITECTURES, GrabCutSegmenter, SamConfig, SamSegmenter, build_sam
 from specialists.yolo import YoloConfig, YoloDetector
-from tests.specialists.conftest import gold_batch
-
-
-@pytest.fixture(scope="module")
-def yolo_weights(tmp_path_factory):
-    from specialists.yolo import configure_ultralytics
-
-    configure_ultralytics()
-    from ultralytics import YOLO
-
-    path = tmp_path_factory.mktemp("yolo") / "tiny.pt"
-    YOLO("yolov8n.yaml").save(str(path))
-    return path
-
-
-@pytest.fixture(scope="module")
-def tiny_sam(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("sam") / "tiny.pth"
-    torch.save(build_sam(ARCHITECTURES["tiny"]).state_dict(), path)
-    return path
+from tests.batches import gold_batch
 
 
 def detector(weights, **kw):
@@ -177,3 +157,21 @@ def test_no_specialist_touches_the_network(yolo_weights, tiny_sam, tiny_florence
                        build("florence2", checkpoint=str(tiny_florence2), tasks=("<CAPTION>", "<OD>"), max_new_tokens=20)):
         specialist(batch)
     assert attempts == []
+
+
+def test_prompts_are_limited_to_the_batch_images(small_world):
+    whole = gold_batch(small_world, 4)
+    part = Batch(whole.image_ids[:1], whole.images[:1], regions=whole.regions, texts=whole.texts)
+    assert set(part.prompts("regions").column("image_id").to_pylist()) == {whole.image_ids[0]}
+    out = GrabCutSegmenter()(part)["regions"]
+    assert set(out.column("image_id").to_pylist()) == {whole.image_ids[0]}
+
+
+def test_grabcut_box_over_the_whole_image_gets_no_mask(small_world):
+    batch = gold_batch(small_world, 1)
+    w, h = batch.sizes[batch.image_ids[0]]
+    regions = batch.regions.slice(0, 1)
+    regions = regions.set_column(regions.schema.get_field_index("box"), "box",
+                                 pa.array([[0.0, 0.0, float(w), float(h)]], regions.schema.field("box").type))
+    out = GrabCutSegmenter()(Batch(batch.image_ids, batch.images, regions=regions))["regions"]
+    assert out.num_rows == 1 and out.column("mask")[0].as_py() is None

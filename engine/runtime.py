@@ -1,0 +1,152 @@
+"""The engine's Ray side (the only module that imports Ray): start or join a cluster, one actor
+pool per specialist sized by its declared resources, and the shard pipeline.
+
+Each shard is decoded once into Ray's object store; specialists run stage by stage (a stage
+needs only what earlier stages made), every pool working on several shards at once; the
+filter pool merges and filters; the driver writes. Actors restart when their process dies
+and Ray retries the call, so a killed worker costs time, not rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from urllib.parse import urlparse
+
+from engine.round_config import RoundConfig
+from engine.settings import home
+from engine.shards import Shard
+from engine.workers import FilterWorker, SpecialistWorker, decode_shard, stage_order
+
+log = logging.getLogger(__name__)
+
+
+class ClusterError(RuntimeError):
+    """Ray could not be started or reached."""
+
+
+def _ray():
+    import ray
+
+    return ray
+
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+CONNECT_TIMEOUT_S = 5.0
+
+
+def check_reachable(address: str) -> str | None:
+    """For a ``host:port`` (or ``ray://host:port``) address, fail fast when nothing listens there
+    (ray.init itself retries for minutes); returns the host."""
+    if address == "auto":
+        return None
+    parsed = urlparse(address if "://" in address else f"tcp://{address}")
+    if not parsed.hostname or not parsed.port:
+        raise ClusterError(f"Ray address {address!r} is not host:port, ray://host:port or auto")
+    try:
+        with socket.create_connection((parsed.hostname, parsed.port), timeout=CONNECT_TIMEOUT_S):
+            pass
+    except OSError as err:
+        raise ClusterError(f"could not reach the Ray cluster at {address}: {err}. Is `ray start --head` running "
+                           "there, and is the port open? Nothing was written.") from None
+    return parsed.hostname
+
+
+class Runtime:
+    """A Ray session: local (embedded) unless ``address`` names a cluster."""
+
+    def __init__(self, address: str | None = None, num_cpus: int | None = None):
+        self.address = address or os.environ.get("RAY_ADDRESS") or None
+        self.num_cpus = num_cpus
+        self.started_here = False
+
+    def __enter__(self) -> Runtime:
+        ray = _ray()
+        if ray.is_initialized():
+            return self
+        bootstrap = Path.home() / "ray_bootstrap_config.yaml"
+        if not bootstrap.exists():  # stops the dashboard's cloud-metadata probe (see docs/ARCHITECTURE.md)
+            bootstrap.write_text("provider: {type: local}\n")
+        host = check_reachable(self.address) if self.address else "127.0.0.1"
+        local = {"_node_ip_address": "127.0.0.1"} if host in LOOPBACK else {}  # stay on loopback
+        try:
+            if self.address:
+                ray.init(address=self.address, logging_level=logging.WARNING, log_to_driver=False, **local)
+            else:
+                temp = home() / "ray"
+                temp.mkdir(parents=True, exist_ok=True)
+                ray.init(num_cpus=self.num_cpus or os.cpu_count(), include_dashboard=False,
+                         logging_level=logging.WARNING, log_to_driver=False, _temp_dir=str(temp), **local)
+        except Exception as err:  # ray raises ConnectionError, RuntimeError, ValueError ...
+            where = f"the Ray cluster at {self.address}" if self.address else "a local Ray"
+            raise ClusterError(f"could not start or reach {where}: {type(err).__name__}: {err}") from None
+        self.started_here = True
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.started_here:
+            _ray().shutdown()
+
+
+
+def cluster_cpus() -> float:
+    return float(_ray().cluster_resources().get("CPU", 1.0))
+
+
+class Pipeline:
+    """Actor pools for a round's specialists and filters, and shards pushed through them."""
+
+    def __init__(self, config: RoundConfig, round_id: int):
+        ray = _ray()
+        self.config, self.round = config, round_id
+        # decoding reserves no CPU: it must never wait behind the actors that hold every core
+        self.decode = ray.remote(num_cpus=0, max_retries=3)(decode_shard)
+        total = sum(s.cpus * s.workers for s in config.specialists) + 1.0
+        scale = min(1.0, cluster_cpus() / total)  # fit every pool on a small machine
+        self.pools: dict[str, list] = {}
+        for spec in config.specialists:
+            actor = ray.remote(num_cpus=spec.cpus * scale, num_gpus=spec.gpus, max_restarts=-1,
+                               max_task_retries=-1)(SpecialistWorker)
+            self.pools[spec.key] = [actor.options(name=f"fld-round{round_id}-{spec.key}-{i}")
+                                    .remote(spec.key, spec.name, spec.options, spec.cpus) for i in range(spec.workers)]
+        filters = ray.remote(num_cpus=1.0 * scale, max_restarts=-1, max_task_retries=-1)(FilterWorker)
+        self.filters = [filters.remote(config.filters) for _ in range(max(1, int(cluster_cpus() // 4)))]
+        described = ray.get([pool[0].describe.remote() for pool in self.pools.values()])
+        self.info = dict(zip(self.pools, described))
+        self.stages = stage_order({k: d["needs"] for k, d in self.info.items()},
+                                  {k: d["produces"] for k, d in self.info.items()})
+        log.info("round %d stages: %s", round_id, self.stages)
+
+    def versions(self) -> dict[str, str]:
+        return {k: d["version"] for k, d in self.info.items()}
+
+    def submit(self, shard: Shard):
+        """The reference of one shard's filtered result."""
+        decoded = self.decode.remote(list(shard.image_ids), list(shard.uris), self.round, shard.label)
+        outputs: dict[str, object] = {}
+        for stage in self.stages:
+            earlier = list(outputs.values())
+            for key in stage:
+                pool = self.pools[key]
+                actor = pool[shard.index % len(pool)]
+                outputs[key] = actor.run.remote(decoded, self.round, shard.label, *earlier)
+        worker = self.filters[shard.index % len(self.filters)]
+        return worker.run.remote(decoded, self.round, shard.label, *outputs.values())
+
+    def run(self, shards: list[Shard], on_done: Callable[[Shard, dict], None]) -> Iterator[tuple[Shard, dict]]:
+        """Push shards through, at most ``max_in_flight`` at a time; yields each as it completes."""
+        ray = _ray()
+        queue, running = list(shards), {}
+        while queue or running:
+            while queue and len(running) < self.config.max_in_flight:
+                shard = queue.pop(0)
+                running[self.submit(shard)] = shard
+            ready, _ = ray.wait(list(running), num_returns=1)
+            for ref in ready:
+                shard = running.pop(ref)
+                result = ray.get(ref)
+                on_done(shard, result)
+                yield shard, result

@@ -1,0 +1,223 @@
+"""Annotation rounds through the Ray pipeline: end to end, resume, faults that must lose nothing."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import threading
+import time
+
+import pytest
+
+from engine.ingest import IngestConfig, ingest
+from engine.round import run_round
+from engine.round_config import RoundConfig, SpecialistSpec
+from engine.runtime import ClusterError, Runtime
+from engine.store import RoundLockedError, Store, StoreError
+from engine.workers import SpecialistWorker, stage_order
+from filters.pipeline import FilterConfig
+from filters.regions import RegionFilterConfig
+from schemas import validate_table
+
+
+@pytest.fixture(scope="module")
+def ray_session(tmp_path_factory):
+    import ray
+
+    with Runtime(num_cpus=2):
+        yield ray
+
+
+@pytest.fixture
+def dataset(small_world, tmp_path):
+    store = Store(tmp_path / "ds", create=True)
+    ingest(str(small_world.images("pool")), store, IngestConfig(split="pool"))
+    ingest(str(small_world.images("gold")), store, IngestConfig(split="gold"))
+    return store
+
+
+def config(yolo_weights, tiny_sam, tiny_florence2=None, **kw) -> RoundConfig:
+    """YOLO and SAM (tiny, random weights); with a Florence-2, captions and their grounding too."""
+    specialists = [
+        SpecialistSpec("yolo", {"weights": str(yolo_weights), "imgsz": 160, "conf": 0.0, "max_det": 5}, cpus=0.5),
+        SpecialistSpec("sam", {"checkpoint": str(tiny_sam), "model_type": "tiny"}, cpus=0.5),
+    ]
+    if tiny_florence2 is not None:
+        specialists += [
+            SpecialistSpec("florence2", {"checkpoint": str(tiny_florence2), "tasks": ["<CAPTION>"], "max_new_tokens": 12},
+                           cpus=0.5),
+            SpecialistSpec("label-grounder", cpus=0.5),
+        ]
+    # random-weight detections are low and large: let them through so masks and grounding get work
+    lenient = FilterConfig(regions=RegionFilterConfig(min_score=0.0, max_area_fraction=1.0))
+    return RoundConfig(specialists=tuple(specialists), shard_size=4, filters=lenient, **kw)
+
+
+def snapshot(store: Store, round_id: int) -> dict:
+    out = {}
+    for table, key in (("texts", "text_id"), ("regions", "region_id"), ("triplets", "triplet_id"), ("rejected", "row_id")):
+        rows = store.read(table, round_id).to_pylist()
+        out[table] = sorted((r[key], r.get("box") and [round(v, 3) for v in r["box"]], r.get("reason")) for r in rows)
+    return out
+
+
+def test_round_end_to_end(ray_session, dataset, yolo_weights, tiny_sam, tiny_florence2):
+    summary = run_round(dataset, 1, config(yolo_weights, tiny_sam, tiny_florence2))
+    images = dataset.read("images").num_rows
+    assert summary.images == images and summary.failures == 0
+    assert summary.shards == -(-images // 4) and summary.skipped == 0
+    sizes = dataset.image_sizes()
+    for table in ("texts", "regions", "triplets", "rejected", "failures"):
+        assert validate_table(table, dataset.read(table, 1), sizes) == [], table
+    texts = dataset.read("texts", 1)
+    assert texts.num_rows == images  # one brief caption per image from Florence-2
+    regions = dataset.read("regions", 1).to_pylist()
+    assert regions and all(r["specialist"] == "yolo" for r in regions)
+    assert all(r["mask_specialist"].startswith("sam@") and r["mask"] for r in regions)
+    assert len(dataset.files("regions", 1)) == summary.shards
+    rounds = dataset.read("rounds", 1).to_pylist()
+    assert rounds[0]["status"] == "completed" and rounds[0]["finished_at"] >= rounds[0]["started_at"]
+    kept_and_dropped = summary.kept["regions"] + sum(n for c, n in summary.filter_counts["geometry"].items() if c != "kept")
+    assert kept_and_dropped <= summary.raw["regions"]
+
+    # rerun: everything is complete, nothing is redone
+    again = run_round(dataset, 1, config(yolo_weights, tiny_sam, tiny_florence2))
+    assert again.skipped == summary.shards and again.images == 0
+
+
+def test_resume_after_an_interrupted_round_gives_the_same_rows(ray_session, dataset, yolo_weights, tiny_sam, tmp_path):
+    run_round(dataset, 1, config(yolo_weights, tiny_sam))
+    whole = snapshot(dataset, 1)
+    # interrupt: two shards lost their marker (one also its files), and a writer left a temp file
+    markers = sorted((dataset.root / "_markers" / "round=1").glob("shard-*.json"))
+    for marker in markers[:2]:
+        marker.unlink()
+    for table in ("texts", "regions", "triplets", "rejected", "failures"):
+        dataset.shard_path(table, 1, 0).unlink(missing_ok=True)
+    (dataset.round_dir("regions", 1) / ".shard-00001.parquet.dead.tmp").write_bytes(b"partial")
+    resumed = run_round(dataset, 1, config(yolo_weights, tiny_sam))
+    assert resumed.skipped == len(markers) - 2 and resumed.images == 8
+    assert snapshot(dataset, 1) == whole
+    assert dataset.temp_files() == []
+
+
+def test_a_killed_worker_costs_time_not_rows(ray_session, dataset, yolo_weights, tiny_sam):
+    cfg = config(yolo_weights, tiny_sam)
+    run_round(dataset, 1, cfg)
+    whole = snapshot(dataset, 1)
+    result: dict = {}
+
+    def run() -> None:
+        try:
+            result["summary"] = run_round(dataset, 2, cfg)
+        except BaseException as err:  # surfaced by the assertion below
+            result["error"] = err
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    deadline = time.time() + 120
+    pid = None
+    while pid is None and time.time() < deadline and thread.is_alive():
+        try:
+            pid = ray_session.get(ray_session.get_actor("fld-round2-sam-0").pid.remote(), timeout=10)
+        except Exception:
+            time.sleep(0.5)
+    assert pid, "the round's grabcut worker never started"
+    os.kill(pid, signal.SIGKILL)
+    thread.join(timeout=300)
+    assert "error" not in result, result.get("error")
+    assert result["summary"].failures == 0
+    second = snapshot(dataset, 2)
+    assert {t: [r[1:] for r in rows] for t, rows in second.items()} == {t: [r[1:] for r in rows] for t, rows in whole.items()}
+
+
+def test_a_specialist_failing_on_one_image_fails_only_that_image(small_world, monkeypatch):
+    from tests.batches import gold_batch
+
+    batch = gold_batch(small_world, 4)
+    worker = SpecialistWorker("grabcut", "grabcut", {})
+    bad = batch.image_ids[2]
+    real = worker.specialist.predict
+
+    def predict(b):
+        if bad in b.image_ids:
+            raise RuntimeError("model blew up")
+        return real(b)
+
+    monkeypatch.setattr(worker.specialist, "predict", predict)
+    decoded = {"image_ids": batch.image_ids, "pixels": batch.images, "failures": []}
+    out = worker.run(decoded, 1, "00000", {"regions": batch.regions})
+    assert [(f["image_id"], f["stage"]) for f in out["failures"]] == [(bad, "grabcut")]
+    assert "model blew up" in out["failures"][0]["error"]
+    assert set(out["masks"].column("image_id").to_pylist()) == set(batch.image_ids) - {bad}
+
+
+def test_an_image_gone_since_ingest_becomes_a_failure_row(ray_session, dataset, yolo_weights, tiny_sam):
+    victim = dataset.read("images").to_pylist()[0]
+    moved = victim["uri"] + ".moved"
+    shutil.move(victim["uri"], moved)
+    try:
+        summary = run_round(dataset, 1, config(yolo_weights, tiny_sam))
+    finally:
+        shutil.move(moved, victim["uri"])
+    failures = dataset.read("failures", 1).to_pylist()
+    assert [(f["image_id"], f["stage"]) for f in failures] == [(victim["image_id"], "decode")]
+    assert summary.images == dataset.read("images").num_rows - 1
+
+
+def test_second_writer_of_a_round_is_refused(ray_session, dataset, yolo_weights, tiny_sam):
+    with dataset.writer(1):
+        with pytest.raises(RoundLockedError, match="round 1"):
+            run_round(dataset, 1, config(yolo_weights, tiny_sam))
+
+
+def test_round_needs_images_and_a_round_number(dataset, yolo_weights, tiny_sam, tmp_path):
+    with pytest.raises(StoreError, match="start at 1"):
+        run_round(dataset, 0, config(yolo_weights, tiny_sam))
+    with pytest.raises(StoreError, match="run `fld ingest` first"):
+        run_round(Store(tmp_path / "empty", create=True), 1, config(yolo_weights, tiny_sam))
+
+
+@pytest.mark.parametrize(
+    "needs, produces, expected",
+    [
+        ({"yolo": (), "sam": ("regions",)}, {"yolo": ("regions",), "sam": ("regions",)}, [["yolo"], ["sam"]]),
+        ({"yolo": (), "f2": (), "ground": ("texts", "regions"), "sam": ("regions",)},
+         {"yolo": ("regions",), "f2": ("texts",), "ground": ("triplets",), "sam": ("regions",)},
+         [["f2", "yolo"], ["sam"], ["ground"]]),  # the grounder takes the masked regions
+        ({"f2": ("texts",)}, {"f2": ("texts", "regions")}, [["f2"]]),
+    ],
+)
+def test_stage_order(needs, produces, expected):
+    assert stage_order(needs, produces) == expected
+
+
+def test_stage_cycle_is_refused():
+    with pytest.raises(ValueError, match="need each other"):
+        stage_order({"a": ("texts",), "b": ("regions",)}, {"a": ("regions",), "b": ("texts",)})
+
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    ({"specialists": ()}, "at least one specialist"),
+    ({"splits": ("seed",)}, "splits must be among"),
+    ({"shard_size": 0}, "shard_size"),
+])
+def test_bad_round_config(kwargs, fragment):
+    base = {"specialists": (SpecialistSpec("grabcut"),)}
+    with pytest.raises(ValueError, match=fragment):
+        RoundConfig(**{**base, **kwargs})
+
+
+def test_round_config_from_toml(tmp_path):
+    path = tmp_path / "round.toml"
+    path.write_text('shard_size = 8\nsplits = ["pool"]\n[[specialists]]\nname = "grabcut"\ncpus = 0.5\n'
+                    '[filters.regions]\nmin_score = 0.4\n')
+    cfg = RoundConfig.from_file(path)
+    assert cfg.shard_size == 8 and cfg.splits == ("pool",) and cfg.filters.regions.min_score == 0.4
+    path.write_text("[[specialists]]\nname = 'dino'\n")
+    with pytest.raises(ValueError, match="unknown specialist 'dino'"):
+        RoundConfig.from_file(path)
+    path.write_text("not = [toml")
+    with pytest.raises(ValueError, match="does not parse"):
+        RoundConfig.from_file(path)
