@@ -15,7 +15,7 @@ from engine.metrics import metrics_table
 from engine.progress import progress_bar
 from engine.query import QueryRefused, run_query
 from engine.render import err_console, print_json, print_table
-from engine.round import RoundSummary, run_round
+from engine.round import PROGRESS
 from engine.round_config import RoundConfig
 from engine.rounds import rounds_table
 from engine.runtime import ClusterError
@@ -228,52 +228,57 @@ def metrics(
     print_table(table.columns, table.rows, title=f"{data}: gold-split metrics by round")
 
 
-def print_summary(summary: RoundSummary) -> None:
-    rows = [("images", summary.images), ("shards run", summary.shards - summary.skipped),
-            ("shards already complete", summary.skipped), ("images/s", round(summary.images_per_second, 2)),
-            ("failures", summary.failures)]
-    rows += [(f"{t} raw -> kept", f"{summary.raw[t]:,} -> {summary.kept[t]:,}") for t in ("texts", "regions", "triplets")]
-    rows += [(f"seconds in {name}", round(sec, 1)) for name, sec in sorted(summary.model_seconds.items())]
-    print_table(["round " + str(summary.round), "value"], rows, title="round summary")
-    dropped = [(name, code, n) for name, counts in summary.filter_counts.items() for code, n in counts.items()
-               if code != "kept" and n]
-    if dropped:
-        print_table(["filter", "reason", "rows"], dropped, title="what the filters dropped (see the rejected table)")
-
-
 @round_app.command("run")
 def round_run(
     config: Annotated[Path, typer.Option("--config", "-c", help="Round config (TOML or JSON): specialists, filters, shard size.")],
     data: DataOption = Path("fld-data"),
     round_id: Annotated[int, typer.Option("--round", "-r", help="Round number (>= 1).")] = 1,
+    gold: Annotated[Path | None, typer.Option(help="Gold truth to evaluate the round on (a world's gold folder).")] = None,
     ray_address: Annotated[str | None, typer.Option("--ray-address", envvar="RAY_ADDRESS",
                                                     help="An existing Ray cluster; default: Ray on this machine.")] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Annotate the dataset's pool and gold images: specialists on Ray, filters, Parquet.
+    """Annotate the dataset's pool and gold images: a Prefect flow running specialists on Ray,
+    then filters, Parquet, and (with --gold) evaluation.
 
-    Rerunning an interrupted round skips the shards it finished.
+    Rerunning an interrupted round skips the shards it finished. PREFECT_API_URL points the flow
+    at a Prefect server; without it Prefect's ephemeral API is used.
     """
+    from flows.engine import annotation_round
+
     try:
-        cfg = RoundConfig.from_file(config)
-        if ray_address:
-            cfg = RoundConfig(**{**cfg.__dict__, "ray_address": ray_address})
+        RoundConfig.from_file(config)  # a bad config is reported before Prefect and Ray start
+        Store(data)
         with progress_bar(f"round {round_id}") as advance:
             state = {"done": 0}
 
             def progress(done: int, total: int) -> None:
-                advance(done - state["done"])
+                advance(done - state["done"], total=total)
                 state["done"] = done
 
-            summary = run_round(Store(data), round_id, cfg, progress)
+            token = PROGRESS.set(progress)
+            try:
+                result = annotation_round(str(data), str(config), round_id, gold=str(gold) if gold else None,
+                                          ray_address=ray_address)
+            finally:
+                PROGRESS.reset(token)
     except USER_ERRORS as err:
         raise fail(str(err)) from None
     if as_json:
-        print_json({"round": summary.round, "images": summary.images, "skipped_shards": summary.skipped,
-                    "images_per_s": summary.images_per_second, "kept": dict(summary.kept), "raw": dict(summary.raw),
-                    "failures": summary.failures, "filters": {k: dict(v) for k, v in summary.filter_counts.items()}})
+        print_json(result)
         return
-    print_summary(summary)
+    summary = result["round"]
+    rows = [(k, summary[k]) for k in ("images", "skipped_shards", "images_per_s", "failures")]
+    rows += [(f"{t} raw -> kept", f"{summary['raw'].get(t, 0):,} -> {summary['kept'].get(t, 0):,}")
+             for t in ("texts", "regions", "triplets")]
+    print_table([f"round {round_id}", "value"], rows, title="round summary")
+    dropped = [(name, code, n) for name, counts in summary["filters"].items() for code, n in counts.items()
+               if code not in ("kept", "fused") and n]
+    if dropped:
+        print_table(["filter", "reason", "rows"], dropped, title="what the filters dropped (see the rejected table)")
+    if result["metrics"]:
+        print_table(["metric", "value"], [(k, v) for k, v in result["metrics"].items() if v is not None],
+                    title=f"round {round_id} on gold")
 
 
 @app.command()
@@ -287,3 +292,42 @@ def rounds(data: DataOption = Path("fld-data"), as_json: JsonOption = False) -> 
         print_json(table.records())
         return
     print_table(table.columns, table.rows, title=f"{data}: rounds")
+
+
+@app.command()
+def schedule(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Round config (TOML or JSON).")],
+    gold: Annotated[Path, typer.Option(help="Gold truth the data engine measures each round on.")],
+    data: DataOption = Path("fld-data"),
+    cron: Annotated[str | None, typer.Option(help='Cron schedule, e.g. "0 2 * * *" (02:00 daily).')] = None,
+    interval: Annotated[int | None, typer.Option(help="Or: seconds between runs.")] = None,
+    name: Annotated[str, typer.Option(help="Deployment name.")] = "fld-data-engine",
+    rounds: Annotated[int, typer.Option(help="Rounds per run (the engine stops early when gold stops improving).")] = 3,
+    work_pool: Annotated[str | None, typer.Option("--work-pool", help="Register with a Prefect process work pool "
+                                                  "(run `prefect worker start --pool NAME`) instead of serving here.")] = None,
+) -> None:
+    """Schedule the data engine as a Prefect deployment (cron or interval).
+
+    Without --work-pool, this command serves the deployment itself until stopped (Ctrl-C).
+    Point PREFECT_API_URL at a Prefect server so the schedule outlives this process.
+    """
+    from flows.engine import data_engine
+
+    if (cron is None) == (interval is None):
+        raise fail("give exactly one of --cron or --interval", 2)
+    try:
+        RoundConfig.from_file(config)
+        parameters = {"data": str(data.absolute()), "config": str(config.absolute()), "gold": str(gold.absolute()),
+                      "rounds": rounds}
+        timing = {"cron": cron} if cron else {"interval": interval}
+        if work_pool:
+            root = Path(__file__).resolve().parents[1]
+            deployment = data_engine.from_source(source=str(root), entrypoint="flows/engine.py:data_engine")
+            deployment_id = deployment.deploy(name=name, work_pool_name=work_pool, parameters=parameters, **timing)
+            err_console().print(f"deployment data-engine/{name} registered ({deployment_id}); "
+                                f"start a worker: prefect worker start --pool {work_pool}")
+            return
+        err_console().print(f"serving data-engine/{name} ({'cron ' + cron if cron else f'every {interval} s'}); Ctrl-C stops")
+        data_engine.serve(name=name, parameters=parameters, **timing)
+    except USER_ERRORS as err:
+        raise fail(str(err)) from None

@@ -27,8 +27,9 @@ class RateColumn(TextColumn):
 
 
 @contextlib.contextmanager
-def progress_bar(label: str, total: int | None = None) -> Iterator[Callable[[int], None]]:
-    """Yields ``advance(n)``; the bar goes to stderr and disappears in non-interactive runs."""
+def progress_bar(label: str, total: int | None = None) -> Iterator[Callable[..., None]]:
+    """Yields ``advance(n=1, total=None)`` (a total learnt later can be given then); the bar goes
+    to stderr."""
     progress = Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(),
         TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), transient=False,
@@ -36,4 +37,10 @@ def progress_bar(label: str, total: int | None = None) -> Iterator[Callable[[int
     progress.console.stderr = True
     with progress:
         task = progress.add_task(label, total=total)
-        yield lambda n=1: progress.advance(task, n)
+
+        def advance(n: int = 1, total: int | None = None) -> None:
+            if total is not None:
+                progress.update(task, total=total)
+            progress.advance(task, n)
+
+        yield advance

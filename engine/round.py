@@ -4,6 +4,7 @@ an interrupted round skips finished shards and ends with the same rows."""
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import logging
 import time
@@ -21,6 +22,8 @@ from schemas import schema_for
 
 log = logging.getLogger(__name__)
 WRITTEN = ("texts", "regions", "triplets", "rejected", "failures")
+PROGRESS: contextvars.ContextVar[Callable[[int, int], None] | None] = contextvars.ContextVar("fld_round_progress", default=None)
+"""A progress listener for rounds started deeper down (e.g. inside a Prefect flow) than its caller."""
 
 
 @dataclass
@@ -66,6 +69,7 @@ def write_shard(writer: RoundWriter, shard: Shard, result: dict) -> dict:
 def run_round(store: Store, round_id: int, config: RoundConfig,
               progress: Callable[[int, int], None] | None = None) -> RoundSummary:
     """Run (or resume) round ``round_id``; ``progress(images_done, images_total)`` as shards finish."""
+    progress = progress or PROGRESS.get()
     if round_id < 1:
         raise StoreError("round 0 holds ingested images and ground truth; annotation rounds start at 1")
     shards = plan_shards(store, config.splits, config.shard_size)

@@ -33,6 +33,7 @@ def offline_environment(base: Path) -> dict[str, str]:
         "PREFECT_HOME": str(base / "prefect"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+        "PREFECT_LOGGING_LEVEL": "WARNING",
         "DO_NOT_TRACK": "1",
         # Matplotlib (reports) and spaCy's caches.
         "MPLCONFIGDIR": str(base / "matplotlib"),
@@ -40,6 +41,12 @@ def offline_environment(base: Path) -> dict[str, str]:
 
 
 def apply() -> None:
-    """Set every offline variable the user has not set already."""
+    """Set every offline variable the user has not set already, and make the folders they name
+    (Prefect cannot create its database in a folder that does not exist)."""
     for key, value in offline_environment(home()).items():
         os.environ.setdefault(key, value)
+    for key in ("PREFECT_HOME", "YOLO_CONFIG_DIR", "HF_HOME", "MPLCONFIGDIR"):
+        try:
+            Path(os.environ[key]).mkdir(parents=True, exist_ok=True)
+        except OSError:  # a read-only home: the library will say what it cannot write
+            pass

@@ -16,7 +16,7 @@ from filters.decision import Decision, apply
 from filters.fusion import FusionConfig, fuse
 from filters.phrases import PhraseParser
 from filters.regions import RegionFilterConfig, blank, confidence, geometry, nms, per_image_cap
-from filters.text import TextFilterConfig, text_decision
+from filters.text import TextFilterConfig, ocr_text, text_decision
 from filters.triplets import TripletFilterConfig, contained, phrase_quality, triplet_confidence
 from schemas import schema_for
 
@@ -65,6 +65,7 @@ def filter_annotations(
 
     regions = annotations.get("regions", empty["regions"])
     regions = run.step("regions", regions, lambda r: geometry(r, sizes, config.regions))
+    regions = run.step("regions", regions, lambda r: ocr_text(r, config.text))
     regions = run.step("regions", regions, lambda r: confidence(r, config.regions))
     regions = run.step("regions", regions, lambda r: per_image_cap(r, config.regions))
     regions = run.step("regions", regions, lambda r: nms(r, config.regions))

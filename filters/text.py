@@ -89,3 +89,24 @@ def text_decision(texts: pa.Table, parser: PhraseParser, config: TextFilterConfi
         reasons[i] = parsed_reason(p, config)
     return Decision("text", reasons), parsed
 
+
+
+def ocr_reason(text: str | None, config: TextFilterConfig) -> str | None:
+    """Why an OCR string is not text: digits count (house numbers, prices), symbols do not."""
+    if text is None or not text.strip():
+        return "empty"
+    visible = [c for c in text if not c.isspace()]
+    readable = [c for c in visible if c.isalnum()]
+    if len(readable) < config.min_letter_ratio * len(visible):
+        return f"non_language: {len(readable)} letters or digits of {len(visible)} characters"
+    letters = [c for c in readable if c.isalpha()]
+    if sum(map(_latin, letters)) < config.min_latin_ratio * len(letters):
+        return "not_english: mostly non-Latin letters"
+    return None
+
+
+def ocr_text(rows: pa.Table, config: TextFilterConfig = TextFilterConfig()) -> Decision:
+    """OCR regions whose text is not language (symbols, stray glyphs from textures, other scripts)."""
+    reasons = [ocr_reason(label, config) if kind == "ocr" else None
+               for kind, label in zip(rows.column("kind").to_pylist(), rows.column("label").to_pylist())]
+    return Decision("ocr_text", reasons)

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-import pytest
-import torch
+import os
+import tempfile
+from pathlib import Path
 
-from engine.world.config import WorldConfig
-from engine.world.make import make_world
+# Before anything imports `engine`: keep Ray's, Prefect's and ultralytics' files of the tests out
+# of the user's ~/.fld (one folder per machine, so Prefect's database is built once).
+os.environ.setdefault("FLD_HOME", str(Path(tempfile.gettempdir()) / "fld-tests-home"))
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from engine.world.config import WorldConfig  # noqa: E402
+from engine.world.make import make_world  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -84,3 +84,14 @@ def test_missing_model_says_how_to_install():
 def test_bad_config(kwargs):
     with pytest.raises(ValueError):
         TextFilterConfig(**kwargs)
+
+
+@pytest.mark.parametrize("label, code", [("OPEN", None), ("42", None), ("50% OFF", None), ("小#", "non_language"),
+                                         ("大小", "not_english"), ("■", "non_language"), ("NORTH SOUTH", None)])
+def test_ocr_text_filter(label, code):
+    from filters.text import ocr_text
+
+    rows = table_of("regions", [valid_row("regions", kind="ocr", label=label),
+                                valid_row("regions", region_id="obj", kind="object", label="42")])
+    reasons = ocr_text(rows).reasons
+    assert (reasons[0].split(":")[0] if reasons[0] else None) == code and reasons[1] is None

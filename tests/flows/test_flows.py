@@ -1,0 +1,46 @@
+"""The Prefect flows on Prefect's ephemeral API, with Ray inside the round task."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.ingest import IngestConfig, ingest
+from engine.store import Store
+
+
+@pytest.fixture
+def ocr_config(tmp_path):
+    path = tmp_path / "round.toml"
+    path.write_text('shard_size = 4\nsplits = ["gold"]\n[[specialists]]\nname = "rapidocr"\n')
+    return path
+
+
+def test_data_engine_runs_rounds_until_gold_stops_improving(small_world, tmp_path, ocr_config):
+    from flows.engine import data_engine
+
+    data = tmp_path / "ds"
+    sources = [{"source": str(small_world.images("gold")), "split": "gold"}]
+    results = data_engine(str(data), str(ocr_config), str(small_world.gold), rounds=3,
+                          metric="region-text/ocr_word_recall", sources=sources)
+    assert len(results) == 2  # the same specialists twice: no gain, so the engine stops
+    assert results[1]["stop"].startswith("region-text/ocr_word_recall gained +0.0000")
+    first = results[0]
+    assert first["ingested"][0]["ok"] == small_world.config.split_counts()["gold"]
+    assert first["round"]["images"] == first["ingested"][0]["ok"] and first["round"]["failures"] == 0
+    recall = first["metrics"]["region-text/ocr_word_recall"]
+    assert recall is not None and 0.0 < recall <= 1.0
+    store = Store(data)
+    assert store.rounds("rounds") == [1, 2] and store.rounds("metrics") == [1, 2]
+    statuses = {r["round"]: r["status"] for r in store.read("rounds").to_pylist()}
+    assert statuses == {1: "completed", 2: "completed"}
+
+
+def test_a_flow_retry_resumes_the_round(small_world, tmp_path, ocr_config):
+    from flows.engine import annotation_round
+
+    data = Store(tmp_path / "ds", create=True)
+    ingest(str(small_world.images("gold")), data, IngestConfig(split="gold"))
+    first = annotation_round(str(data.root), str(ocr_config), 1)
+    again = annotation_round(str(data.root), str(ocr_config), 1)
+    assert again["round"]["images"] == 0 and again["round"]["skipped_shards"] > 0
+    assert first["round"]["images"] == small_world.config.split_counts()["gold"]
