@@ -26,7 +26,10 @@ run: $(STAMP)
 	$(BIN)/fld ingest $(DATA)/world/images/pool --data $(DATA)/dataset --split pool
 	$(BIN)/fld ingest $(DATA)/world/images/gold --data $(DATA)/dataset --split gold
 	$(BIN)/fld stats --data $(DATA)/world/truth
-	$(BIN)/fld query "SELECT split, status, count(*) AS images FROM images GROUP BY ALL ORDER BY split" --data $(DATA)/dataset
+	$(BIN)/fld round run --config engine/configs/embedded.toml --data $(DATA)/dataset --round 1 --gold $(DATA)/world/gold
+	$(BIN)/fld rounds --data $(DATA)/dataset
+	$(BIN)/fld stats --data $(DATA)/dataset
+	$(BIN)/fld metrics --data $(DATA)/dataset
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -38,6 +41,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/store.py
 	$(BIN)/python bench/world.py
 	$(BIN)/python bench/filters.py
+	$(BIN)/python bench/specialists.py
+	$(BIN)/python bench/engine.py
 
 # Refresh the lock from the current environment after changing dependencies.
 lock: $(STAMP)

@@ -34,8 +34,9 @@ def _ray():
     return ray
 
 
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 CONNECT_TIMEOUT_S = 5.0
+STARTUP_TIMEOUT_S = 600.0
+"""How long the specialists' workers may take to be placed and load their weights."""
 
 
 def check_reachable(address: str) -> str | None:
@@ -70,16 +71,17 @@ class Runtime:
         bootstrap = Path.home() / "ray_bootstrap_config.yaml"
         if not bootstrap.exists():  # stops the dashboard's cloud-metadata probe (see docs/ARCHITECTURE.md)
             bootstrap.write_text("provider: {type: local}\n")
-        host = check_reachable(self.address) if self.address else "127.0.0.1"
-        local = {"_node_ip_address": "127.0.0.1"} if host in LOOPBACK else {}  # stay on loopback
+        if self.address:
+            check_reachable(self.address)
         try:
-            if self.address:
-                ray.init(address=self.address, logging_level=logging.WARNING, log_to_driver=False, **local)
-            else:
+            if self.address:  # the driver takes the node IP the cluster registered, whatever it is
+                ray.init(address=self.address, logging_level=logging.WARNING, log_to_driver=False)
+            else:  # the embedded Ray listens on loopback only
                 temp = home() / "ray"
                 temp.mkdir(parents=True, exist_ok=True)
                 ray.init(num_cpus=self.num_cpus or os.cpu_count(), include_dashboard=False,
-                         logging_level=logging.WARNING, log_to_driver=False, _temp_dir=str(temp), **local)
+                         logging_level=logging.WARNING, log_to_driver=False, _temp_dir=str(temp),
+                         _node_ip_address="127.0.0.1")
         except Exception as err:  # ray raises ConnectionError, RuntimeError, ValueError ...
             where = f"the Ray cluster at {self.address}" if self.address else "a local Ray"
             raise ClusterError(f"could not start or reach {where}: {type(err).__name__}: {err}") from None
@@ -104,7 +106,7 @@ class Pipeline:
         self.config, self.round = config, round_id
         # decoding reserves no CPU: it must never wait behind the actors that hold every core
         self.decode = ray.remote(num_cpus=0, max_retries=3)(decode_shard)
-        total = sum(s.cpus * s.workers for s in config.specialists) + 1.0
+        total = sum(s.cpus * s.workers for s in config.specialists)
         scale = min(1.0, cluster_cpus() / total)  # fit every pool on a small machine
         self.pools: dict[str, list] = {}
         for spec in config.specialists:
@@ -112,9 +114,16 @@ class Pipeline:
                                max_task_retries=-1)(SpecialistWorker)
             self.pools[spec.key] = [actor.options(name=f"fld-round{round_id}-{spec.key}-{i}")
                                     .remote(spec.key, spec.name, spec.options, spec.cpus) for i in range(spec.workers)]
-        filters = ray.remote(num_cpus=1.0 * scale, max_restarts=-1, max_task_retries=-1)(FilterWorker)
+        # Filtering is light next to the models and reserves no CPU, so it can never be the actor
+        # left without a place when fractional reservations fragment across small nodes.
+        filters = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(FilterWorker)
         self.filters = [filters.remote(config.filters) for _ in range(max(1, int(cluster_cpus() // 4)))]
-        described = ray.get([pool[0].describe.remote() for pool in self.pools.values()])
+        try:
+            described = ray.get([pool[0].describe.remote() for pool in self.pools.values()], timeout=STARTUP_TIMEOUT_S)
+        except ray.exceptions.GetTimeoutError:
+            asks = ", ".join(f"{s.key}: {s.workers} x {s.cpus * scale:.2f} CPU + {s.gpus} GPU" for s in config.specialists)
+            raise ClusterError(f"the specialists' workers did not start within {STARTUP_TIMEOUT_S:.0f} s: the cluster "
+                               f"may lack what they reserve ({asks}); lower `cpus`/`workers` or add nodes") from None
         self.info = dict(zip(self.pools, described))
         self.stages = stage_order({k: d["needs"] for k, d in self.info.items()},
                                   {k: d["produces"] for k, d in self.info.items()})

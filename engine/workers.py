@@ -10,7 +10,6 @@ import logging
 import os
 import time
 
-import numpy as np
 import pyarrow as pa
 
 from engine.sources import load_rgb
@@ -154,7 +153,3 @@ def stage_order(needs: dict[str, tuple[str, ...]], produces: dict[str, tuple[str
         for n in ready:
             remaining.pop(n)
     return stages
-
-
-def pixels_nbytes(decoded: dict) -> int:
-    return int(sum(np.asarray(p).nbytes for p in decoded["pixels"]))

@@ -13,7 +13,7 @@ import pytest
 from engine.ingest import IngestConfig, ingest
 from engine.round import run_round
 from engine.round_config import RoundConfig, SpecialistSpec
-from engine.runtime import ClusterError, Runtime
+from engine.runtime import Runtime
 from engine.store import RoundLockedError, Store, StoreError
 from engine.workers import SpecialistWorker, stage_order
 from filters.pipeline import FilterConfig

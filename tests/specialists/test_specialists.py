@@ -8,13 +8,12 @@ import socket
 import numpy as np
 import pyarrow as pa
 import pytest
-import torch
 
 from engine.masks import rle_iou
 from schemas import validate_table
 from specialists.base import Batch, WeightsError, as_rgb, weights_version
 from specialists.registry import build
-from specialists.sam import ARCHITECTURES, GrabCutSegmenter, SamConfig, SamSegmenter, build_sam
+from specialists.sam import GrabCutSegmenter, SamConfig, SamSegmenter
 from specialists.yolo import YoloConfig, YoloDetector
 from tests.batches import gold_batch
 
