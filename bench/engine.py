@@ -45,10 +45,14 @@ def cpu_times() -> tuple[int, int]:
     return sum(fields) - idle, sum(fields)
 
 
+THREADS = 1
+"""onnxruntime threads of the OCR actor: one, like the torch actors beside it."""
+
+
 def specs(sam_path: Path) -> tuple[SpecialistSpec, ...]:
     return (
         SpecialistSpec("yolo", {"weights": "yolov8n.yaml", "imgsz": 320, "conf": 0.25, "batch_size": 16}, cpus=1.0),
-        SpecialistSpec("rapidocr", {}, cpus=1.0),
+        SpecialistSpec("rapidocr", {"threads": THREADS}, cpus=1.0),
         SpecialistSpec("sam", {"checkpoint": str(sam_path), "model_type": "tiny", "batch_size": 8}, cpus=1.0),
     )
 
@@ -101,7 +105,9 @@ def main() -> None:
         sam_path = Path(tmp) / "sam.pth"
         torch.save(build_sam(ARCHITECTURES["tiny"]).state_dict(), sam_path)
         config = RoundConfig(specialists=specs(sam_path), shard_size=args.shard_size, splits=("pool",), max_in_flight=6)
-        workers = {s.key: SpecialistWorker(s.key, s.name, s.options, cpus=float(torch.get_num_threads())) for s in config.specialists}
+        # the naive loop and the floor use every core in each model (library defaults)
+        workers = {s.key: SpecialistWorker(s.key, s.name, {k: v for k, v in s.options.items() if k != "threads"},
+                                           cpus=float(torch.get_num_threads())) for s in config.specialists}
         parser = PhraseParser()
         naive(images[:2], workers, parser)  # warm-up
         naive_s = naive(images, workers, parser)

@@ -21,10 +21,15 @@ class RapidOcrConfig:
     min_score: float = 0.3
     """rapidocr's own text-score floor (box text below it is not returned)."""
     batch_size: int = 8
+    threads: int = 0
+    """onnxruntime threads per session (0: its default, one per core; give 1 when several
+    specialists share a small machine, or its pool competes with theirs)."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.min_score <= 1.0:
             raise ValueError(f"min_score must be within [0, 1], got {self.min_score}")
+        if self.threads < 0:
+            raise ValueError(f"threads must be >= 0, got {self.threads}")
 
 
 class RapidOcrReader(Specialist):
@@ -41,7 +46,8 @@ class RapidOcrReader(Specialist):
         import rapidocr_onnxruntime
         from rapidocr_onnxruntime import RapidOCR
 
-        self.engine = RapidOCR(text_score=self.config.min_score)
+        threads = {"intra_op_num_threads": self.config.threads, "inter_op_num_threads": 1} if self.config.threads else {}
+        self.engine = RapidOCR(text_score=self.config.min_score, **threads)
         models = Path(rapidocr_onnxruntime.__file__).parent / "models"
         self._version = weights_version(models) if models.exists() else f"rapidocr-{rapidocr_onnxruntime.__version__}"
 
