@@ -24,15 +24,11 @@ class GoldGuard:
 
     @classmethod
     def from_stores(cls, *stores: Store) -> GoldGuard:
-        """Gold ids from datasets (images with split ``gold``) and gold-truth stores (every image)."""
+        """Gold ids of datasets and gold-truth stores: their images with split ``gold``."""
         ids: set[str] = set()
         for store in stores:
             images = store.read("images", columns=["image_id", "split"])
-            if images.num_rows and set(images.column("split").unique().to_pylist()) == {"gold"}:
-                ids.update(images.column("image_id").to_pylist())
-            else:
-                gold = images.filter(pc.equal(images.column("split"), "gold"))
-                ids.update(gold.column("image_id").to_pylist())
+            ids.update(images.filter(pc.equal(images.column("split"), "gold")).column("image_id").to_pylist())
         return cls(ids)
 
     def check(self, image_ids: Iterable[str], purpose: str = "training") -> None:

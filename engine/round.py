@@ -93,7 +93,7 @@ def run_round(store: Store, round_id: int, config: RoundConfig,
             record_round(writer, "specialists", config.to_json(), "running", started)
             start = time.perf_counter()
             try:
-                for shard, result in pipeline.run(todo, lambda s, r: None):
+                for shard, result in pipeline.run(todo):
                     stats = write_shard(writer, shard, result)
                     summary.images += stats["images"]
                     summary.failures += stats["failures"]

@@ -1,5 +1,6 @@
 """The engine's Ray side (the only module that imports Ray): start or join a cluster, one actor
-pool per specialist sized by its declared resources, and the shard pipeline.
+pool per specialist sized by the round config (workers, CPUs, GPUs per actor), and the shard
+pipeline.
 
 Each shard is decoded once into Ray's object store; specialists run stage by stage (a stage
 needs only what earlier stages made), every pool working on several shards at once; the
@@ -12,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -145,7 +146,7 @@ class Pipeline:
         worker = self.filters[shard.index % len(self.filters)]
         return worker.run.remote(decoded, self.round, shard.label, *outputs.values())
 
-    def run(self, shards: list[Shard], on_done: Callable[[Shard, dict], None]) -> Iterator[tuple[Shard, dict]]:
+    def run(self, shards: list[Shard]) -> Iterator[tuple[Shard, dict]]:
         """Push shards through, at most ``max_in_flight`` at a time; yields each as it completes."""
         ray = _ray()
         queue, running = list(shards), {}
@@ -156,6 +157,4 @@ class Pipeline:
             ready, _ = ray.wait(list(running), num_returns=1)
             for ref in ready:
                 shard = running.pop(ref)
-                result = ray.get(ref)
-                on_done(shard, result)
-                yield shard, result
+                yield shard, ray.get(ref)

@@ -11,7 +11,6 @@ readers ignore them, and the next writer of that round deletes them.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import json
 import logging
@@ -20,7 +19,7 @@ import re
 import socket
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -274,10 +273,3 @@ class RoundWriter:
         """Stats of the shards already marked complete, by shard label."""
         folder = self.store.root / "_markers" / f"round={self.round}"
         return {p.stem.removeprefix("shard-"): json.loads(p.read_text()) for p in sorted(folder.glob("shard-*.json"))}
-
-
-@contextlib.contextmanager
-def open_round(root: str | Path, round_id: int, create: bool = True) -> Iterator[RoundWriter]:
-    """``with open_round(root, r) as w: w.write(...)``: a store and its round writer in one step."""
-    with Store(root, create=create).writer(round_id) as writer:
-        yield writer

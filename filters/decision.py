@@ -26,10 +26,6 @@ class Decision:
     reasons: list[str | None]
 
     @classmethod
-    def keep_all(cls, filter_name: str, n: int) -> Decision:
-        return cls(filter_name, [None] * n)
-
-    @classmethod
     def from_mask(cls, filter_name: str, drop: np.ndarray, reason) -> Decision:
         """Drop where ``drop`` is true, with ``reason`` (a string, or a function of the row index)."""
         reasons: list[str | None] = [None] * len(drop)

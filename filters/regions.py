@@ -16,6 +16,7 @@ import torch
 from torchvision.ops import nms as torch_nms
 
 from filters.decision import Decision
+from schemas.validate import box_array
 
 
 @dataclass(frozen=True)
@@ -48,11 +49,8 @@ class RegionFilterConfig:
 
 
 def boxes_of(rows: pa.Table) -> np.ndarray:
-    column = rows.column("box").combine_chunks()
-    if len(column) == 0:
-        return np.zeros((0, 4), np.float64)
-    values = column.values.slice(column.offset * 4, len(column) * 4)
-    return values.to_numpy(zero_copy_only=False).astype(np.float64).reshape(-1, 4)
+    """The table's boxes as an (n, 4) float64 array."""
+    return box_array(rows.column("box")).astype(np.float64)
 
 
 def scores_of(rows: pa.Table) -> np.ndarray:

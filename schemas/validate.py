@@ -142,9 +142,9 @@ def conform(table: str, data: pa.Table) -> tuple[pa.Table | None, list[Validatio
     ), []
 
 
-def _boxes(column: pa.ChunkedArray) -> np.ndarray:
-    """An (n, 4) float array of a box column; null boxes become NaN rows."""
-    arr = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+def box_array(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """An (n, 4) float32 array of a box column (slices and chunks respected); null boxes become NaN rows."""
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     if len(arr) == 0:
         return np.zeros((0, 4), np.float32)
     width = arr.type.list_size
@@ -156,7 +156,7 @@ def _boxes(column: pa.ChunkedArray) -> np.ndarray:
 
 
 def _check_boxes(c: _Collector, data: pa.Table, sizes: Mapping[str, tuple[int, int]] | None):
-    boxes = _boxes(data.column("box"))
+    boxes = box_array(data.column("box"))
     valid = ~np.isnan(boxes).all(axis=1)
     finite = np.isfinite(boxes).all(axis=1)
     c.add(np.flatnonzero(valid & ~finite), "box", lambda r: f"non-finite value in {boxes[r].tolist()}")

@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 import torch
 
 from engine.masks import encode_rle
+from schemas.validate import box_array
 from specialists.base import Batch, Resources, Specialist, WeightsError, require_path, weights_version
 
 log = logging.getLogger(__name__)
@@ -163,7 +164,7 @@ class SamSegmenter(Specialist):
         embeddings = self.model.image_encoder(torch.stack(inputs))
         index = {image_id: k for k, image_id in enumerate(batch.image_ids)}
         images = rows.column("image_id").to_pylist()
-        boxes = np.asarray(rows.column("box").combine_chunks().values.to_numpy(zero_copy_only=False), np.float32).reshape(-1, 4)
+        boxes = box_array(rows.column("box"))
         masks: list[dict | None] = [None] * rows.num_rows
         scores: list[float | None] = [None] * rows.num_rows
         for image_id, k in index.items():
