@@ -56,6 +56,11 @@ class Florence2Size:
     image_size: int = 768
     extra: dict = field(default_factory=dict)
 
+    @property
+    def stride(self) -> int:
+        """Pixels per visual token: DaViT's first stage strides 4, every later one 2."""
+        return 4 * 2 ** (len(self.depths) - 1)
+
 
 SIZES = {
     "base": Florence2Size((1, 1, 9, 1), (128, 256, 512, 1024), (4, 8, 16, 32), 12, 768, 6, 12, 3072),
@@ -89,13 +94,13 @@ def train_tokenizer(corpus: Iterable[str], vocab_size: int = 4000):
     return tokenizer
 
 
-def build_processor(tokenizer, image_size: int = 224):
+def build_processor(tokenizer, image_size: int = 224, stride: int = 32):
     from transformers import CLIPImageProcessor, Florence2Processor
 
     images = CLIPImageProcessor(size={"height": image_size, "width": image_size}, do_center_crop=False,
                                 crop_size={"height": image_size, "width": image_size},
                                 image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])
-    images.image_seq_length = (image_size // 32) ** 2 + 1
+    images.image_seq_length = (image_size // stride) ** 2 + 1
     return Florence2Processor(image_processor=images, tokenizer=tokenizer, post_processor_config=POST_PROCESSOR_CONFIG)
 
 
@@ -105,9 +110,12 @@ def build_model(size: str | Florence2Size, tokenizer, vocab_size: int | None = N
     from transformers import BartConfig, Florence2Config, Florence2ForConditionalGeneration, Florence2VisionConfig
 
     s = SIZES[size] if isinstance(size, str) else size
+    stages = len(s.depths)
     vision = Florence2VisionConfig(depths=list(s.depths), embed_dim=list(s.embed_dim), num_heads=list(s.heads),
                                    num_groups=list(s.heads), window_size=s.window_size, projection_dim=s.d_model,
-                                   max_position_embeddings=max(50, (s.image_size // 32) ** 2))
+                                   patch_size=[7, 3, 3, 3][:stages], patch_stride=[4, 2, 2, 2][:stages],
+                                   patch_padding=[3, 1, 1, 1][:stages], patch_prenorm=[False, True, True, True][:stages],
+                                   max_position_embeddings=max(50, s.image_size // s.stride))
     text = BartConfig(vocab_size=max(vocab_size or 0, len(tokenizer)), d_model=s.d_model, encoder_layers=s.layers, decoder_layers=s.layers,
                       encoder_attention_heads=s.text_heads, decoder_attention_heads=s.text_heads,
                       encoder_ffn_dim=s.ffn, decoder_ffn_dim=s.ffn, max_position_embeddings=1024,
@@ -120,6 +128,9 @@ def build_model(size: str | Florence2Size, tokenizer, vocab_size: int | None = N
 
 
 def save_checkpoint(model, processor, folder: str | Path) -> Path:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)

@@ -1,0 +1,87 @@
+"""What makes a small Florence-2 learn to see on a CPU (docs/FLORENCE2_RECIPE.md has the measurements).
+
+Two pieces, both used only while training (the saved checkpoint is a plain Florence-2):
+
+* **Structured location embeddings.** ``<loc_k>`` rows of the shared (tied) embedding start as
+  sinusoidal codes of ``k``, so neighbouring bins start close both as inputs and as output
+  classes: a near miss is a small error from the first step, instead of 1000 unrelated classes
+  learnt one by one.
+* **A dense auxiliary head** on the projected visual tokens: each token predicts the category of
+  the region whose box covers its cell (or background) and that box. The vision tower gets a
+  direct, dense gradient from the first step instead of only what trickles back through the
+  decoder's cross-attention.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+LOC_BINS = 1000
+
+
+def sinusoidal_codes(positions: np.ndarray, dim: int) -> np.ndarray:
+    """Transformer-style sin/cos codes of ``positions`` (in bins), periods from 2 to 4000 bins."""
+    half = dim // 2
+    periods = np.geomspace(2.0, 4.0 * LOC_BINS, half)
+    angles = 2 * math.pi * positions[:, None] / periods[None, :]
+    codes = np.zeros((len(positions), dim), np.float32)
+    codes[:, 0:2 * half:2], codes[:, 1:2 * half:2] = np.sin(angles), np.cos(angles)
+    return codes
+
+
+def init_location_embeddings(model, tokenizer, std: float = 0.02) -> None:
+    """Give ``<loc_0>``..``<loc_999>`` smooth sinusoidal embeddings of the same scale as the others."""
+    ids = tokenizer.convert_tokens_to_ids([f"<loc_{k}>" for k in range(LOC_BINS)])
+    embeddings = model.get_input_embeddings()
+    codes = torch.from_numpy(sinusoidal_codes(np.arange(LOC_BINS, dtype=np.float64), embeddings.embedding_dim))
+    with torch.no_grad():
+        embeddings.weight[ids] = codes * std * math.sqrt(2.0)
+
+
+class DenseHead(nn.Module):
+    """Per visual token: category logits (index 0 = background) and its box's four coordinates as
+    1000-way logits scored against the model's own (tied) ``<loc_k>`` embeddings: the visual
+    tokens learn to carry each box in the very space the decoder has to emit it in."""
+
+    def __init__(self, dim: int, categories: int, loc_embeddings):
+        super().__init__()
+        self.classes = nn.Linear(dim, categories + 1)
+        self.coords = nn.Linear(dim, 4 * dim)
+        self.loc_embeddings = loc_embeddings
+        """A callable returning the (1000, dim) location embeddings (a view of the model's weights)."""
+
+    def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        coords = self.coords(tokens).unflatten(-1, (4, -1))
+        return self.classes(tokens), coords @ self.loc_embeddings().T
+
+
+def dense_targets(boxes: list[tuple[float, float, float, float]], labels: list[int], grid: int) -> tuple[np.ndarray, np.ndarray]:
+    """For a ``grid`` x ``grid`` of cells: the label (0 = none) and normalised box of the smallest
+    box covering each cell's centre. ``boxes`` are normalised to [0, 1]."""
+    classes = np.zeros(grid * grid, np.int64)
+    targets = np.zeros((grid * grid, 4), np.float32)
+    centres = (np.arange(grid) + 0.5) / grid
+    best = np.full(grid * grid, np.inf)
+    for box, label in zip(boxes, labels):
+        x1, y1, x2, y2 = box
+        inside = ((centres[None, :] >= x1) & (centres[None, :] <= x2)) & ((centres[:, None] >= y1) & (centres[:, None] <= y2))
+        area = (x2 - x1) * (y2 - y1)
+        cells = np.flatnonzero(inside.ravel() & (area < best))
+        classes[cells], targets[cells], best[cells] = label, box, area
+    return classes, targets
+
+
+def dense_loss(head: DenseHead, tokens: torch.Tensor, classes: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over categories for every cell, and over location bins for each coordinate
+    of the box of every covered cell."""
+    logits, coords = head(tokens)
+    loss = nn.functional.cross_entropy(logits.flatten(0, 1), classes.flatten())
+    covered = classes > 0
+    if covered.any():
+        bins = (boxes[covered] * LOC_BINS).floor().clamp(0, LOC_BINS - 1).long()
+        loss = loss + nn.functional.cross_entropy(coords[covered].flatten(0, 1), bins.flatten())
+    return loss

@@ -1,0 +1,308 @@
+"""Training a Florence-2 (tiny from nothing, or base/large from a pretrained folder) on multitask
+examples, on a CPU or a GPU, with a resumable training state.
+
+The loop: examples are grouped by task and sampled by task weight; each batch's images go once
+through the vision tower; the loss is the decoder's cross-entropy plus, for the recipe's dense
+head, the auxiliary detection loss on the visual tokens (see ``florence2_recipe``). Every
+``save_every`` steps the whole state (model, head, optimiser, step, RNG) is written atomically,
+so an interrupted run resumes where it was.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from specialists.florence2_parse import parse_florence2
+from specialists.training.florence2_examples import Example
+
+log = logging.getLogger(__name__)
+STATE = "train_state.pt"
+
+
+@dataclass(frozen=True)
+class Florence2TrainConfig:
+    steps: int = 600
+    batch_size: int = 16
+    lr: float = 1e-3
+    vision_lr: float | None = None
+    """Learning rate of the vision tower and projector (defaults to ``lr``)."""
+    warmup: int = 30
+    weight_decay: float = 0.01
+    aux_weight: float = 1.0
+    """Weight of the dense auxiliary head's loss; 0 turns the head off."""
+    attention_weight: float = 1.0
+    """Weight of the supervised cross-attention loss on <OD> targets; 0 turns it off."""
+    vision_steps: int = 0
+    """Steps (counted in ``steps``) that first train only the vision tower with the dense head,
+    warm-starting it on the seed split before the decoder sees it (about 3x cheaper a step)."""
+    structured_locations: bool = True
+    task_weights: dict = field(default_factory=lambda: {"<OD>": 3.0})
+    """Sampling weight per task (1.0 for tasks not named)."""
+    max_target_tokens: int = 160
+    save_every: int = 100
+    max_minutes: float | None = None
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1 or self.save_every < 1 or not 0 <= self.vision_steps < self.steps:
+            raise ValueError("steps, batch_size and save_every must be >= 1")
+        if not (self.lr > 0 and (self.vision_lr is None or self.vision_lr > 0)):
+            raise ValueError(f"learning rates must be > 0, got {self.lr} / {self.vision_lr}")
+        if self.aux_weight < 0 or self.attention_weight < 0 or any(w < 0 for w in self.task_weights.values()):
+            raise ValueError("aux_weight and task weights must be >= 0")
+        if self.max_minutes is not None and self.max_minutes <= 0:
+            raise ValueError(f"max_minutes must be > 0, got {self.max_minutes}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    seconds: float
+    examples: int
+    tasks: dict[str, int]
+    curve: list[dict]
+    resumed_from: int = 0
+
+    @property
+    def examples_per_second(self) -> float:
+        return self.examples / self.seconds if self.seconds else 0.0
+
+
+class Batches:
+    """Tokenised examples grouped by task, with the pixel values of their images computed once."""
+
+    def __init__(self, examples: list[Example], images: dict[str, np.ndarray], processor, max_target_tokens: int):
+        import torch
+
+        missing = sorted({e.image_id for e in examples} - set(images))
+        if missing:
+            raise ValueError(f"{len(missing)} example image(s) have no pixels, e.g. {missing[0]}")
+        self.processor = processor
+        tokenizer = processor.tokenizer
+        self.image_ids = sorted({e.image_id for e in examples})
+        index = {image_id: k for k, image_id in enumerate(self.image_ids)}
+        self.pixels = torch.cat([
+            processor.image_processor([images[i] for i in self.image_ids[s:s + 64]], return_tensors="pt")["pixel_values"]
+            for s in range(0, len(self.image_ids), 64)
+        ])
+        prompts = processor._construct_prompts([e.prompt for e in examples])
+        head = processor.image_token * processor.num_image_tokens + tokenizer.bos_token
+        inputs = tokenizer([head + p + tokenizer.eos_token for p in prompts], add_special_tokens=False)["input_ids"]
+        targets = tokenizer([e.target for e in examples], truncation=True, max_length=max_target_tokens)["input_ids"]
+        self.items = [(index[e.image_id], i, t) for e, i, t in zip(examples, inputs, targets)]
+        self.grid = int(math.isqrt(processor.num_image_tokens - 1))
+        loc_ids = tokenizer.convert_tokens_to_ids([f"<loc_{k}>" for k in range(1000)])
+        self.loc_bin = {token_id: k for k, token_id in enumerate(loc_ids)}
+        self.specials = set(tokenizer.all_special_ids) - set(loc_ids)
+        self.looks = [self._looks(t) if e.task == "<OD>" else None for e, t in zip(examples, targets)]
+        self.by_task: dict[str, list[int]] = defaultdict(list)
+        for k, e in enumerate(examples):
+            self.by_task[e.task].append(k)
+        self.pad = tokenizer.pad_token_id
+
+    def _looks(self, target: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Where each target token should look: its object's index (-1: none), and each object's
+        cells on the visual-token grid (those whose centre its box covers; at least one)."""
+        owner, boxes, current, obj = np.full(len(target), -1, np.int64), [], [], 0
+        for t, token in enumerate(target):
+            if token in self.loc_bin:
+                owner[t] = obj
+                current.append(self.loc_bin[token] / 1000)
+                if len(current) == 4:
+                    boxes.append(current)
+                    current, obj = [], obj + 1
+            elif token not in self.specials:
+                owner[t] = obj
+        owner[owner >= len(boxes)] = -1
+        g = self.grid
+        centres = (np.arange(g) + 0.5) / g
+        cells = np.zeros((max(len(boxes), 1), g * g), np.float32)
+        for j, (x1, y1, x2, y2) in enumerate(boxes):
+            inside = (centres[None, :] >= x1) & (centres[None, :] <= x2) & (centres[:, None] >= y1) & (centres[:, None] <= y2)
+            if not inside.any():
+                row, col = min(int((y1 + y2) / 2 * g), g - 1), min(int((x1 + x2) / 2 * g), g - 1)
+                inside[row, col] = True
+            cells[j] = inside.ravel()
+        return owner, cells
+
+    def look_targets(self, picks: list[int], length: int):
+        """(B, T, cells) where each target position should look, and (B, T) which positions have one."""
+        import torch
+
+        where = torch.zeros((len(picks), length, self.grid * self.grid))
+        valid = torch.zeros((len(picks), length))
+        for b, k in enumerate(picks):
+            if self.looks[k] is None:
+                continue
+            owner, cells = self.looks[k]
+            t = np.flatnonzero(owner >= 0)
+            where[b, t] = torch.from_numpy(cells[owner[t]])
+            valid[b, t] = 1.0
+        return where, valid
+
+    def collate(self, picks: list[int]):
+        import torch
+
+        rows = [self.items[k] for k in picks]
+        n_in, n_out = max(len(r[1]) for r in rows), max(len(r[2]) for r in rows)
+        input_ids = torch.full((len(rows), n_in), self.pad)
+        attention = torch.zeros((len(rows), n_in), dtype=torch.long)
+        labels = torch.full((len(rows), n_out), -100)
+        for k, (_, ids, target) in enumerate(rows):
+            input_ids[k, :len(ids)] = torch.tensor(ids)
+            attention[k, :len(ids)] = 1
+            labels[k, :len(target)] = torch.tensor(target)
+        return [r[0] for r in rows], input_ids, attention, labels
+
+
+def dense_data(examples: list[Example], batches: Batches, grid: int):
+    """Per image: the dense head's targets from its <OD> example; and the category list."""
+    from specialists.training.florence2_recipe import dense_targets
+
+    od = {e.image_id: parse_florence2(e.target, "<OD>", (1000, 1000)) for e in examples if e.task == "<OD>"}
+    categories = sorted({item.text for items in od.values() for item in items})
+    code = {c: k + 1 for k, c in enumerate(categories)}
+    classes = np.zeros((len(batches.image_ids), grid * grid), np.int64)
+    boxes = np.zeros((len(batches.image_ids), grid * grid, 4), np.float32)
+    for k, image_id in enumerate(batches.image_ids):
+        items = od.get(image_id, [])
+        classes[k], boxes[k] = dense_targets([tuple(v / 1000 for v in i.box) for i in items],
+                                             [code[i.text] for i in items], grid)
+    return categories, classes, boxes
+
+
+def train_florence2(model, processor, examples: list[Example], images: dict[str, np.ndarray], out: str | Path,
+                    config: Florence2TrainConfig, fresh: bool = False,
+                    evaluate: Callable[[object, int, float], dict] | None = None, eval_every: int = 0,
+                    progress: Callable[[int, int], None] | None = None) -> TrainResult:
+    """Train ``model`` in place on ``examples``; state in ``out`` (resumed from when present)."""
+    import torch
+
+    from specialists.training.florence2_recipe import DenseHead, dense_loss, init_location_embeddings
+
+    if not examples:
+        raise ValueError("no training examples: the round kept no annotations of any trained task")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)
+    rng = random.Random(config.seed)
+    batches = Batches(examples, images, processor, config.max_target_tokens)
+    grid = int(math.isqrt(processor.num_image_tokens - 1))
+    categories, dense_classes, dense_boxes = dense_data(examples, batches, grid)
+    loc_ids = torch.tensor(processor.tokenizer.convert_tokens_to_ids([f"<loc_{k}>" for k in range(1000)]))
+    head = (DenseHead(model.config.text_config.d_model, len(categories),
+                      lambda: model.get_input_embeddings().weight[loc_ids.to(config.device)])
+            if config.aux_weight and categories else None)
+    if fresh and config.structured_locations:
+        init_location_embeddings(model, processor.tokenizer)
+    if config.attention_weight:
+        model.set_attn_implementation("eager")  # supervised cross-attention needs the weights
+    model.to(config.device).train()
+    vision = [p for n, p in model.named_parameters() if "vision_tower" in n or "multi_modal_projector" in n]
+    vision_ids = {id(p) for p in vision}
+    rest = [p for p in model.parameters() if id(p) not in vision_ids] + (list(head.parameters()) if head else [])
+    optimizer = torch.optim.AdamW([{"params": vision, "lr": config.vision_lr or config.lr},
+                                   {"params": rest, "lr": config.lr}], weight_decay=config.weight_decay)
+    base_lrs = [g["lr"] for g in optimizer.param_groups]
+    captured: dict[str, torch.Tensor] = {}
+    hook = model.model.multi_modal_projector.register_forward_hook(lambda m, i, o: captured.__setitem__("v", o))
+    state_path, start = out / STATE, 0
+    if state_path.exists():
+        state = torch.load(state_path, weights_only=False)
+        if state["config"] == config.to_dict() and state["examples"] == len(examples):
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            if head and state.get("head"):
+                head.load_state_dict(state["head"])
+            start = state["step"]
+            rng.setstate(state["rng"])
+            torch.set_rng_state(state["torch_rng"])
+            log.info("resuming Florence-2 training at step %d from %s", start, state_path)
+        else:
+            log.info("ignoring %s: it was saved for other training settings", state_path)
+    tasks = sorted(batches.by_task)
+    weights = [config.task_weights.get(t, 1.0) * 1.0 for t in tasks]
+    started, curve, step = time.monotonic(), [], start
+    dense_classes_t, dense_boxes_t = torch.from_numpy(dense_classes), torch.from_numpy(dense_boxes)
+    try:
+        for step in range(start, config.steps):
+            factor = min(1.0, (step + 1) / config.warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / config.steps)))
+            for group, lr in zip(optimizer.param_groups, base_lrs):
+                group["lr"] = lr * factor
+            picks = [rng.choice(batches.by_task[rng.choices(tasks, weights)[0]]) for _ in range(config.batch_size)]
+            image_rows, input_ids, attention, labels = batches.collate(picks)
+            pixels = batches.pixels[image_rows].to(config.device)
+            if step < config.vision_steps and head is not None:
+                tokens = model.model.get_image_features(pixels).pooler_output[:, 1:, :]
+                loss = dense_loss(head, tokens, dense_classes_t[image_rows].to(config.device),
+                                  dense_boxes_t[image_rows].to(config.device))
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                if progress:
+                    progress(step + 1, config.steps)
+                continue
+            look = config.attention_weight > 0 and any(batches.looks[k] is not None for k in picks)
+            output = model(input_ids=input_ids.to(config.device), attention_mask=attention.to(config.device),
+                           pixel_values=pixels, labels=labels.to(config.device), output_attentions=look)
+            loss = output.loss
+            if look:
+                where, valid = batches.look_targets(picks, labels.shape[1])
+                attended = output.cross_attentions[-1].mean(1)[:, :, 1:1 + where.shape[-1]]
+                mass = (attended * where.to(config.device)).sum(-1)
+                valid = valid.to(config.device)
+                loss = loss + config.attention_weight * -(torch.log(mass + 1e-6) * valid).sum() / valid.sum()
+            if head is not None:
+                tokens = captured["v"][:, 1:, :]
+                loss = loss + config.aux_weight * dense_loss(head, tokens, dense_classes_t[image_rows].to(config.device),
+                                                             dense_boxes_t[image_rows].to(config.device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            done = step + 1
+            if progress:
+                progress(done, config.steps)
+            if done % config.save_every == 0 or done == config.steps:
+                _save_state(state_path, model, head, optimizer, done, rng, config, len(examples))
+            if evaluate and eval_every and (done % eval_every == 0 or done == config.steps):
+                model.eval()
+                curve.append({"step": done, "minutes": (time.monotonic() - started) / 60, "loss": float(output.loss.detach()),
+                              **evaluate(model, done, (time.monotonic() - started) / 60)})
+                model.train()
+            if config.max_minutes and time.monotonic() - started > config.max_minutes * 60:
+                log.warning("Florence-2 training stopped at step %d of %d: the %.1f-minute budget is spent",
+                            done, config.steps, config.max_minutes)
+                _save_state(state_path, model, head, optimizer, done, rng, config, len(examples))
+                break
+    finally:
+        hook.remove()
+    model.eval()
+    seconds = time.monotonic() - started
+    counts = {t: len(v) for t, v in batches.by_task.items()}
+    trained = step + 1 - start if config.steps > start else 0
+    return TrainResult(trained, seconds, trained * config.batch_size, counts, curve, start)
+
+
+def _save_state(path: Path, model, head, optimizer, step: int, rng: random.Random, config, n_examples: int) -> None:
+    import torch
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save({"model": model.state_dict(), "head": head.state_dict() if head else None,
+                "optimizer": optimizer.state_dict(), "step": step, "rng": rng.getstate(),
+                "torch_rng": torch.get_rng_state(), "config": config.to_dict(), "examples": n_examples}, tmp)
+    os.replace(tmp, path)

@@ -1,0 +1,135 @@
+"""Training an ultralytics YOLO detector on a round's object regions (from ``yolov8n.yaml`` or from
+earlier weights), offline.
+
+The regions become an ultralytics dataset (``images/`` links, ``labels/`` text files of
+``class cx cy w h`` normalised, ``data.yaml``); ultralytics' own trainer does the rest. The
+class list is fixed by the caller, so a detector retrained on a later round keeps its class ids.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from schemas.validate import box_array
+
+log = logging.getLogger(__name__)
+FONT_CANDIDATES = ("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", "/usr/share/fonts/TTF/DejaVuSans.ttf")
+
+
+@dataclass(frozen=True)
+class YoloTrainConfig:
+    model: str = "yolov8n.yaml"
+    """A model .yaml (random start) or a .pt to fine-tune."""
+    epochs: int = 20
+    imgsz: int = 320
+    batch: int = 16
+    val_fraction: float = 0.1
+    lr0: float = 0.01
+    device: str = "cpu"
+    seed: int = 0
+    mosaic: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch < 1 or self.imgsz < 32 or self.imgsz % 32:
+            raise ValueError("epochs and batch must be >= 1; imgsz a multiple of 32")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be within (0, 1), got {self.val_fraction}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def provide_font() -> None:
+    """ultralytics downloads Arial.ttf when it checks a dataset; give it a local font instead."""
+    from ultralytics.utils import USER_CONFIG_DIR
+
+    target = Path(USER_CONFIG_DIR) / "Arial.ttf"
+    if target.exists():
+        return
+    for candidate in FONT_CANDIDATES:
+        if Path(candidate).exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(candidate, target)
+            return
+    log.warning("no local TrueType font found; ultralytics may try to download Arial.ttf")
+
+
+def write_yolo_dataset(regions: pa.Table, uris: dict[str, str], sizes: dict[str, tuple[int, int]],
+                       names: list[str], out: Path, val_fraction: float = 0.1, seed: int = 0) -> Path:
+    """An ultralytics dataset of the ``object`` regions of the images in ``uris``; returns data.yaml.
+
+    Images with no kept object become background images (an empty label file), which teaches the
+    detector that they are empty. Labels not in ``names`` are skipped with a warning."""
+    objects = regions.filter(pc.equal(regions.column("kind"), "object"))
+    boxes = box_array(objects.column("box"))
+    per_image: dict[str, list[str]] = {i: [] for i in uris}
+    code = {n: k for k, n in enumerate(names)}
+    unknown: set[str] = set()
+    for image_id, label, box in zip(objects.column("image_id").to_pylist(), objects.column("label").to_pylist(), boxes):
+        if image_id not in per_image:
+            continue
+        if label not in code:
+            unknown.add(str(label))
+            continue
+        w, h = sizes[image_id]
+        x1, y1, x2, y2 = np.clip(box, 0, [w, h, w, h])
+        if x2 > x1 and y2 > y1:
+            per_image[image_id].append(f"{code[label]} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} "
+                                       f"{(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f}")
+    if unknown:
+        log.warning("YOLO dataset: skipped labels outside the class list: %s", ", ".join(sorted(unknown)))
+    if out.exists():
+        shutil.rmtree(out)
+    ids = sorted(per_image)
+    order = np.random.default_rng(seed).permutation(len(ids))
+    n_val = max(1, int(round(len(ids) * val_fraction)))
+    for rank, k in enumerate(order):
+        part = "val" if rank < n_val else "train"
+        image_id = ids[k]
+        source = Path(uris[image_id])
+        (out / "images" / part).mkdir(parents=True, exist_ok=True)
+        (out / "labels" / part).mkdir(parents=True, exist_ok=True)
+        stem = f"{k:07d}"
+        os.symlink(source.resolve(), out / "images" / part / f"{stem}{source.suffix.lower()}")
+        (out / "labels" / part / f"{stem}.txt").write_text("\n".join(per_image[image_id]) + ("\n" if per_image[image_id] else ""))
+    data = out / "data.yaml"
+    data.write_text(f"path: {out.resolve()}\ntrain: images/train\nval: images/val\n"
+                    + "names:\n" + "".join(f"  {k}: {n}\n" for k, n in enumerate(names)))
+    return data
+
+
+def train_yolo(data: Path, out: Path, config: YoloTrainConfig) -> Path:
+    """Train with ultralytics; returns the path of the best weights (copied to ``out/best.pt``)."""
+    from specialists.yolo import configure_ultralytics
+
+    configure_ultralytics()
+    provide_font()
+    from ultralytics import YOLO
+    from ultralytics.utils import LOGGER
+
+    LOGGER.setLevel(logging.WARNING)  # its per-epoch tables would bury fld's own progress
+
+    model = YOLO(config.model)
+    run = out / "run"
+    resume = (run / "weights" / "last.pt").exists()
+    if resume:
+        log.info("resuming YOLO training from %s", run / "weights" / "last.pt")
+        model = YOLO(str(run / "weights" / "last.pt"))
+    model.train(data=str(data), epochs=config.epochs, imgsz=config.imgsz, batch=config.batch, device=config.device,
+                workers=0, plots=False, amp=False, project=str(out), name="run", exist_ok=True, verbose=False,
+                seed=config.seed, deterministic=True, lr0=config.lr0, mosaic=config.mosaic, resume=resume,
+                patience=max(config.epochs, 50))
+    best = run / "weights" / "best.pt"
+    if not best.exists():
+        best = run / "weights" / "last.pt"
+    final = out / "best.pt"
+    shutil.copyfile(best, final)
+    return final

@@ -1,0 +1,62 @@
+"""The YOLO and SAM trainers on a small world's seed truth: datasets ultralytics accepts, models
+that load back into their specialists, and bad inputs refused."""
+
+from __future__ import annotations
+
+import pyarrow.compute as pc
+import pytest
+
+from engine.gold import GoldGuard, GoldLeakError
+from engine.store import Store
+from engine.training_set import load_training_set
+
+
+@pytest.fixture(scope="module")
+def seed(small_world):
+    return load_training_set(Store(small_world.truth), 0, ("seed",), GoldGuard.from_stores(Store(small_world.gold)))
+
+
+def test_training_set_refuses_gold_images(small_world):
+    gold = Store(small_world.gold)
+    with pytest.raises(GoldLeakError, match="gold split"):
+        load_training_set(gold, 0, ("gold",), GoldGuard.from_stores(gold))
+
+
+def test_yolo_dataset_passes_ultralytics_checker(seed, tmp_path):
+    from specialists.training.yolo_train import provide_font, write_yolo_dataset
+    from specialists.yolo import configure_ultralytics
+
+    configure_ultralytics()
+    provide_font()
+    from ultralytics.data.utils import check_det_dataset
+
+    objects = seed.tables["regions"].filter(pc.equal(seed.tables["regions"].column("kind"), "object"))
+    names = sorted(set(objects.column("label").to_pylist()))
+    data = write_yolo_dataset(seed.tables["regions"], seed.uris, seed.sizes, names[:-1], tmp_path / "ds")
+    checked = check_det_dataset(str(data))
+    assert checked["nc"] == len(names) - 1
+    labels = list((tmp_path / "ds" / "labels").rglob("*.txt"))
+    assert len(labels) == len(seed)
+    lines = [line.split() for path in labels for line in path.read_text().splitlines()]
+    dropped = sum(label == names[-1] for label in objects.column("label").to_pylist())
+    assert len(lines) == objects.num_rows - dropped  # the label outside the class list is skipped
+    for cls, *xywh in lines:
+        assert 0 <= int(cls) < len(names) - 1 and all(0.0 < float(v) <= 1.0 for v in xywh)
+
+
+def test_sam_trains_and_loads_back(seed, tmp_path):
+    from schemas.validate import box_array
+    from specialists.sam import SamConfig, load_sam
+    from specialists.training.sam_train import SamSample, SamTrainConfig, train_sam
+    from engine.sources import load_rgb
+
+    regions = seed.tables["regions"].filter(pc.equal(seed.tables["regions"].column("kind"), "object"))
+    first = regions.column("image_id")[0].as_py()
+    rows = regions.filter(pc.equal(regions.column("image_id"), first))
+    sample = SamSample(load_rgb(seed.uris[first]), box_array(rows.column("box")), rows.column("mask").to_pylist())
+    sam = load_sam(SamConfig(model_type="tiny"))
+    stats = train_sam(sam, [sample], tmp_path, SamTrainConfig(steps=3, images_per_step=1))
+    assert stats["steps"] == 3 and stats["final_loss"] > 0
+    load_sam(SamConfig(checkpoint=str(tmp_path / "sam.pth"), model_type="tiny"))
+    with pytest.raises(ValueError, match="no regions with masks"):
+        train_sam(sam, [], tmp_path, SamTrainConfig(steps=1))
