@@ -212,9 +212,11 @@ def evaluate(
 def metrics(
     data: DataOption = Path("fld-data"),
     source: Annotated[str | None, typer.Option(help="Only metrics of this source (e.g. dataset).")] = None,
+    plot: Annotated[Path | None, typer.Option(help="Also write one PNG per gold metric across rounds into this folder.")] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Refinement metrics: gold-split quality per family and metric, one column per round."""
+    """Refinement metrics per round: gold-split quality per family, the gates, annotation counts,
+    what the filters dropped and how many labels changed from the round before."""
     try:
         table = metrics_table(Store(data), source)
     except USER_ERRORS as err:
@@ -225,7 +227,26 @@ def metrics(
     if not table.rows:
         err_console().print("no metrics yet: run `fld evaluate` (or a round) first")
         return
-    print_table(table.columns, table.rows, title=f"{data}: gold-split metrics by round")
+    _print_metrics(Store(data), source, f"{data}: metrics by round")
+    if plot:
+        from engine.plots import plot_metrics
+
+        written = plot_metrics(table, plot)
+        err_console().print(f"{len(written)} plot(s) in {plot}")
+
+
+def _print_metrics(store: Store, source: str | None, title: str) -> None:
+    """Gold metrics, gates, counts, drops and changes: one table per family group, one column per round."""
+    table = metrics_table(store, source)
+    groups = {"gold quality": lambda f: f not in ("gates", "counts", "dropped", "changes"),
+              "gates (1 = the task's predictions entered the round)": lambda f: f == "gates",
+              "annotations kept": lambda f: f == "counts", "dropped by filters": lambda f: f == "dropped",
+              "changed from the round before": lambda f: f == "changes"}
+    family = table.columns.index("family")
+    for name, keep in groups.items():
+        rows = [r for r in table.rows if keep(r[family])]
+        if rows:
+            print_table(table.columns, rows, title=f"{title}: {name}")
 
 
 @round_app.command("run")
@@ -279,6 +300,117 @@ def round_run(
     if result["metrics"]:
         print_table(["metric", "value"], [(k, v) for k, v in result["metrics"].items() if v is not None],
                     title=f"round {round_id} on gold")
+
+
+@app.command()
+def bootstrap(
+    world: Annotated[Path, typer.Option("--world", "-w", help="A world made by `fld world make`.")],
+    models: Annotated[Path, typer.Option("--models", "-m", help="Folder for the trained models.")] = Path("fld-data/models"),
+    profile: Annotated[str, typer.Option(help="Training budget: quick, default or large.")] = "default",
+    only: Annotated[list[str] | None, typer.Option(help="Train only these (yolo, sam, florence2); repeatable.")] = None,
+    pretrained_florence2: Annotated[Path | None, typer.Option("--pretrained-florence2",
+                                    help="Start Florence-2 from this checkpoint folder (e.g. Florence-2-base).")] = None,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    as_json: JsonOption = False,
+) -> None:
+    """Train the embedded default's specialists on a world's seed split, offline, and measure each
+    on its gold split. A rerun with unchanged inputs reuses the trained models."""
+    from engine.bootstrap import SPECIALISTS
+    from engine.bootstrap import bootstrap as run_bootstrap
+    from engine.profiles import profile as get_profile
+    from engine.world.make import World
+
+    try:
+        chosen = tuple(only or SPECIALISTS)
+        result = run_bootstrap(World.open(world), models, get_profile(profile).on(device), chosen,
+                               pretrained_florence2=str(pretrained_florence2) if pretrained_florence2 else None,
+                               step=lambda what: err_console().print(f"[bold]{what}[/bold] ..."))
+    except USER_ERRORS as err:
+        raise fail(str(err)) from None
+    rows = result.gold_table()
+    if as_json:
+        print_json({"models": {n: str(t.folder) for n, t in result.models.items()}, "gold": rows})
+        return
+    print_table(["specialist", "gold metric", "value"], [(r["specialist"], r["metric"], r["value"]) for r in rows],
+                title=f"bootstrapped specialists in {models}")
+
+
+@app.command("run")
+def run_command(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the world, dataset and models.")] = Path("fld-data"),
+    profile: Annotated[str, typer.Option(help="quick (a few minutes), default (< 15 min on 2 CPU cores) or large.")] = "default",
+    rounds: Annotated[int | None, typer.Option(help="Rounds in all (default: 1 + the profile's refinement rounds).")] = None,
+    pretrained_florence2: Annotated[Path | None, typer.Option("--pretrained-florence2",
+                                    help="Start Florence-2 from this checkpoint folder instead of from nothing.")] = None,
+    ray_address: Annotated[str | None, typer.Option("--ray-address", envvar="RAY_ADDRESS",
+                                                    help="An existing Ray cluster; default: Ray on this machine.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The main job: make a synthetic world, ingest it, bootstrap the specialists on its seed
+    split, run the specialists' round and refinement rounds (Prefect flows on Ray), and print the
+    per-round gold metrics. Rerunning reuses what is done (world, models, finished shards)."""
+    from engine.profiles import profile as get_profile
+    from flows.engine import engine_run
+
+    try:
+        get_profile(profile)
+        with progress_bar("images annotated") as advance:
+            state = {"done": 0}
+
+            def progress(done: int, total: int) -> None:
+                if done < state["done"]:
+                    state["done"] = 0  # a new round
+                advance(done - state["done"], total=total)
+                state["done"] = done
+
+            token = PROGRESS.set(progress)
+            try:
+                result = engine_run(str(out.absolute()), profile, ray_address,
+                                    str(pretrained_florence2) if pretrained_florence2 else None, rounds)
+            finally:
+                PROGRESS.reset(token)
+    except USER_ERRORS as err:
+        raise fail(str(err)) from None
+    if as_json:
+        print_json(result)
+        return
+    _print_metrics(Store(result["data"]), None, f"{out}: per-round metrics")
+
+
+EXPORT_FORMATS = ("coco", "florence2", "hf", "yolo")
+
+
+@app.command()
+def export(
+    format: Annotated[str, typer.Argument(help="coco | florence2 (JSONL) | hf (datasets Parquet) | yolo (labels).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (a .jsonl file for florence2).")],
+    data: DataOption = Path("fld-data/dataset"),
+    round_id: Annotated[int, typer.Option("--round", "-r", help="Round to export.")] = 1,
+    split: Annotated[list[str] | None, typer.Option(help="Splits to export (repeatable; default: pool).")] = None,
+    family: Annotated[list[str] | None, typer.Option(help="Families: text, object, ocr, region_caption, grounding (repeatable; default: all).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Export a round to the formats users train with. Gold images are never exported unless
+    `--split gold` is asked for explicitly."""
+    from engine.exports.coco import export_coco
+    from engine.exports.florence2_jsonl import export_florence2
+    from engine.exports.hf_parquet import export_hf
+    from engine.exports.selection import FAMILIES, select
+    from engine.exports.yolo_labels import export_yolo
+
+    writers = {"coco": export_coco, "florence2": export_florence2, "hf": export_hf, "yolo": export_yolo}
+    if format not in writers:
+        raise fail(f"unknown export format {format!r}; choose one of {', '.join(EXPORT_FORMATS)}", 2)
+    try:
+        selection = select(Store(data), round_id, tuple(split or ("pool",)), tuple(family or FAMILIES))
+        counts = writers[format](selection, out, overwrite=overwrite)
+    except (*USER_ERRORS, FileExistsError) as err:
+        raise fail(str(err)) from None
+    if as_json:
+        print_json({"format": format, "out": str(out), **counts})
+        return
+    print_table(["exported", "count"], list(counts.items()), title=f"round {round_id} -> {format}: {out}")
 
 
 @app.command()
