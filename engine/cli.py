@@ -377,6 +377,27 @@ def run_command(
     _print_metrics(Store(result["data"]), None, f"{out}: per-round metrics")
 
 
+@app.command()
+def report(
+    out: Annotated[Path, typer.Option("--out", "-o", help="The HTML file to write.")] = Path("fld-report.html"),
+    data: DataOption = Path("fld-data/dataset"),
+    round_id: Annotated[int | None, typer.Option("--round", "-r", help="Round to draw samples from (default: the last).")] = None,
+    samples: Annotated[int, typer.Option(help="Sample images to draw.")] = 6,
+    overwrite: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,
+) -> None:
+    """One self-contained HTML file of a run: metric plots per round, FLD-5B statistics, filter
+    drop reasons, and sample images with boxes, masks and grounded phrases drawn on them."""
+    from engine.report import build_report
+
+    if out.exists() and not overwrite:
+        raise fail(f"{out} already exists; pass --overwrite to replace it")
+    try:
+        path = build_report(Store(data), out, samples, round_id)
+    except USER_ERRORS as err:
+        raise fail(str(err)) from None
+    err_console().print(f"report written to {path} ({path.stat().st_size / 1e6:.1f} MB)")
+
+
 EXPORT_FORMATS = ("coco", "florence2", "hf", "yolo")
 
 

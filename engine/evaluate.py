@@ -96,6 +96,8 @@ def match_boxes(pred: list[dict], gt: list[dict], iou: float, same_label: bool =
 def _prf(tp: int, n_pred: int, n_gt: int) -> tuple[float | None, float | None, float | None]:
     precision = tp / n_pred if n_pred else None
     recall = tp / n_gt if n_gt else None
+    if recall == 0.0:  # truth to find and none found: F1 is 0 whether or not anything was predicted
+        return precision, recall, 0.0
     if precision is None or recall is None:
         return precision, recall, None
     return precision, recall, (2 * precision * recall / (precision + recall) if precision + recall else 0.0)

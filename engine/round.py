@@ -67,8 +67,9 @@ def write_shard(writer: RoundWriter, shard: Shard, result: dict) -> dict:
 
 
 def run_round(store: Store, round_id: int, config: RoundConfig,
-              progress: Callable[[int, int], None] | None = None) -> RoundSummary:
-    """Run (or resume) round ``round_id``; ``progress(images_done, images_total)`` as shards finish."""
+              progress: Callable[[int, int], None] | None = None, kind: str = "specialists") -> RoundSummary:
+    """Run (or resume) round ``round_id``; ``progress(images_done, images_total)`` as shards finish.
+    ``kind`` is recorded in the rounds table (``specialists`` or ``refinement``)."""
     progress = progress or PROGRESS.get()
     if round_id < 1:
         raise StoreError("round 0 holds ingested images and ground truth; annotation rounds start at 1")
@@ -90,7 +91,7 @@ def run_round(store: Store, round_id: int, config: RoundConfig,
         started = _now()
         with Runtime(config.ray_address):  # ClusterError before anything is written
             pipeline = Pipeline(config, round_id)
-            record_round(writer, "specialists", config.to_json(), "running", started)
+            record_round(writer, kind, config.to_json(), "running", started)
             start = time.perf_counter()
             try:
                 for shard, result in pipeline.run(todo):
@@ -106,8 +107,8 @@ def run_round(store: Store, round_id: int, config: RoundConfig,
                     if progress:
                         progress(finished, total)
             except BaseException:
-                record_round(writer, "specialists", config.to_json(), "failed", started)
+                record_round(writer, kind, config.to_json(), "failed", started)
                 raise
             summary.seconds = time.perf_counter() - start
-            record_round(writer, "specialists", config.to_json(), "completed", started)
+            record_round(writer, kind, config.to_json(), "completed", started)
     return summary

@@ -2,7 +2,10 @@
 images and annotations move through Ray and the store, never through Prefect.
 
 - ``annotation_round``: ingest (optional), the specialists' round, evaluation on gold, stats.
-- ``data_engine``: rounds in sequence until a count, or until a gold metric stops improving.
+- ``refinement_round``: retrain the specialists on the round before, gate them on gold, relabel
+  the pool and gold, merge through the fusion filters, evaluate, summarise.
+- ``data_engine``: rounds in sequence until a count, or until gold quality stops improving.
+- ``engine_run``: the main job (``fld run``): world, ingest, bootstrap, round 1, refinements.
 
 With no ``PREFECT_API_URL`` they run on Prefect's ephemeral API; with it, on that server
 (`docker compose up` gives one; so does `prefect server start`).
@@ -12,12 +15,19 @@ from __future__ import annotations
 
 from prefect import flow, task
 
+from pathlib import Path
+
 from engine.evaluate import evaluate_round
 from engine.ingest import IngestConfig, ingest
 from engine.round import run_round
 from engine.round_config import RoundConfig
+from engine.round_summary import write_summary
 from engine.stats import dataset_stats
 from engine.store import Store
+
+HEADLINE = ("region-text/detection_f1", "region-text/mask_iou", "region-text/ocr_word_recall", "text/brief.cider",
+            "text/detailed.cider", "text-phrase-region/grounding_recall@1")
+"""The gold metrics whose progress keeps the data engine going (one per annotation family)."""
 
 
 @task(name="ingest", retries=2, retry_delay_seconds=5)
@@ -28,12 +38,12 @@ def ingest_task(data: str, source: str, split: str) -> dict:
 
 
 @task(name="specialists-round", retries=2, retry_delay_seconds=10)
-def round_task(data: str, config: str, round_id: int, ray_address: str | None) -> dict:
+def round_task(data: str, config: str, round_id: int, ray_address: str | None, kind: str = "specialists") -> dict:
     """Runs (or resumes: a retry skips the shards already written) one round on Ray."""
     cfg = RoundConfig.from_file(config)
     if ray_address:
         cfg = RoundConfig(**{**cfg.__dict__, "ray_address": ray_address})
-    summary = run_round(Store(data), round_id, cfg)
+    summary = run_round(Store(data), round_id, cfg, kind=kind)
     return {"round": round_id, "images": summary.images, "skipped_shards": summary.skipped,
             "seconds": round(summary.seconds, 2), "images_per_s": round(summary.images_per_second, 3),
             "kept": dict(summary.kept), "raw": dict(summary.raw), "failures": summary.failures,
@@ -44,6 +54,32 @@ def round_task(data: str, config: str, round_id: int, ray_address: str | None) -
 def evaluate_task(data: str, round_id: int, gold: str) -> dict[str, float | None]:
     table = evaluate_round(Store(data), round_id, Store(gold))
     return {f"{r['family']}/{r['metric']}": r["value"] for r in table.to_pylist()}
+
+
+@task(name="round-summary")
+def summary_task(data: str, round_id: int) -> dict[str, float | None]:
+    table = write_summary(Store(data), round_id)
+    return {f"{r['family']}/{r['metric']}": r["value"] for r in table.to_pylist()}
+
+
+@task(name="retrain-and-gate", retries=1, retry_delay_seconds=5)
+def retrain_task(data: str, models: str, world: str, round_id: int, profile: str) -> dict:
+    """Retrain the specialists on round ``round_id - 1`` and gate them; returns the round's config path."""
+    from engine.profiles import profile as get_profile
+    from engine.refine import prepare_refinement
+    from engine.world.make import World
+
+    w = World.open(world)
+    result = prepare_refinement(data, models, round_id, Store(w.truth), Store(w.gold), get_profile(profile))
+    return {"config": str(result.config), "gates": {k: g.row() for k, (g, _) in result.gates.items()}}
+
+
+@task(name="carry-unchanged")
+def carry_task(data: str, round_id: int) -> int:
+    """Rows of specialists whose weights never change (RapidOCR) are copied from the round before."""
+    from engine.refine import carry_unchanged
+
+    return carry_unchanged(data, round_id)
 
 
 @task(name="stats")
@@ -61,23 +97,109 @@ def annotation_round(data: str, config: str, round_id: int = 1, sources: list[di
     return {"ingested": ingested, "round": summary, "metrics": metrics, "stats": stats_task(data, round_id)}
 
 
+@flow(name="refinement-round", log_prints=False)
+def refinement_round(data: str, models: str, world: str, round_id: int, profile: str = "default",
+                     ray_address: str | None = None) -> dict:
+    """Retrain from the previous round's models, gate, relabel pool and gold, evaluate, summarise."""
+    retrained = retrain_task(data, models, world, round_id, profile)
+    summary = round_task(data, retrained["config"], round_id, ray_address, "refinement")
+    summary["carried"] = carry_task(data, round_id)
+    metrics = evaluate_task(data, round_id, str(Path(world) / "gold"))
+    return {"round": summary, "gates": retrained["gates"], "metrics": metrics, "summary": summary_task(data, round_id)}
+
+
+def stop_reason(previous: dict | None, now: dict, metrics: tuple[str, ...], min_gain: float) -> str | None:
+    """Why the engine stops after ``now``: no headline metric gained ``min_gain`` on the round before."""
+    if previous is None:
+        return None
+    gains = {m: now[m] - previous[m] for m in metrics if now.get(m) is not None and previous.get(m) is not None}
+    if not gains or max(gains.values()) < min_gain:
+        best = max(gains.items(), key=lambda kv: kv[1]) if gains else None
+        return f"gold quality stopped improving (best gain {best[0]} {best[1]:+.4f} < {min_gain})" if best else "no gold metric to compare"
+    return None
+
+
 @flow(name="data-engine", log_prints=False)
-def data_engine(data: str, config: str, gold: str, rounds: int = 3, first_round: int = 1,
-                metric: str = "region-text/detection_f1", min_gain: float = 0.005,
-                sources: list[dict] | None = None, ray_address: str | None = None) -> list[dict]:
-    """Rounds in sequence until ``rounds`` are done or ``metric`` on gold gains less than ``min_gain``."""
+def data_engine(data: str, gold: str, config: str | None = None, rounds: int = 3, first_round: int = 1,
+                metric: str | None = None, min_gain: float = 0.005, sources: list[dict] | None = None,
+                ray_address: str | None = None, models: str | None = None, world: str | None = None,
+                profile: str = "default") -> list[dict]:
+    """Rounds in sequence until ``rounds`` are done or gold quality gains less than ``min_gain``
+    (on ``metric``, or on any headline metric when none is named).
+
+    With ``config``: every round runs the same specialists. With ``models`` and ``world``: rounds
+    after the first are refinement rounds (retrain, gate, relabel)."""
+    if (config is None) == (models is None):
+        raise ValueError("give either a round config (same specialists every round) or models and world (refinement)")
+    watched = (metric,) if metric else HEADLINE
     results, previous = [], None
     for k in range(rounds):
-        result = annotation_round(data, config, first_round + k, sources if k == 0 else None, gold, ray_address)
-        value = result["metrics"].get(metric)
-        result["stop"] = None
-        if value is not None and previous is not None and value - previous < min_gain:
-            result["stop"] = f"{metric} gained {value - previous:+.4f} < {min_gain}"
+        round_id = first_round + k
+        if config is not None:
+            result = annotation_round(data, config, round_id, sources if k == 0 else None, gold, ray_address)
+        elif round_id == 1:
+            from engine.refine import config_path
+
+            result = annotation_round(data, str(config_path(data, 1)), 1, sources, gold, ray_address)
+            result["summary"] = summary_task(data, 1)
+        else:
+            result = refinement_round(data, models, world, round_id, profile, ray_address)
+        result["stop"] = stop_reason(previous, result["metrics"], watched, min_gain)
         results.append(result)
         if result["stop"]:
             break
-        previous = value if value is not None else previous
+        previous = {**(previous or {}), **{m: v for m, v in result["metrics"].items() if v is not None}}
     return results
+
+
+@task(name="make-world")
+def world_task(out: str, images: int, seed_fraction: float, gold_fraction: float) -> str:
+    """The synthetic world (reused when one with the same settings is already there)."""
+    import json
+
+    from engine.world.config import WorldConfig
+    from engine.world.make import MANIFEST, make_world
+
+    config = WorldConfig(images=images, seed_fraction=seed_fraction, gold_fraction=gold_fraction)
+    manifest = Path(out) / MANIFEST
+    if manifest.is_file() and json.loads(manifest.read_text()).get("config") == config.to_dict():
+        return out
+    make_world(config, out, overwrite=True)
+    return out
+
+
+@task(name="bootstrap")
+def bootstrap_task(data: str, world: str, models: str, profile: str, pretrained_florence2: str | None = None) -> dict:
+    """Train the specialists on the seed split (reused when unchanged) and write round 1's config."""
+    from engine.bootstrap import bootstrap
+    from engine.profiles import profile as get_profile
+    from engine.refine import first_round
+    from engine.world.make import World
+
+    models_set = bootstrap(World.open(world), models, get_profile(profile), pretrained_florence2=pretrained_florence2)
+    first = first_round(data, models, models_set)
+    return {"gold": {n: t.gold for n, t in models_set.models.items()},
+            "gates": {k: g.row() for k, (g, _) in first.gates.items()}}
+
+
+@flow(name="fld-run", log_prints=False)
+def engine_run(out: str, profile: str = "default", ray_address: str | None = None,
+               pretrained_florence2: str | None = None, rounds: int | None = None) -> dict:
+    """The whole engine on the embedded default: make a world, ingest it, bootstrap the
+    specialists, run round 1 and the profile's refinement rounds, evaluating each on gold."""
+    from engine.profiles import profile as get_profile
+
+    p = get_profile(profile)
+    root = Path(out)
+    world = world_task(str(root / "world"), p.world_images, p.seed_fraction, p.gold_fraction)
+    data = str(root / "dataset")
+    sources = [{"source": str(Path(world) / "images" / s), "split": s} for s in ("pool", "gold")]
+    ingested = [ingest_task(data, s["source"], s["split"]) for s in sources]
+    boot = bootstrap_task(data, world, str(root / "models"), profile, pretrained_florence2)
+    results = data_engine(data, str(Path(world) / "gold"), rounds=1 + (p.refinement_rounds if rounds is None else rounds - 1),
+                          ray_address=ray_address, models=str(root / "models"), world=world, profile=profile,
+                          min_gain=0.0)
+    return {"world": world, "data": data, "ingested": ingested, "bootstrap": boot, "rounds": results}
 
 
 def flow_parameters(**values) -> dict:

@@ -20,10 +20,10 @@ def test_data_engine_runs_rounds_until_gold_stops_improving(small_world, tmp_pat
 
     data = tmp_path / "ds"
     sources = [{"source": str(small_world.images("gold")), "split": "gold"}]
-    results = data_engine(str(data), str(ocr_config), str(small_world.gold), rounds=3,
+    results = data_engine(str(data), str(small_world.gold), config=str(ocr_config), rounds=3,
                           metric="region-text/ocr_word_recall", sources=sources)
     assert len(results) == 2  # the same specialists twice: no gain, so the engine stops
-    assert results[1]["stop"].startswith("region-text/ocr_word_recall gained +0.0000")
+    assert results[1]["stop"].startswith("gold quality stopped improving (best gain region-text/ocr_word_recall +0.0000")
     first = results[0]
     assert first["ingested"][0]["ok"] == small_world.config.split_counts()["gold"]
     assert first["round"]["images"] == first["ingested"][0]["ok"] and first["round"]["failures"] == 0

@@ -1,0 +1,64 @@
+"""Gates decide from gold quality which model serves each task, so a weak model cannot degrade the data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from engine.gates import GateConfig, decide, holders, served
+from engine.refine import gate_rows, round_config
+from engine.specialist_training import Trained
+
+
+def model(name: str, folder: str, **gold) -> Trained:
+    manifest = {"name": name, "weights": f"/w/{folder}", "gold": gold, "imgsz": 256, "model_type": "tiny",
+                "tasks": ["<OD>", "<CAPTION>", "<CAPTION_TO_PHRASE_GROUNDING>"] if name == "florence2" else []}
+    return Trained(name, Path(folder), manifest)
+
+
+F1, BLEU, GROUND = "region-text/detection_f1", "text/brief.bleu4", "text-phrase-region/grounding_recall@1"
+CONFIG = GateConfig(floors={F1: 0.3, BLEU: 0.1, GROUND: 0.2, "region-text/mask_iou": 0.5}, tolerance=0.01)
+
+
+def test_a_better_candidate_replaces_the_incumbent_and_a_worse_one_does_not():
+    old = model("yolo", "old", **{F1: 0.6})
+    better, worse, close = model("yolo", "b", **{F1: 0.7}), model("yolo", "w", **{F1: 0.5}), model("yolo", "c", **{F1: 0.595})
+    assert decide({"yolo": better}, {"yolo:<OD>": old}, CONFIG)["yolo:<OD>"][1] is better
+    gate, chosen = decide({"yolo": worse}, {"yolo:<OD>": old}, CONFIG)["yolo:<OD>"]
+    assert chosen is old and gate.chosen == "incumbent" and (gate.candidate, gate.incumbent) == (0.5, 0.6)
+    assert decide({"yolo": close}, {"yolo:<OD>": old}, CONFIG)["yolo:<OD>"][1] is close  # within tolerance
+
+
+def test_a_task_below_its_floor_is_left_out_but_its_best_model_is_remembered():
+    weak = model("florence2", "f", **{F1: 0.05, BLEU: 0.4, GROUND: None})
+    gates = decide({"florence2": weak}, {}, CONFIG)
+    assert gates["florence2:<OD>"][0].chosen == "none"
+    assert gates["florence2:<CAPTION>"][0].chosen == "candidate"
+    assert gates["florence2:<CAPTION_TO_PHRASE_GROUNDING>"][0].chosen == "none"  # not measurable: out
+    assert set(served(gates)) == {"florence2:<CAPTION>"}
+    assert holders(gates)["florence2:<OD>"] is weak  # next round's candidate must beat 0.05
+
+
+def test_round_config_runs_only_what_passed_and_grounds_only_captions():
+    yolo = model("yolo", "y", **{F1: 0.8})
+    f2 = model("florence2", "f", **{F1: 0.1, BLEU: 0.3, GROUND: 0.5})
+    config = round_config(decide({"yolo": yolo, "florence2": f2}, {}, CONFIG))
+    by_key = {s.key: s for s in config.specialists}
+    assert set(by_key) == {"rapidocr", "yolo", "florence2", "florence2-grounder", "label-grounder"}
+    assert by_key["florence2"].options["tasks"] == ["<CAPTION>"]  # its <OD> failed the floor
+    assert by_key["yolo"].options["weights"] == "/w/y"
+    no_captions = round_config(decide({"yolo": yolo, "florence2": model("florence2", "g", **{F1: 0.1, BLEU: 0.0, GROUND: 0.9})}, {}, CONFIG))
+    assert {s.key for s in no_captions.specialists} == {"rapidocr", "yolo"}  # nothing to ground
+
+
+def test_gate_rows_record_the_decision():
+    old = model("yolo", "old", **{F1: 0.6})
+    table = gate_rows(decide({"yolo": model("yolo", "w", **{F1: 0.5})}, {"yolo:<OD>": old}, CONFIG), 3)
+    rows = {r["metric"]: r["value"] for r in table.to_pylist()}
+    assert rows == {"yolo:<OD>": 1.0, "yolo:<OD>.candidate": 0.5, "yolo:<OD>.incumbent": 0.6}
+
+
+def test_gate_config_validates():
+    with pytest.raises(ValueError):
+        GateConfig(tolerance=2.0)
