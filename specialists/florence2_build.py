@@ -66,8 +66,11 @@ SIZES = {
     "base": Florence2Size((1, 1, 9, 1), (128, 256, 512, 1024), (4, 8, 16, 32), 12, 768, 6, 12, 3072),
     "large": Florence2Size((1, 1, 9, 1), (256, 512, 1024, 2048), (8, 16, 32, 64), 12, 1024, 12, 16, 4096),
     "tiny": Florence2Size((1, 1, 1, 1), (32, 64, 96, 128), (1, 2, 3, 4), 7, 128, 2, 4, 256, image_size=224),
+    "cpu": Florence2Size((1, 1, 1), (32, 64, 128), (1, 2, 4), 7, 128, 2, 4, 256, image_size=112),
 }
-"""Florence-2-base and -large as released (DaViT + BART), and a tiny size that trains on a CPU."""
+"""Florence-2-base and -large as released (DaViT + BART); ``tiny`` (2.1M parameters, 224 px, 7x7
+visual tokens) and ``cpu`` (1.8M, three DaViT stages at 112 px: the same 7x7 tokens for a third of
+the vision compute; docs/FLORENCE2_RECIPE.md), small sizes that train on a CPU."""
 
 
 def train_tokenizer(corpus: Iterable[str], vocab_size: int = 4000):

@@ -32,7 +32,10 @@ class YoloTrainConfig:
     imgsz: int = 320
     batch: int = 16
     val_fraction: float = 0.1
-    lr0: float = 0.01
+    lr0: float = 0.003
+    optimizer: str = "AdamW"
+    """Named, not ultralytics' "auto" (which picks a small AdamW rate for short runs and ignores lr0)."""
+    warmup_epochs: float = 1.0
     device: str = "cpu"
     seed: int = 0
     mosaic: float = 1.0
@@ -126,6 +129,7 @@ def train_yolo(data: Path, out: Path, config: YoloTrainConfig) -> Path:
     model.train(data=str(data), epochs=config.epochs, imgsz=config.imgsz, batch=config.batch, device=config.device,
                 workers=0, plots=False, amp=False, project=str(out), name="run", exist_ok=True, verbose=False,
                 seed=config.seed, deterministic=True, lr0=config.lr0, mosaic=config.mosaic, resume=resume,
+                optimizer=config.optimizer, warmup_epochs=config.warmup_epochs,
                 patience=max(config.epochs, 50))
     best = run / "weights" / "best.pt"
     if not best.exists():
