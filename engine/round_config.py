@@ -27,17 +27,29 @@ class SpecialistSpec:
     (e.g. a Florence-2 captioner and a Florence-2 grounder of its captions) need two keys."""
     workers: int = 1
     """Actors in this specialist's pool."""
-    cpus: float = 1.0
-    """CPUs each actor reserves (fractions let several models share a small machine)."""
-    gpus: float = 0.0
+    cpus: float | None = None
+    """CPUs each actor reserves (fractions let several models share a small machine); default:
+    what the specialist declares (its ``Resources``)."""
+    gpus: float | None = None
+    """GPUs each actor reserves; default: what the specialist declares (1 when its device is cuda)."""
 
     def __post_init__(self) -> None:
         if self.name not in REGISTRY:
             raise ValueError(f"unknown specialist {self.name!r}; known: {', '.join(REGISTRY)}")
         if not self.key:
             object.__setattr__(self, "key", self.name)
-        if self.workers < 1 or self.cpus <= 0 or self.gpus < 0:
+        if self.workers < 1 or (self.cpus is not None and self.cpus <= 0) or (self.gpus is not None and self.gpus < 0):
             raise ValueError(f"{self.name}: workers must be >= 1, cpus > 0 and gpus >= 0")
+
+    def resources(self) -> tuple[float, float]:
+        """(cpus, gpus) per actor: the spec's own, else the specialist's declared resources."""
+        if self.cpus is not None and self.gpus is not None:
+            return self.cpus, self.gpus
+        from specialists.registry import build
+
+        declared = build(self.name, **self.options).resources
+        return (self.cpus if self.cpus is not None else declared.cpus,
+                self.gpus if self.gpus is not None else declared.gpus)
 
 
 @dataclass(frozen=True)

@@ -107,14 +107,16 @@ class Pipeline:
         self.config, self.round = config, round_id
         # decoding reserves no CPU: it must never wait behind the actors that hold every core
         self.decode = ray.remote(num_cpus=0, max_retries=3)(decode_shard)
-        total = sum(s.cpus * s.workers for s in config.specialists)
+        asked = {spec.key: spec.resources() for spec in config.specialists}  # declared unless the config says
+        total = sum(asked[s.key][0] * s.workers for s in config.specialists)
         scale = min(1.0, cluster_cpus() / total)  # fit every pool on a small machine
         self.pools: dict[str, list] = {}
         for spec in config.specialists:
-            actor = ray.remote(num_cpus=spec.cpus * scale, num_gpus=spec.gpus, max_restarts=-1,
+            cpus, gpus = asked[spec.key]
+            actor = ray.remote(num_cpus=cpus * scale, num_gpus=gpus, max_restarts=-1,
                                max_task_retries=-1)(SpecialistWorker)
             self.pools[spec.key] = [actor.options(name=f"fld-round{round_id}-{spec.key}-{i}")
-                                    .remote(spec.key, spec.name, spec.options, spec.cpus) for i in range(spec.workers)]
+                                    .remote(spec.key, spec.name, spec.options, cpus) for i in range(spec.workers)]
         # Filtering is light next to the models and reserves no CPU, so it can never be the actor
         # left without a place when fractional reservations fragment across small nodes.
         filters = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(FilterWorker)
@@ -122,7 +124,8 @@ class Pipeline:
         try:
             described = ray.get([pool[0].describe.remote() for pool in self.pools.values()], timeout=STARTUP_TIMEOUT_S)
         except ray.exceptions.GetTimeoutError:
-            asks = ", ".join(f"{s.key}: {s.workers} x {s.cpus * scale:.2f} CPU + {s.gpus} GPU" for s in config.specialists)
+            asks = ", ".join(f"{s.key}: {s.workers} x {asked[s.key][0] * scale:.2f} CPU + {asked[s.key][1]} GPU"
+                             for s in config.specialists)
             raise ClusterError(f"the specialists' workers did not start within {STARTUP_TIMEOUT_S:.0f} s: the cluster "
                                f"may lack what they reserve ({asks}); lower `cpus`/`workers` or add nodes") from None
         self.info = dict(zip(self.pools, described))

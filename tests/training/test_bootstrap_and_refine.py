@@ -1,0 +1,89 @@
+"""Bootstrap on the seed split, then a refinement round's retrain-and-gate, in this process
+(the rounds themselves run through Ray in tests/engine and in the slow end-to-end test)."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from engine.bootstrap import bootstrap, models_dir
+from engine.ingest import IngestConfig, ingest
+from engine.profiles import Profile, TrainingBudget
+from engine.refine import Refinement, carry_unchanged, config_path, first_round, prepare_refinement
+from engine.round_config import RoundConfig
+from engine.specialist_training import MANIFEST
+from engine.store import Store
+
+TINY = TrainingBudget(yolo_epochs=1, yolo_imgsz=64, sam_steps=2, florence2_steps=3, florence2_batch=4,
+                      florence2_tasks=("<OD>", "<CAPTION>", "<CAPTION_TO_PHRASE_GROUNDING>"))
+PROFILE = Profile("test", world_images=30, seed_fraction=0.3, gold_fraction=0.2, bootstrap=TINY, refine=TINY)
+
+
+@pytest.fixture(scope="module")
+def booted(small_world, tmp_path_factory):
+    root = tmp_path_factory.mktemp("engine")
+    models = root / "models"
+    return root, models, bootstrap(small_world, models, PROFILE)
+
+
+def test_bootstrap_trains_measures_and_reuses(small_world, booted):
+    root, models, result = booted
+    assert set(result.models) == {"yolo", "sam", "florence2"}
+    for name, trained in result.models.items():
+        manifest = json.loads((trained.folder / MANIFEST).read_text())
+        assert manifest["gold"], name  # measured on gold, stored with the model
+        assert all(v is None or 0.0 <= v <= 1.0 or k.endswith("cider") for k, v in manifest["gold"].items())
+    assert "region-text/detection_f1" in result.models["yolo"].gold
+    assert "region-text/mask_iou" in result.models["sam"].gold
+    assert "text/brief.bleu4" in result.models["florence2"].gold
+    mtimes = {n: (t.folder / MANIFEST).stat().st_mtime_ns for n, t in result.models.items()}
+    again = bootstrap(small_world, models, PROFILE)  # unchanged inputs: reused, not retrained
+    assert {n: (t.folder / MANIFEST).stat().st_mtime_ns for n, t in again.models.items()} == mtimes
+
+
+def test_bootstrap_refuses_unknown_specialists_and_bad_pretrained(small_world, booted, tmp_path):
+    from specialists.base import WeightsError
+
+    with pytest.raises(ValueError, match="unknown specialist"):
+        bootstrap(small_world, tmp_path, PROFILE, only=("clip",))
+    (tmp_path / "not-florence").mkdir()
+    (tmp_path / "not-florence" / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    with pytest.raises(WeightsError, match="not Florence-2"):
+        bootstrap(small_world, tmp_path / "m", PROFILE, only=("florence2",),
+                  pretrained_florence2=str(tmp_path / "not-florence"))
+
+
+def test_refinement_retrains_gates_and_writes_the_next_config(small_world, booted):
+    root, models, boot = booted
+    data = root / "dataset"
+    store = Store(data, create=True)
+    for split in ("pool", "gold"):
+        ingest(str(small_world.images(split)), store, IngestConfig(split=split))
+    first = first_round(data, models, boot)
+    assert config_path(data, 1).is_file() and first.gates
+    RoundConfig.from_file(config_path(data, 1))  # a valid round config
+    # Round 1 as if it had run: the pool's truth (a perfect round) under round 1.
+    truth = Store(small_world.truth)
+    pool = store.read("images").filter(pc.equal(store.read("images").column("split"), "pool")).column("image_id")
+    with store.writer(1) as writer:
+        for table in ("texts", "regions", "triplets"):
+            rows = truth.read(table).filter(pc.is_in(truth.read(table).column("image_id"), pool))
+            rows = rows.set_column(rows.schema.get_field_index("round"), "round", pa.array([1] * rows.num_rows, pa.int32()))
+            writer.write(table, 0, rows)
+    result = prepare_refinement(data, models, 2, truth, Store(small_world.gold), PROFILE)
+    assert set(result.trained) == {"yolo", "sam", "florence2"}
+    assert all(t.folder.parent == models_dir(models, 2) for t in result.trained.values())
+    assert result.trained["yolo"].manifest["train_images"] == len(pool) + small_world.config.split_counts()["seed"]
+    config = RoundConfig.from_file(config_path(data, 2))
+    assert "rapidocr" not in {s.name for s in config.specialists} or len(config.specialists) == 1
+    loaded = Refinement.load(models, 2)
+    assert set(loaded.gates) == set(result.gates) and loaded.config == result.config
+    gates = store.read("metrics", 2)
+    assert set(gates.column("family").to_pylist()) == {"gates"}
+    carried = carry_unchanged(data, 2, ("world",))  # the "specialist" of round 1's rows here
+    assert carried == sum(truth.read(t).filter(pc.is_in(truth.read(t).column("image_id"), pool)).num_rows
+                          for t in ("texts", "regions", "triplets"))
+    assert set(store.read("regions", 2).column("round").to_pylist()) == {2}
