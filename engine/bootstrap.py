@@ -2,6 +2,7 @@
 
     <models>/round-0/yolo/        ultralytics detector from yolov8n.yaml      manifest.json
     <models>/round-0/sam/         a small box-prompted SAM                    manifest.json
+    <models>/round-0/grabcut/     (no weights: measured on gold only)         manifest.json
     <models>/round-0/florence2/   a small Florence-2 (tokenizer built here)   manifest.json
 
 Each manifest holds the model's gold metrics; a rerun with unchanged inputs reuses the models.
@@ -16,13 +17,16 @@ from pathlib import Path
 
 from engine.gold import GoldGuard
 from engine.profiles import Profile
-from engine.specialist_training import Trained, gold_images, train_captioner, train_detector, train_segmenter
+from engine.specialist_training import (
+    Trained, gold_images, measure_grabcut, train_captioner, train_detector, train_segmenter,
+)
 from engine.store import Store
 from engine.training_set import load_training_set
 from engine.world.make import World
 
 log = logging.getLogger(__name__)
-SPECIALISTS = ("yolo", "sam", "florence2")
+SPECIALISTS = ("yolo", "sam", "grabcut", "florence2")
+"""grabcut is not trained, only measured on gold: the segmenter gate chooses between it and SAM."""
 
 
 @dataclass
@@ -64,6 +68,8 @@ def bootstrap(world: World, models_root: str | Path, profile: Profile, only: tup
             models[name] = train_detector(seed, root, budget, gold_uris, gold, device=device)
         elif name == "sam":
             models[name] = train_segmenter(seed, root, budget, gold_uris, gold, device=device)
+        elif name == "grabcut":
+            models[name] = measure_grabcut(root, gold_uris, gold)
         else:
             models[name] = train_captioner(seed, root, budget, gold_uris, gold, pretrained=pretrained_florence2,
                                            device=device)

@@ -16,6 +16,7 @@ from engine.specialist_training import Trained
 TASK_METRICS = {
     "yolo:<OD>": "region-text/detection_f1",
     "sam:<SEG>": "region-text/mask_iou",
+    "grabcut:<SEG>": "region-text/mask_iou",
     "florence2:<OD>": "region-text/detection_f1",
     "florence2:<CAPTION>": "text/brief.bleu4",
     "florence2:<DETAILED_CAPTION>": "text/detailed.bleu4",
@@ -59,8 +60,8 @@ class Gate:
 def tasks_of(trained: Trained) -> list[str]:
     if trained.name == "yolo":
         return ["yolo:<OD>"]
-    if trained.name == "sam":
-        return ["sam:<SEG>"]
+    if trained.name in ("sam", "grabcut"):
+        return [f"{trained.name}:<SEG>"]
     return [f"florence2:{t}" for t in trained.manifest.get("tasks", []) if f"florence2:{t}" in TASK_METRICS]
 
 

@@ -46,8 +46,13 @@ def round_config(gates: dict[str, tuple[Gate, Trained | None]], shard_size: int 
     served_by = served(gates)
     if yolo := served_by.get("yolo:<OD>"):
         specs.append(SpecialistSpec("yolo", {"weights": yolo.weights, "imgsz": yolo.manifest["imgsz"]}))
-    if sam := served_by.get("sam:<SEG>"):
-        specs.append(SpecialistSpec("sam", {"checkpoint": sam.weights, "model_type": sam.manifest["model_type"]}))
+    segmenters = [served_by[t] for t in ("sam:<SEG>", "grabcut:<SEG>") if t in served_by]
+    if segmenters:  # one segmenter a round (both would mask the same boxes): the better on gold
+        best = max(segmenters, key=lambda m: m.gold.get("region-text/mask_iou") or 0.0)
+        if best.name == "sam":
+            specs.append(SpecialistSpec("sam", {"checkpoint": best.weights, "model_type": best.manifest["model_type"]}))
+        else:
+            specs.append(SpecialistSpec("grabcut", {"iterations": best.manifest["iterations"]}))
     by_checkpoint: dict[str, list[str]] = {}
     for task, model in served_by.items():
         if task.startswith("florence2:") and task != f"florence2:{GROUNDING}":

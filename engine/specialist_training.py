@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.evaluate import Evaluator
+from filters.regions import RegionFilterConfig
 from engine.hashing import fingerprint
 from engine.local import predict_local
 from engine.profiles import TrainingBudget
@@ -65,7 +66,7 @@ def _cached(folder: Path, key: str) -> Trained | None:
     path = folder / MANIFEST
     if path.is_file():
         manifest = json.loads(path.read_text())
-        if manifest.get("key") == key and Path(manifest["weights"]).exists():
+        if manifest.get("key") == key and (not manifest["weights"] or Path(manifest["weights"]).exists()):
             log.info("reusing %s trained earlier (%s)", manifest["name"], folder)
             return Trained(manifest["name"], folder, manifest)
     return None
@@ -107,7 +108,9 @@ def train_detector(tset: TrainingSet, root: Path, budget: TrainingBudget, gold_u
     data = write_yolo_dataset(objects, tset.uris, tset.sizes, names, folder / "dataset", config.val_fraction)
     weights = train_yolo(data, folder, config)
     seconds = time.monotonic() - start
-    detector = YoloDetector(YoloConfig(weights=str(weights), imgsz=budget.yolo_imgsz, device=device))
+    # measured at the confidence the rounds' filter keeps, so the gate sees what would enter the data
+    detector = YoloDetector(YoloConfig(weights=str(weights), imgsz=budget.yolo_imgsz, device=device,
+                                       conf=RegionFilterConfig().min_score))
     metrics = _gold_metrics([detector], gold_uris, gold, lambda k: k.startswith("region-text/detection"))
     return _write_manifest(folder, {"name": "yolo", "key": key, "weights": str(weights), "names": names,
                                     "imgsz": budget.yolo_imgsz, "config": config.to_dict(), "train_images": len(tset),
@@ -147,6 +150,23 @@ def train_segmenter(tset: TrainingSet, root: Path, budget: TrainingBudget, gold_
     return _write_manifest(folder, {"name": "sam", "key": key, "weights": str(weights), "model_type": SAM_ARCH,
                                     "config": config.to_dict(), "train_masks": masked.num_rows, **stats,
                                     "gold": metrics})
+
+
+def measure_grabcut(root: Path, gold_uris: dict[str, str], gold: Store, iterations: int = 3) -> Trained:
+    """GrabCut needs no training: it is measured on gold like the trained segmenter, so the gate
+    can choose between them."""
+    from specialists.sam import GrabCutConfig, GrabCutSegmenter
+
+    key = fingerprint({"trainer": TRAINER_VERSION, "name": "grabcut", "iterations": iterations, "gold": sorted(gold_uris)})
+    folder = root / "grabcut"
+    if found := _cached(folder, key):
+        return found
+    folder.mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    metrics = _gold_metrics([_TruthBoxes(gold), GrabCutSegmenter(GrabCutConfig(iterations=iterations))], gold_uris,
+                            gold, lambda k: k == "region-text/mask_iou")
+    return _write_manifest(folder, {"name": "grabcut", "key": key, "weights": "", "iterations": iterations,
+                                    "seconds": time.monotonic() - start, "gold": metrics})
 
 
 class _TruthBoxes:

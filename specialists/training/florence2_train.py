@@ -291,6 +291,8 @@ def train_florence2(model, processor, examples: list[Example], images: dict[str,
                 break
     finally:
         hook.remove()
+        if config.attention_weight:
+            model.set_attn_implementation("sdpa")  # eager was only for reading the attention weights
     model.eval()
     seconds = time.monotonic() - started
     counts = {t: len(v) for t, v in batches.by_task.items()}

@@ -31,7 +31,8 @@ def booted(small_world, tmp_path_factory):
 
 def test_bootstrap_trains_measures_and_reuses(small_world, booted):
     root, models, result = booted
-    assert set(result.models) == {"yolo", "sam", "florence2"}
+    assert set(result.models) == {"yolo", "sam", "grabcut", "florence2"}  # grabcut: measured, not trained
+    assert result.models["grabcut"].gold["region-text/mask_iou"] > 0.5  # near-perfect on drawn shapes
     for name, trained in result.models.items():
         manifest = json.loads((trained.folder / MANIFEST).read_text())
         assert manifest["gold"], name  # measured on gold, stored with the model
@@ -74,8 +75,9 @@ def test_refinement_retrains_gates_and_writes_the_next_config(small_world, boote
             rows = rows.set_column(rows.schema.get_field_index("round"), "round", pa.array([1] * rows.num_rows, pa.int32()))
             writer.write(table, 0, rows)
     result = prepare_refinement(data, models, 2, truth, Store(small_world.gold), PROFILE)
-    assert set(result.trained) == {"yolo", "sam", "florence2"}
-    assert all(t.folder.parent == models_dir(models, 2) for t in result.trained.values())
+    assert set(result.trained) == {"yolo", "sam", "grabcut", "florence2"}
+    assert all(result.trained[n].folder.parent == models_dir(models, 2) for n in ("yolo", "sam", "florence2"))
+    assert result.trained["grabcut"].folder.parent == models_dir(models, 0)  # nothing to retrain
     assert result.trained["yolo"].manifest["train_images"] == len(pool) + small_world.config.split_counts()["seed"]
     config = RoundConfig.from_file(config_path(data, 2))
     assert "rapidocr" not in {s.name for s in config.specialists} or len(config.specialists) == 1

@@ -62,3 +62,15 @@ def test_gate_rows_record_the_decision():
 def test_gate_config_validates():
     with pytest.raises(ValueError):
         GateConfig(tolerance=2.0)
+
+
+def test_one_segmenter_a_round_the_better_on_gold():
+    iou = "region-text/mask_iou"
+    sam, grabcut = model("sam", "s", **{iou: 0.6}), model("grabcut", "g", **{iou: 0.9})
+    grabcut.manifest["iterations"] = 3
+    config = round_config(decide({"sam": sam}, {"grabcut:<SEG>": grabcut}, CONFIG))
+    names = [s.name for s in config.specialists]
+    assert "grabcut" in names and "sam" not in names
+    better = model("sam", "s2", **{iou: 0.95})
+    names = [s.name for s in round_config(decide({"sam": better}, {"grabcut:<SEG>": grabcut}, CONFIG)).specialists]
+    assert "sam" in names and "grabcut" not in names
