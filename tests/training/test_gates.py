@@ -17,8 +17,8 @@ def model(name: str, folder: str, **gold) -> Trained:
     return Trained(name, Path(folder), manifest)
 
 
-F1, BLEU, GROUND = "region-text/detection_f1", "text/brief.bleu4", "text-phrase-region/grounding_recall@1"
-CONFIG = GateConfig(floors={F1: 0.3, BLEU: 0.1, GROUND: 0.2, "region-text/mask_iou": 0.5}, tolerance=0.01)
+F1, CIDER, GROUND = "region-text/detection_f1", "text/brief.cider", "text-phrase-region/grounding_recall@1"
+CONFIG = GateConfig(floors={F1: 0.3, CIDER: 0.1, GROUND: 0.2, "region-text/mask_iou": 0.5}, tolerance=0.01)
 
 
 def test_a_better_candidate_replaces_the_incumbent_and_a_worse_one_does_not():
@@ -31,7 +31,7 @@ def test_a_better_candidate_replaces_the_incumbent_and_a_worse_one_does_not():
 
 
 def test_a_task_below_its_floor_is_left_out_but_its_best_model_is_remembered():
-    weak = model("florence2", "f", **{F1: 0.05, BLEU: 0.4, GROUND: None})
+    weak = model("florence2", "f", **{F1: 0.05, CIDER: 0.4, GROUND: None})
     gates = decide({"florence2": weak}, {}, CONFIG)
     assert gates["florence2:<OD>"][0].chosen == "none"
     assert gates["florence2:<CAPTION>"][0].chosen == "candidate"
@@ -42,13 +42,13 @@ def test_a_task_below_its_floor_is_left_out_but_its_best_model_is_remembered():
 
 def test_round_config_runs_only_what_passed_and_grounds_only_captions():
     yolo = model("yolo", "y", **{F1: 0.8})
-    f2 = model("florence2", "f", **{F1: 0.1, BLEU: 0.3, GROUND: 0.5})
+    f2 = model("florence2", "f", **{F1: 0.1, CIDER: 0.3, GROUND: 0.5})
     config = round_config(decide({"yolo": yolo, "florence2": f2}, {}, CONFIG))
     by_key = {s.key: s for s in config.specialists}
     assert set(by_key) == {"rapidocr", "yolo", "florence2", "florence2-grounder", "label-grounder"}
     assert by_key["florence2"].options["tasks"] == ["<CAPTION>"]  # its <OD> failed the floor
     assert by_key["yolo"].options["weights"] == "/w/y"
-    no_captions = round_config(decide({"yolo": yolo, "florence2": model("florence2", "g", **{F1: 0.1, BLEU: 0.0, GROUND: 0.9})}, {}, CONFIG))
+    no_captions = round_config(decide({"yolo": yolo, "florence2": model("florence2", "g", **{F1: 0.1, CIDER: 0.0, GROUND: 0.9})}, {}, CONFIG))
     assert {s.key for s in no_captions.specialists} == {"rapidocr", "yolo"}  # nothing to ground
 
 
