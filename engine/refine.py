@@ -43,9 +43,12 @@ def round_config(gates: dict[str, tuple[Gate, Trained | None]], shard_size: int 
     RapidOCR (weights shipped, not retrained; ``ocr=False`` when its rows are carried over) and
     the spaCy label grounder."""
     specs = [SpecialistSpec("rapidocr", {"threads": 1})] if ocr else []
+    thresholds: dict[str, float] = {}
     served_by = served(gates)
     if yolo := served_by.get("yolo:<OD>"):
-        specs.append(SpecialistSpec("yolo", {"weights": yolo.weights, "imgsz": yolo.manifest["imgsz"]}))
+        conf = yolo.manifest.get("conf", 0.25)
+        specs.append(SpecialistSpec("yolo", {"weights": yolo.weights, "imgsz": yolo.manifest["imgsz"], "conf": conf}))
+        thresholds["yolo"] = conf  # calibrated on the seed's val split when it was trained
     segmenters = [served_by[t] for t in ("sam:<SEG>", "grabcut:<SEG>") if t in served_by]
     if segmenters:  # one segmenter a round (both would mask the same boxes): the better on gold
         best = max(segmenters, key=lambda m: m.gold.get("region-text/mask_iou") or 0.0)
@@ -68,7 +71,8 @@ def round_config(gates: dict[str, tuple[Gate, Trained | None]], shard_size: int 
         specs.append(SpecialistSpec("label-grounder", {}))
     return RoundConfig.from_dict({"specialists": [s.__dict__ for s in specs], "shard_size": shard_size,
                                   "splits": ["pool", "gold"],
-                                  "filters": {"fusion": {"priority": ["yolo", "florence2"]}}})
+                                  "filters": {"fusion": {"priority": ["yolo", "florence2"]},
+                                              "regions": {"min_score_by_specialist": thresholds}}})
 
 
 def write_round_config(data: str | Path, round_id: int, config: RoundConfig) -> Path:

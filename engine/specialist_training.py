@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 
 from engine.evaluate import Evaluator
-from filters.regions import RegionFilterConfig
 from engine.hashing import fingerprint
 from engine.local import predict_local
 from engine.profiles import TrainingBudget
@@ -79,6 +78,11 @@ def _write_manifest(folder: Path, manifest: dict) -> Trained:
     return Trained(manifest["name"], folder, manifest)
 
 
+def _loaded(specialist):
+    specialist.load()
+    return specialist
+
+
 def _gold_metrics(specialists, gold_uris: dict[str, str], gold: Store, keep: Callable[[str], bool], load: bool = True) -> dict:
     for s in specialists:
         if load:
@@ -90,7 +94,9 @@ def _gold_metrics(specialists, gold_uris: dict[str, str], gold: Store, keep: Cal
 # -- YOLO -----------------------------------------------------------------------------------------
 def train_detector(tset: TrainingSet, root: Path, budget: TrainingBudget, gold_uris: dict[str, str], gold: Store,
                    previous: Trained | None = None, names: list[str] | None = None, device: str = "cpu") -> Trained:
-    from specialists.training.yolo_train import YoloTrainConfig, train_yolo, write_yolo_dataset
+    from specialists.training.yolo_train import (
+        YoloTrainConfig, calibrate_confidence, split_ids, train_yolo, write_yolo_dataset,
+    )
     from specialists.yolo import YoloConfig, YoloDetector
 
     objects = tset.tables["regions"].filter(__import__("pyarrow.compute").compute.equal(tset.tables["regions"].column("kind"), "object"))
@@ -108,12 +114,16 @@ def train_detector(tset: TrainingSet, root: Path, budget: TrainingBudget, gold_u
     data = write_yolo_dataset(objects, tset.uris, tset.sizes, names, folder / "dataset", config.val_fraction)
     weights = train_yolo(data, folder, config)
     seconds = time.monotonic() - start
-    # measured at the confidence the rounds' filter keeps, so the gate sees what would enter the data
-    detector = YoloDetector(YoloConfig(weights=str(weights), imgsz=budget.yolo_imgsz, device=device,
-                                       conf=RegionFilterConfig().min_score))
+    # the confidence threshold is chosen on the seed's val split (never gold); the round's filter
+    # keeps this detector's boxes from it, and gold is measured at it: the gate sees what enters
+    _, val_ids = split_ids(list(tset.uris), config.val_fraction)
+    raw = predict_local([_loaded(YoloDetector(YoloConfig(weights=str(weights), imgsz=budget.yolo_imgsz, device=device,
+                                                         conf=0.01)))], {i: tset.uris[i] for i in val_ids})
+    conf, val_f1 = calibrate_confidence(raw["regions"], objects, val_ids)
+    detector = YoloDetector(YoloConfig(weights=str(weights), imgsz=budget.yolo_imgsz, device=device, conf=conf))
     metrics = _gold_metrics([detector], gold_uris, gold, lambda k: k.startswith("region-text/detection"))
     return _write_manifest(folder, {"name": "yolo", "key": key, "weights": str(weights), "names": names,
-                                    "imgsz": budget.yolo_imgsz, "config": config.to_dict(), "train_images": len(tset),
+                                    "imgsz": budget.yolo_imgsz, "conf": conf, "val_f1": val_f1, "config": config.to_dict(), "train_images": len(tset),
                                     "train_objects": objects.num_rows, "seconds": seconds, "gold": metrics})
 
 

@@ -60,3 +60,20 @@ def test_sam_trains_and_loads_back(seed, tmp_path):
     load_sam(SamConfig(checkpoint=str(tmp_path / "sam.pth"), model_type="tiny"))
     with pytest.raises(ValueError, match="no regions with masks"):
         train_sam(sam, [], tmp_path, SamTrainConfig(steps=1))
+
+
+def test_confidence_is_calibrated_on_held_out_images():
+    import pyarrow as pa
+
+    from schemas import schema_for
+    from specialists.training.yolo_train import calibrate_confidence
+    from tests.rows import valid_row
+
+    truth = pa.Table.from_pylist([valid_row("regions", region_id=f"t{k}", box=[k * 10, 0, k * 10 + 8, 8], label="square")
+                                  for k in range(4)], schema=schema_for("regions"))
+    right = [valid_row("regions", region_id=f"p{k}", box=[k * 10, 0, k * 10 + 8, 8], label="square", score=0.3)
+             for k in range(4)]  # every object found, with the low scores of a briefly trained detector
+    wrong = [valid_row("regions", region_id=f"w{k}", box=[50 + k, 50, 58 + k, 58], label="square", score=0.1)
+             for k in range(6)]
+    conf, f1 = calibrate_confidence(pa.Table.from_pylist(right + wrong, schema=schema_for("regions")), truth, ["img0"])
+    assert 0.1 < conf <= 0.3 and f1 == 1.0
