@@ -30,7 +30,7 @@ model through whose detailed descriptions lost half their CIDEr), F1 at IoU 0.5 
 @dataclass(frozen=True)
 class GateConfig:
     floors: dict = field(default_factory=lambda: {
-        "region-text/detection_f1": 0.3, "region-text/mask_iou": 0.5, "text/brief.cider": 0.1,
+        "region-text/detection_f1": 0.2, "region-text/mask_iou": 0.5, "text/brief.cider": 0.1,
         "text/detailed.cider": 0.1, "text/more_detailed.cider": 0.1, "text-phrase-region/grounding_recall@1": 0.2,
     })
     tolerance: float = 0.01

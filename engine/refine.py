@@ -163,7 +163,9 @@ def prepare_refinement(data: str | Path, models_root: str | Path, round_id: int,
         if step:
             step(f"round {round_id}: retrain {name}")
         try:
-            candidates[name] = train(tset, root, budget, gold_uris, gold, previous=previous.trained.get(name), device=device)
+            extra = {"exhaustive": set(seed.uris)} if name == "yolo" else {}
+            candidates[name] = train(tset, root, budget, gold_uris, gold, previous=previous.trained.get(name), device=device,
+                                     **extra)
         except ValueError as err:  # e.g. no kept annotations for it: the previous model stays
             log.warning("round %d: %s not retrained: %s", round_id, name, err)
     gates = decide(candidates, previous.holders, gate_config)

@@ -93,7 +93,11 @@ def _gold_metrics(specialists, gold_uris: dict[str, str], gold: Store, keep: Cal
 
 # -- YOLO -----------------------------------------------------------------------------------------
 def train_detector(tset: TrainingSet, root: Path, budget: TrainingBudget, gold_uris: dict[str, str], gold: Store,
-                   previous: Trained | None = None, names: list[str] | None = None, device: str = "cpu") -> Trained:
+                   previous: Trained | None = None, names: list[str] | None = None, device: str = "cpu",
+                   exhaustive: set[str] | None = None) -> Trained:
+    """``exhaustive``: images whose annotations list every object (truth), so an image of them
+    without objects is a true background; other images (a round's kept annotations) train the
+    detector only where they hold objects. None: every image is exhaustive."""
     from specialists.training.yolo_train import (
         YoloTrainConfig, calibrate_confidence, split_ids, train_yolo, write_yolo_dataset,
     )
@@ -101,6 +105,10 @@ def train_detector(tset: TrainingSet, root: Path, budget: TrainingBudget, gold_u
 
     objects = tset.tables["regions"].filter(__import__("pyarrow.compute").compute.equal(tset.tables["regions"].column("kind"), "object"))
     names = names or (previous.manifest["names"] if previous else sorted(set(objects.column("label").drop_null().to_pylist())))
+    if exhaustive is not None:  # a missing pseudo-label is not a background
+        has_objects = set(objects.column("image_id").to_pylist())
+        keep = {i: u for i, u in tset.uris.items() if i in exhaustive or i in has_objects}
+        tset = TrainingSet(keep, {i: tset.sizes[i] for i in keep}, tset.tables)
     if not names:
         raise ValueError("no object regions to train the detector on")
     config = YoloTrainConfig(model=previous.weights if previous else "yolov8n.yaml", epochs=budget.yolo_epochs,
