@@ -92,3 +92,20 @@ def test_refinement_retrains_gates_and_writes_the_next_config(small_world, boote
     carried = carry_unchanged(data, 2, ("world",))  # the "specialist" of round 1's rows here
     assert carried == sum(store.read(t, 1).num_rows for t in ("texts", "regions", "triplets"))
     assert set(store.read("regions", 2).column("round").to_pylist()) == {2}
+
+
+def test_a_task_without_kept_annotations_is_left_out_and_said(small_world, tmp_path, caplog):
+    from engine.gold import GoldGuard
+    from engine.specialist_training import gold_images, train_captioner
+    from engine.training_set import TrainingSet, load_training_set
+    from schemas import schema_for
+
+    gold = Store(small_world.gold)
+    seed = load_training_set(Store(small_world.truth), 0, ("seed",), GoldGuard.from_stores(gold))
+    no_texts = TrainingSet(seed.uris, seed.sizes, {**seed.tables, "texts": schema_for("texts").empty_table(),
+                                                   "triplets": schema_for("triplets").empty_table()})
+    with caplog.at_level("WARNING"):
+        trained = train_captioner(no_texts, tmp_path, TINY, gold_images(gold), gold)
+    assert trained.manifest["tasks"] == ["<OD>"]
+    assert trained.manifest["missing_tasks"] == ["<CAPTION>", "<CAPTION_TO_PHRASE_GROUNDING>"]
+    assert "no kept annotations for <CAPTION>, <CAPTION_TO_PHRASE_GROUNDING>" in caplog.text
