@@ -354,14 +354,10 @@ def run_command(
 
     try:
         get_profile(profile)
-        with progress_bar("images annotated") as advance:
-            state = {"done": 0}
+        with progress_bar("images annotated (this round)") as advance:
 
             def progress(done: int, total: int) -> None:
-                if done < state["done"]:
-                    state["done"] = 0  # a new round
-                advance(done - state["done"], total=total)
-                state["done"] = done
+                advance(0, total=total, completed=done)  # each round counts from 0
 
             token = PROGRESS.set(progress)
             try:

@@ -28,8 +28,8 @@ class RateColumn(TextColumn):
 
 @contextlib.contextmanager
 def progress_bar(label: str, total: int | None = None) -> Iterator[Callable[..., None]]:
-    """Yields ``advance(n=1, total=None)`` (a total learnt later can be given then); the bar goes
-    to stderr."""
+    """Yields ``advance(n=1, total=None, completed=None)`` (a total learnt later can be given then;
+    ``completed`` sets the count outright); the bar goes to stderr."""
     progress = Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(),
         TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), transient=False,
@@ -38,9 +38,11 @@ def progress_bar(label: str, total: int | None = None) -> Iterator[Callable[...,
     with progress:
         task = progress.add_task(label, total=total)
 
-        def advance(n: int = 1, total: int | None = None) -> None:
+        def advance(n: int = 1, total: int | None = None, completed: int | None = None) -> None:
             if total is not None:
                 progress.update(task, total=total)
+            if completed is not None:  # e.g. a new round starting from 0
+                progress.update(task, completed=completed)
             progress.advance(task, n)
 
         yield advance
