@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -51,6 +53,17 @@ DataOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
 USER_ERRORS = (StoreError, QueryRefused, SchemaError, SourceError, ClusterError, duckdb.Error, ValueError,
                FileNotFoundError)
+
+
+@contextlib.contextmanager
+def round_progress(label: str) -> Iterator[None]:
+    """A progress bar fed by the rounds run inside (each round counts its images from 0)."""
+    with progress_bar(label) as advance:
+        token = PROGRESS.set(lambda done, total: advance(0, total=total, completed=done))
+        try:
+            yield
+        finally:
+            PROGRESS.reset(token)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -270,19 +283,9 @@ def round_run(
     try:
         RoundConfig.from_file(config)  # a bad config is reported before Prefect and Ray start
         Store(data)
-        with progress_bar(f"round {round_id}") as advance:
-            state = {"done": 0}
-
-            def progress(done: int, total: int) -> None:
-                advance(done - state["done"], total=total)
-                state["done"] = done
-
-            token = PROGRESS.set(progress)
-            try:
-                result = annotation_round(str(data), str(config), round_id, gold=str(gold) if gold else None,
-                                          ray_address=ray_address)
-            finally:
-                PROGRESS.reset(token)
+        with round_progress(f"round {round_id}"):
+            result = annotation_round(str(data), str(config), round_id, gold=str(gold) if gold else None,
+                                      ray_address=ray_address)
     except USER_ERRORS as err:
         raise fail(str(err)) from None
     if as_json:
@@ -354,17 +357,9 @@ def run_command(
 
     try:
         get_profile(profile)
-        with progress_bar("images annotated (this round)") as advance:
-
-            def progress(done: int, total: int) -> None:
-                advance(0, total=total, completed=done)  # each round counts from 0
-
-            token = PROGRESS.set(progress)
-            try:
-                result = engine_run(str(out.absolute()), profile, ray_address,
-                                    str(pretrained_florence2) if pretrained_florence2 else None, rounds)
-            finally:
-                PROGRESS.reset(token)
+        with round_progress("images annotated (this round)"):
+            result = engine_run(str(out.absolute()), profile, ray_address,
+                                str(pretrained_florence2) if pretrained_florence2 else None, rounds)
     except USER_ERRORS as err:
         raise fail(str(err)) from None
     if as_json:

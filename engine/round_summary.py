@@ -4,7 +4,7 @@ why, and how many labels changed from the round before. Written as ``metrics`` r
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import Counter
 
 import duckdb
 import pyarrow as pa

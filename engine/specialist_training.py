@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
+import pyarrow.compute as pc
 
 from engine.evaluate import Evaluator
 from engine.hashing import fingerprint
@@ -103,7 +103,8 @@ def train_detector(tset: TrainingSet, root: Path, budget: TrainingBudget, gold_u
     )
     from specialists.yolo import YoloConfig, YoloDetector
 
-    objects = tset.tables["regions"].filter(__import__("pyarrow.compute").compute.equal(tset.tables["regions"].column("kind"), "object"))
+    regions = tset.tables["regions"]
+    objects = regions.filter(pc.equal(regions.column("kind"), "object"))
     names = names or (previous.manifest["names"] if previous else sorted(set(objects.column("label").drop_null().to_pylist())))
     if exhaustive is not None:  # a missing pseudo-label is not a background
         has_objects = set(objects.column("image_id").to_pylist())
@@ -138,7 +139,6 @@ def train_detector(tset: TrainingSet, root: Path, budget: TrainingBudget, gold_u
 # -- SAM --------------------------------------------------------------------------------------------
 def train_segmenter(tset: TrainingSet, root: Path, budget: TrainingBudget, gold_uris: dict[str, str], gold: Store,
                     previous: Trained | None = None, device: str = "cpu") -> Trained:
-    import pyarrow.compute as pc
 
     from schemas.validate import box_array
     from specialists.sam import SamConfig, SamSegmenter, load_sam
@@ -193,7 +193,6 @@ class _TruthBoxes:
     name, role, produces, needs = "gold-boxes", "detector", ("regions",), ()
 
     def __init__(self, gold: Store):
-        import pyarrow.compute as pc
 
         regions = gold.read("regions")
         self.regions = regions.filter(pc.equal(regions.column("kind"), "object"))
@@ -203,7 +202,6 @@ class _TruthBoxes:
 
     def predict(self, batch):
         import pyarrow as pa
-        import pyarrow.compute as pc
 
         rows = self.regions.filter(pc.is_in(self.regions.column("image_id"), pa.array(batch.image_ids, pa.string())))
         for name, values in (("mask", pa.nulls(rows.num_rows, rows.schema.field("mask").type)),
@@ -292,7 +290,3 @@ def gold_images(gold: Store) -> dict[str, str]:
     images = gold.read("images")
     return dict(zip(images.column("image_id").to_pylist(), images.column("uri").to_pylist()))
 
-
-def mean(values) -> float:
-    values = [v for v in values if v is not None]
-    return float(np.mean(values)) if values else float("nan")

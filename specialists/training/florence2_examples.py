@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from schemas.validate import box_array
-from specialists.florence2_parse import location_tokens, quantize
+from specialists.florence2_parse import location_tokens
 
 CAPTION_TASKS = {"brief": "<CAPTION>", "detailed": "<DETAILED_CAPTION>", "more_detailed": "<MORE_DETAILED_CAPTION>"}
 REGION_TASKS = {"object": "<OD>", "region_caption": "<DENSE_REGION_CAPTION>", "ocr": "<OCR_WITH_REGION>"}
@@ -41,11 +41,6 @@ class Example:
     prompt: str
     """What the processor is given: the task token, followed by its input for tasks that take one."""
     target: str
-
-
-def _quad_tokens(quad, size: tuple[int, int]) -> str:
-    width, height = size
-    return "".join(f"<loc_{quantize(v, width if k % 2 == 0 else height)}>" for k, v in enumerate(quad))
 
 
 def _raster(rows: list[dict]) -> list[dict]:
@@ -75,7 +70,7 @@ def build_examples(texts: pa.Table, regions: pa.Table, triplets: pa.Table, sizes
         if task in tasks:
             if kind == "ocr":
                 quads = [r["quad"] or _box_quad(r["box"]) for r in rows]
-                target = "".join(r["label"].strip() + _quad_tokens(q, size) for r, q in zip(rows, quads))
+                target = "".join(r["label"].strip() + location_tokens(q, size) for r, q in zip(rows, quads))
             else:
                 target = "".join(r["label"].strip() + location_tokens(r["box"], size) for r in rows)
             out.append(Example(image_id, task, task, target))

@@ -3,6 +3,8 @@ refuses what it cannot train on."""
 
 from __future__ import annotations
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 import torch
 
@@ -23,7 +25,7 @@ def setup(small_world):
     tables = {t: store.read(t) for t in ("texts", "regions", "triplets")}
     images = store.read("images").to_pylist()
     ids = [r["image_id"] for r in images][:4]
-    keep = lambda t: t.filter(__import__("pyarrow.compute").compute.is_in(t.column("image_id"), __import__("pyarrow").array(ids)))  # noqa: E731
+    keep = lambda t: t.filter(pc.is_in(t.column("image_id"), pa.array(ids)))  # noqa: E731
     examples = build_examples(*(keep(tables[t]) for t in ("texts", "regions", "triplets")), store.image_sizes())
     pixels = {r["image_id"]: load_rgb(r["uri"]) for r in images if r["image_id"] in ids}
     tokenizer = train_tokenizer(tables["texts"].column("text").to_pylist(), vocab_size=600)
