@@ -22,14 +22,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import engine  # noqa: E402,F401
+from engine import settings  # noqa: E402
 from bench.common import report  # noqa: E402
-from engine.ingest import IngestConfig, ingest  # noqa: E402
-from engine.round import run_round  # noqa: E402
-from engine.round_config import RoundConfig, SpecialistSpec  # noqa: E402
-from engine.sources import load_rgb  # noqa: E402
-from engine.store import Store  # noqa: E402
-from engine.workers import SpecialistWorker, apply_masks  # noqa: E402
+from engine.dataset.ingest import IngestConfig, ingest  # noqa: E402
+from engine.round.run import run_round  # noqa: E402
+from engine.round.config import RoundConfig, SpecialistSpec  # noqa: E402
+from engine.dataset.sources import load_rgb  # noqa: E402
+from engine.dataset.store import Store  # noqa: E402
+from engine.round.annotate import apply_masks  # noqa: E402
+from engine.round.workers import SpecialistWorker  # noqa: E402
 from engine.world.config import WorldConfig  # noqa: E402
 from engine.world.make import make_world  # noqa: E402
 from filters.phrases import PhraseParser  # noqa: E402
@@ -65,7 +66,7 @@ def naive(images: list[tuple[str, str]], workers: dict[str, SpecialistWorker], p
         batch = Batch([image_id], [pixels])
         regions = pa.concat_tables([workers["yolo"].specialist(batch)["regions"],
                                     workers["rapidocr"].specialist(batch)["regions"]])
-        masks = workers["sam"].specialist(Batch([image_id], [pixels], regions=regions))["regions"]
+        masks = workers["sam"].specialist(Batch([image_id], [pixels], regions=regions))["masks"]
         filter_annotations({"regions": apply_masks(regions, masks)}, {image_id: (pixels.shape[1], pixels.shape[0])},
                            parser, pixels={image_id: pixels})
     return time.perf_counter() - start
@@ -142,4 +143,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    settings.apply()
     main()

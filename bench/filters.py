@@ -20,9 +20,10 @@ import pyarrow.compute as pc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from engine import settings  # noqa: E402
 from bench.common import report  # noqa: E402
-from engine.evaluate import Evaluator  # noqa: E402
-from engine.store import Store  # noqa: E402
+from engine.evaluation.evaluate import Evaluator  # noqa: E402
+from engine.dataset.store import Store  # noqa: E402
 from engine.world.config import WorldConfig  # noqa: E402
 from engine.world.make import make_world  # noqa: E402
 from filters.fusion import FusionConfig, fuse  # noqa: E402
@@ -100,4 +101,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    settings.apply()
     main()

@@ -20,6 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from engine import settings  # noqa: E402
 from bench.common import report  # noqa: E402
 
 HEADLINE = {"region-text/detection_f1": "object", "region-text/detection_map": "object", "region-text/mask_iou": "mask",
@@ -28,8 +29,8 @@ HEADLINE = {"region-text/detection_f1": "object", "region-text/detection_map": "
 
 
 def engine_rounds(out: Path, profile: str) -> tuple[list[dict], float]:
-    from engine.metrics import metrics_table
-    from engine.store import Store
+    from engine.dataset.metrics import metrics_table
+    from engine.dataset.store import Store
     from flows.engine import engine_run
 
     start = time.perf_counter()
@@ -65,12 +66,15 @@ def verdict(rows: list[dict]) -> dict:
 
 def curve(out: Path, profile: str, steps: int | None, eval_every: int) -> tuple[list[dict], dict]:
     """Train the bootstrap Florence-2 again (in its own folder) with gold checks along the way."""
-    from engine.gold import GoldGuard
-    from engine.profiles import profile as get_profile
-    from engine.sources import load_rgb
-    from engine.specialist_training import florence2_on_gold, gold_images
-    from engine.store import Store
-    from engine.training_set import load_training_set
+    from engine.evaluation.gold import GoldGuard
+    from engine.loop.profiles import budget_for
+    from engine.loop.profiles import profile as get_profile
+    from engine.dataset.sources import load_rgb
+    from engine.evaluation.measure import measure
+    from engine.loop.serving import SHARD_SIZE, round_filters, specs
+    from specialists.training.florence2 import Florence2Trainer
+    from engine.dataset.store import Store
+    from engine.loop.training_set import load_training_set
     from engine.world.make import World
     from specialists.florence2_build import build_model, build_processor, train_tokenizer
     from specialists.training.florence2_examples import build_examples
@@ -80,24 +84,29 @@ def curve(out: Path, profile: str, steps: int | None, eval_every: int) -> tuple[
     world = World.open(out / "world")
     gold = Store(world.gold)
     seed = load_training_set(Store(world.truth), 0, ("seed",), GoldGuard.from_stores(gold))
-    budget = p.bootstrap
+    budget = budget_for(p.bootstrap, Florence2Trainer())
     examples = build_examples(seed.tables["texts"], seed.tables["regions"], seed.tables["triplets"], seed.sizes,
-                              budget.florence2_tasks)
+                              budget.tasks)
     corpus = seed.tables["texts"].column("text").to_pylist() + seed.tables["regions"].column("label").drop_null().to_pylist()
     tokenizer = train_tokenizer(corpus, vocab_size=2000)
     from specialists.florence2_build import SIZES
 
-    size = SIZES[budget.florence2_size]
+    size = SIZES[budget.size]
     processor = build_processor(tokenizer, size.image_size, size.stride)
     model = build_model(size, tokenizer)
-    config = dataclasses.replace(Florence2TrainConfig(), steps=steps or budget.florence2_steps,
-                                 batch_size=budget.florence2_batch, save_every=10**9, **budget.florence2_recipe)
-    gold_uris = gold_images(gold)
+    config = dataclasses.replace(Florence2TrainConfig(), steps=steps or budget.steps,
+                                 batch_size=budget.batch, save_every=10**9, **budget.recipe)
     images = {i: load_rgb(seed.uris[i]) for i in {e.image_id for e in examples}}
     tasks = sorted({e.task for e in examples})
 
     def evaluate(m, step: int, minutes: float) -> dict:
-        metrics = florence2_on_gold(m, processor, tasks, gold_uris, gold)
+        servings = Florence2Trainer().serve({"weights": "in-memory"}, tasks, "cpu")
+        specialists = []
+        for spec in specs(servings):  # the model in memory, served and filtered as a round would
+            specialist = spec.build()
+            specialist.model, specialist.processor, specialist._version = m, processor, f"step-{step}"
+            specialists.append((spec.key, specialist))
+        metrics = measure(specialists, gold, round_filters(servings), SHARD_SIZE)
         picked = {k: metrics.get(k) for k in HEADLINE if k in metrics}
         logging.getLogger("bench.loop").info("step %d (%.1f min): %s", step, minutes, picked)
         return picked
@@ -136,4 +145,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    settings.apply()
     main()

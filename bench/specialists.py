@@ -18,10 +18,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import engine  # noqa: E402,F401  (offline settings)
+from engine import settings  # noqa: E402
 from bench.common import report  # noqa: E402
-from engine.sources import load_rgb  # noqa: E402
-from engine.store import Store  # noqa: E402
+from engine.dataset.sources import load_rgb  # noqa: E402
+from engine.dataset.store import Store  # noqa: E402
 from engine.world.config import WorldConfig  # noqa: E402
 from engine.world.make import make_world  # noqa: E402
 from specialists.base import Batch  # noqa: E402
@@ -83,4 +83,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    settings.apply()
     main()

@@ -19,10 +19,11 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from engine import settings  # noqa: E402
 from bench.common import report  # noqa: E402
-from engine.query import run_query  # noqa: E402
-from engine.stats import dataset_stats  # noqa: E402
-from engine.store import Store  # noqa: E402
+from engine.dataset.query import run_query  # noqa: E402
+from engine.dataset.stats import dataset_stats  # noqa: E402
+from engine.dataset.store import Store  # noqa: E402
 from schemas import schema_for  # noqa: E402
 
 LABELS = np.array(["house", "tree", "car", "flower", "sign", "circle", "square", "star"])
@@ -102,4 +103,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    settings.apply()
     main()

@@ -15,9 +15,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from engine import settings  # noqa: E402
 from bench.common import report  # noqa: E402
-from engine.ingest import IngestConfig, ingest  # noqa: E402
-from engine.store import Store  # noqa: E402
+from engine.dataset.ingest import IngestConfig, ingest  # noqa: E402
+from engine.dataset.store import Store  # noqa: E402
 from engine.world.config import WorldConfig  # noqa: E402
 from engine.world.make import make_world  # noqa: E402
 
@@ -48,4 +49,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    settings.apply()
     main()

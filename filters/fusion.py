@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 import torch
 from torchvision.ops import box_iou
 
-from engine.hashing import fingerprint
+from schemas.hashing import fingerprint
 from filters.decision import Decision
 from filters.regions import boxes_of, scores_of
 from schemas import schema_for

@@ -16,7 +16,7 @@ import torch
 from torchvision.ops import nms as torch_nms
 
 from filters.decision import Decision
-from schemas.validate import box_array
+from schemas.geometry import box_array
 
 
 @dataclass(frozen=True)

@@ -17,13 +17,14 @@ from prefect import flow, task
 
 from pathlib import Path
 
-from engine.evaluate import evaluate_round
-from engine.ingest import IngestConfig, ingest
-from engine.round import run_round
-from engine.round_config import RoundConfig
-from engine.round_summary import write_summary
-from engine.stats import dataset_stats
-from engine.store import Store
+from engine import settings
+from engine.evaluation.evaluate import evaluate_round
+from engine.dataset.ingest import IngestConfig, ingest
+from engine.round.run import run_round
+from engine.round.config import RoundConfig
+from engine.loop.summary import write_summary
+from engine.dataset.stats import dataset_stats
+from engine.dataset.store import Store
 
 HEADLINE = ("region-text/detection_f1", "region-text/mask_iou", "region-text/ocr_word_recall", "text/brief.cider",
             "text/detailed.cider", "text-phrase-region/grounding_recall@1")
@@ -65,8 +66,8 @@ def summary_task(data: str, round_id: int) -> dict[str, float | None]:
 @task(name="retrain-and-gate", retries=1, retry_delay_seconds=5)
 def retrain_task(data: str, models: str, world: str, round_id: int, profile: str) -> dict:
     """Retrain the specialists on round ``round_id - 1`` and gate them; returns the round's config path."""
-    from engine.profiles import profile as get_profile
-    from engine.refine import prepare_refinement
+    from engine.loop.profiles import profile as get_profile
+    from engine.loop.refine import prepare_refinement
     from engine.world.make import World
 
     w = World.open(world)
@@ -77,7 +78,7 @@ def retrain_task(data: str, models: str, world: str, round_id: int, profile: str
 @task(name="carry-unchanged")
 def carry_task(data: str, round_id: int) -> int:
     """Rows of specialists whose weights never change (RapidOCR) are copied from the round before."""
-    from engine.refine import carry_unchanged
+    from engine.loop.refine import carry_unchanged
 
     return carry_unchanged(data, round_id)
 
@@ -91,6 +92,7 @@ def stats_task(data: str, round_id: int) -> list[dict]:
 def annotation_round(data: str, config: str, round_id: int = 1, sources: list[dict] | None = None,
                      gold: str | None = None, ray_address: str | None = None) -> dict:
     """Ingest ``sources`` ([{source, split}]), run round ``round_id``, evaluate it on ``gold``."""
+    settings.apply()
     ingested = [ingest_task(data, s["source"], s.get("split", "pool")) for s in sources or []]
     summary = round_task(data, config, round_id, ray_address)
     metrics = evaluate_task(data, round_id, gold) if gold else {}
@@ -101,6 +103,7 @@ def annotation_round(data: str, config: str, round_id: int = 1, sources: list[di
 def refinement_round(data: str, models: str, world: str, round_id: int, profile: str = "default",
                      ray_address: str | None = None) -> dict:
     """Retrain from the previous round's models, gate, relabel pool and gold, evaluate, summarise."""
+    settings.apply()
     retrained = retrain_task(data, models, world, round_id, profile)
     summary = round_task(data, retrained["config"], round_id, ray_address, "refinement")
     summary["carried"] = carry_task(data, round_id)
@@ -129,6 +132,7 @@ def data_engine(data: str, gold: str, config: str | None = None, rounds: int = 3
 
     With ``config``: every round runs the same specialists. With ``models`` and ``world``: rounds
     after the first are refinement rounds (retrain, gate, relabel)."""
+    settings.apply()
     if (config is None) == (models is None):
         raise ValueError("give either a round config (same specialists every round) or models and world (refinement)")
     watched = (metric,) if metric else HEADLINE
@@ -138,7 +142,7 @@ def data_engine(data: str, gold: str, config: str | None = None, rounds: int = 3
         if config is not None:
             result = annotation_round(data, config, round_id, sources if k == 0 else None, gold, ray_address)
         elif round_id == 1:
-            from engine.refine import config_path
+            from engine.loop.refine import config_path
 
             result = annotation_round(data, str(config_path(data, 1)), 1, sources, gold, ray_address)
             result["summary"] = summary_task(data, 1)
@@ -171,13 +175,16 @@ def world_task(out: str, images: int, seed_fraction: float, gold_fraction: float
 @task(name="bootstrap")
 def bootstrap_task(data: str, world: str, models: str, profile: str, pretrained_florence2: str | None = None) -> dict:
     """Train the specialists on the seed split (reused when unchanged) and write round 1's config."""
-    from engine.bootstrap import bootstrap
-    from engine.profiles import profile as get_profile
-    from engine.refine import first_round
+    from engine.loop.bootstrap import bootstrap
+    from engine.loop.profiles import profile as get_profile
+    from engine.loop.refine import first_round
     from engine.world.make import World
 
-    models_set = bootstrap(World.open(world), models, get_profile(profile), pretrained_florence2=pretrained_florence2)
-    first = first_round(data, models, models_set)
+    chosen = get_profile(profile)
+    if pretrained_florence2:
+        chosen = chosen.pretrained("florence2", pretrained_florence2)
+    models_set = bootstrap(World.open(world), models, chosen)
+    first = first_round(data, models, models_set, device=chosen.device)
     return {"gold": {n: t.gold for n, t in models_set.models.items()},
             "gates": {k: g.row() for k, (g, _) in first.gates.items()}}
 
@@ -187,7 +194,8 @@ def engine_run(out: str, profile: str = "default", ray_address: str | None = Non
                pretrained_florence2: str | None = None, rounds: int | None = None) -> dict:
     """The whole engine on the embedded default: make a world, ingest it, bootstrap the
     specialists, run round 1 and the profile's refinement rounds, evaluating each on gold."""
-    from engine.profiles import profile as get_profile
+    settings.apply()
+    from engine.loop.profiles import profile as get_profile
 
     p = get_profile(profile)
     root = Path(out)

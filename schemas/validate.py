@@ -14,7 +14,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from schemas.rle import RleError, check_rle
+from schemas.geometry import box_array
+from schemas.masks import RleError, check_rle
 from schemas.tables import (
     ANNOTATION_TABLES,
     GRANULARITIES,
@@ -140,19 +141,6 @@ def conform(table: str, data: pa.Table) -> tuple[pa.Table | None, list[Validatio
     return pa.Table.from_arrays(columns, schema=schema.remove_metadata()).replace_schema_metadata(
         schema.metadata
     ), []
-
-
-def box_array(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """An (n, 4) float32 array of a box column (slices and chunks respected); null boxes become NaN rows."""
-    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    if len(arr) == 0:
-        return np.zeros((0, 4), np.float32)
-    width = arr.type.list_size
-    values = arr.values.slice(arr.offset * width, len(arr) * width)
-    out = values.to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, width)
-    if arr.null_count:
-        out[_rows(arr.is_null())] = np.nan
-    return out
 
 
 def _check_boxes(c: _Collector, data: pa.Table, sizes: Mapping[str, tuple[int, int]] | None):

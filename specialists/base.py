@@ -103,13 +103,21 @@ def require_path(path: str | Path, what: str, how: str) -> Path:
     return resolved
 
 
+MASKS = "masks"
+"""What a segmenter produces: rows of the ``regions`` schema that carry masks for regions an
+earlier specialist proposed (matched by region id), not new regions."""
+
+
 class Specialist(ABC):
-    """One model role. Subclasses set ``name``, ``role`` and what they produce and need."""
+    """One model role. Subclasses set ``name`` and ``role``; ``produces`` and ``needs`` say what a
+    configured instance makes and takes (a class default, or set in ``__init__`` from the config,
+    as Florence-2 does from its tasks), so the engine can order any valid round."""
 
     name: ClassVar[str]
     role: ClassVar[str]
-    produces: ClassVar[tuple[str, ...]]
-    needs: ClassVar[tuple[str, ...]] = ()
+    produces: tuple[str, ...] = ()
+    """Tables it returns: ``texts``, ``regions``, ``triplets``, or ``masks`` (see MASKS)."""
+    needs: tuple[str, ...] = ()
     """Tables of earlier specialists this one takes as prompts (``regions``, ``texts``)."""
 
     def __init__(self, batch_size: int = 8, resources: Resources = Resources()):
@@ -141,7 +149,7 @@ class Specialist(ABC):
         if not self.loaded:
             self.load()
         if len(batch) == 0:
-            return {t: schema_for(t).empty_table() for t in self.produces}
+            return {t: schema_for("regions" if t == MASKS else t).empty_table() for t in self.produces}
         return self.predict(batch)
 
     def provenance(self, round_id: int, score: float | None, source: str = "model_probability") -> dict:

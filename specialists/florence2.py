@@ -54,6 +54,17 @@ class Florence2Config:
             raise ValueError("max_new_tokens, num_beams and batch_size must be >= 1")
 
 
+def tables_of(tasks: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(produces, needs) of a Florence-2 running ``tasks``: descriptions make texts, detection-like
+    tasks and region descriptions make regions, grounding makes triplets from earlier texts, and
+    describing regions takes earlier regions."""
+    made = {"texts": any(t in GRANULARITY for t in tasks),
+            "regions": any(t in REGION_KIND or t == REGION_TO_DESCRIPTION for t in tasks),
+            "triplets": GROUNDING in tasks}
+    taken = {"texts": GROUNDING in tasks, "regions": REGION_TO_DESCRIPTION in tasks}
+    return tuple(t for t, yes in made.items() if yes), tuple(t for t, yes in taken.items() if yes)
+
+
 def load_florence2(checkpoint: str, device: str = "cpu"):
     """(model, processor) from a checkpoint folder (or a hub id when online); WeightsError otherwise."""
     from transformers import AutoConfig, AutoProcessor, Florence2ForConditionalGeneration
@@ -87,12 +98,11 @@ def load_florence2(checkpoint: str, device: str = "cpu"):
 class Florence2Specialist(Specialist):
     name = "florence2"
     role = "captioner"
-    produces = ("texts", "regions", "triplets")
 
     def __init__(self, config: Florence2Config):
         super().__init__(config.batch_size, Resources(cpus=1.0, gpus=1.0 if config.device.startswith("cuda") else 0.0))
         self.config = config
-        self.needs = tuple(t for t, task in (("texts", GROUNDING), ("regions", REGION_TO_DESCRIPTION)) if task in config.tasks)
+        self.produces, self.needs = tables_of(config.tasks)
         self.model = self.processor = None
 
     def load(self) -> None:
@@ -149,11 +159,9 @@ class Florence2Specialist(Specialist):
                 triplets += self._ground(batch)
             elif task == REGION_TO_DESCRIPTION:
                 regions.append(self._describe_regions(batch))
-        return {
-            "texts": self.table("texts", texts),
-            "regions": pa.concat_tables([self.table("regions", []), *regions]),
-            "triplets": self.table("triplets", triplets),
-        }
+        made = {"texts": self.table("texts", texts), "regions": pa.concat_tables([self.table("regions", []), *regions]),
+                "triplets": self.table("triplets", triplets)}
+        return {t: made[t] for t in self.produces}
 
     def _text_row(self, image_id: str, task: str, item: Item, round_id: int) -> dict:
         granularity = GRANULARITY[task]

@@ -1,8 +1,11 @@
 """Specialists by name, so that the engine's configuration chooses them. A new specialist is one
-module in ``specialists/`` and one line here."""
+module in ``specialists/``, one trainer in ``specialists/training/`` and one line here. A name of
+the form ``package.module:factory`` builds a specialist from outside this package (a plugin): the
+factory takes the options as keywords and returns a ``Specialist``."""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from typing import Any
 
@@ -55,12 +58,26 @@ REGISTRY: dict[str, Callable[..., Specialist]] = {
 }
 
 
+def known() -> str:
+    return ", ".join(REGISTRY) + " (or a plugin as package.module:factory)"
+
+
+def factory_of(name: str) -> Callable[..., Specialist]:
+    """The factory registered as ``name``, or imported from ``package.module:factory``."""
+    if name in REGISTRY:
+        return REGISTRY[name]
+    module, _, attr = name.partition(":")
+    if not module or not attr:
+        raise ValueError(f"unknown specialist {name!r}; known: {known()}")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"specialist plugin {name!r} cannot be imported ({err}); known: {known()}") from None
+
+
 def build(name: str, **options: Any) -> Specialist:
     """The specialist registered as ``name``, configured with ``options`` (its config's fields)."""
-    try:
-        factory = REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"unknown specialist {name!r}; known: {', '.join(REGISTRY)}") from None
+    factory = factory_of(name)
     try:
         return factory(**options)
     except TypeError as err:

@@ -15,9 +15,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from engine.masks import encode_rle
-from schemas.validate import box_array
-from specialists.base import Batch, Resources, Specialist, WeightsError, require_path, weights_version
+from schemas.masks import encode_rle
+from schemas.geometry import box_array
+from specialists.base import MASKS, Batch, Resources, Specialist, WeightsError, require_path, weights_version
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ def _with_masks(rows: pa.Table, masks: list[dict | None], scores: list[float | N
 class SamSegmenter(Specialist):
     name = "sam"
     role = "segmenter"
-    produces = ("regions",)
+    produces = (MASKS,)
     needs = ("regions",)
 
     def __init__(self, config: SamConfig = SamConfig()):
@@ -153,7 +153,7 @@ class SamSegmenter(Specialist):
     def predict(self, batch: Batch) -> dict[str, pa.Table]:
         rows = _prompt_rows(batch, self.config.kinds)
         if rows.num_rows == 0:
-            return {"regions": rows}
+            return {MASKS: rows}
         device = self.config.device
         inputs, sizes = [], []
         for image in batch.images:
@@ -181,7 +181,7 @@ class SamSegmenter(Specialist):
             for j, i in enumerate(members):
                 masks[i] = encode_rle(full[j, 0].cpu().numpy())
                 scores[i] = float(iou[j, 0].clamp(0, 1))
-        return {"regions": _with_masks(rows, masks, scores, f"{self.name}@{self.version}")}
+        return {MASKS: _with_masks(rows, masks, scores, f"{self.name}@{self.version}")}
 
 
 @dataclass(frozen=True)
@@ -200,7 +200,7 @@ class GrabCutSegmenter(Specialist):
 
     name = "grabcut"
     role = "segmenter"
-    produces = ("regions",)
+    produces = (MASKS,)
     needs = ("regions",)
 
     def __init__(self, config: GrabCutConfig = GrabCutConfig()):
@@ -232,4 +232,4 @@ class GrabCutSegmenter(Specialist):
                 continue
             found = (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
             masks.append(encode_rle(found) if found.any() else None)
-        return {"regions": _with_masks(rows, masks, [None] * len(masks), f"{self.name}@{self.version}")}
+        return {MASKS: _with_masks(rows, masks, [None] * len(masks), f"{self.name}@{self.version}")}

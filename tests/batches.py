@@ -5,8 +5,8 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine.sources import load_rgb
-from engine.store import Store
+from engine.dataset.sources import load_rgb
+from engine.dataset.store import Store
 from specialists.base import Batch
 
 CAPTION = "a red house next to a tree"

@@ -13,6 +13,10 @@ os.environ.setdefault("FLD_HOME", str(Path(tempfile.gettempdir()) / "fld-tests-h
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+from engine import settings  # noqa: E402
+
+settings.apply()  # the tests are an entry point, like the CLI
+
 from engine.world.config import WorldConfig  # noqa: E402
 from engine.world.make import make_world  # noqa: E402
 
@@ -53,7 +57,7 @@ def tiny_florence2(small_world, tmp_path_factory):
     from tests.batches import CAPTION, GROUND_TARGET, OCR_TARGET, OD_TARGET, gold_batch
 
     torch.manual_seed(0)
-    from engine.store import Store
+    from engine.dataset.store import Store
 
     corpus = Store(small_world.truth).read("texts").column("text").to_pylist() + [CAPTION, "OPEN"]
     tokenizer = train_tokenizer(corpus, vocab_size=800)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.exports.selection import Selection, prepare_output
-from schemas.validate import box_array
+from schemas.geometry import box_array
 
 
 def export_coco(selection: Selection, out: Path, overwrite: bool = False) -> dict[str, int]:

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from engine.exports.selection import Selection, prepare_output
-from schemas.validate import box_array
+from schemas.geometry import box_array
 
 REGION = pa.struct([("region_id", pa.string()), ("kind", pa.string()), ("label", pa.string()),
                     ("bbox", pa.list_(pa.float32(), 4)), ("score", pa.float32()),

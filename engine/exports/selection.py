@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine.store import Store, StoreError
+from engine.dataset.store import Store, StoreError
 from schemas import schema_for
 
 FAMILIES = ("text", "object", "ocr", "region_caption", "grounding")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow.compute as pc
 
 from engine.exports.selection import Selection, prepare_output
-from specialists.training.yolo_train import write_yolo_dataset
+from specialists.training.yolo import write_yolo_dataset
 
 
 def export_yolo(selection: Selection, out: Path, overwrite: bool = False, val_fraction: float = 0.1) -> dict[str, int]:

@@ -25,8 +25,8 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-from engine.hashing import content_id, fingerprint
-from engine.store import Store, StoreError
+from schemas.hashing import content_id, fingerprint
+from engine.dataset.store import Store, StoreError
 from engine.world.config import WorldConfig
 from engine.world.describe import describe
 from engine.world.draw import render

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine.masks import encode_rle
+from schemas.masks import encode_rle
 from engine.world.describe import Description, region_caption
 from engine.world.scene import Scene
 

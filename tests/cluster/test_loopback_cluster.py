@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.ingest import IngestConfig, ingest
-from engine.store import Store
+from engine.dataset.ingest import IngestConfig, ingest
+from engine.dataset.store import Store
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -62,8 +62,8 @@ def loopback_cluster(monkeypatch):
 def test_round_on_a_two_node_loopback_cluster(loopback_cluster, small_world, tmp_path):
     import ray
 
-    from engine.round import run_round
-    from engine.round_config import RoundConfig, SpecialistSpec
+    from engine.round.run import run_round
+    from engine.round.config import RoundConfig, SpecialistSpec
 
     store = Store(tmp_path / "ds", create=True)
     ingest(str(small_world.images("gold")), store, IngestConfig(split="gold"))

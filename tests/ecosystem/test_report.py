@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from engine.cli import app
-from engine.report import build_report
-from engine.store import Store, StoreError
+from cli.main import app
+from engine.report.html import build_report
+from engine.dataset.store import Store, StoreError
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

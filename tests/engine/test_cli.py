@@ -7,8 +7,8 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from engine.cli import app
-from engine.store import Store
+from cli.main import app
+from engine.dataset.store import Store
 from tests.rows import table_of, valid_row
 
 runner = CliRunner()

@@ -13,9 +13,9 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from typer.testing import CliRunner
 
-from engine.cli import app
-from engine.evaluate import EvalConfig, Evaluator, evaluate_round, normalise_phrase, tokens
-from engine.store import Store
+from cli.main import app
+from engine.evaluation.evaluate import EvalConfig, Evaluator, evaluate_round, normalise_phrase, tokens
+from engine.dataset.store import Store
 from tests.rows import table_of, valid_row
 
 W, H = 100, 80

@@ -6,10 +6,10 @@ import shutil
 
 import pytest
 
-from engine.gold import GoldGuard, GoldLeakError
-from engine.hashing import content_id
-from engine.ingest import ingest
-from engine.store import Store
+from engine.evaluation.gold import GoldGuard, GoldLeakError
+from schemas.hashing import content_id
+from engine.dataset.ingest import ingest
+from engine.dataset.store import Store
 
 
 def test_gold_copied_into_the_pool_under_another_name_is_caught(small_world, tmp_path):
@@ -29,7 +29,7 @@ def test_gold_copied_into_the_pool_under_another_name_is_caught(small_world, tmp
 
 def test_gold_rows_of_a_dataset_are_known(small_world, tmp_path):
     data = Store(tmp_path / "ds", create=True)
-    from engine.ingest import IngestConfig
+    from engine.dataset.ingest import IngestConfig
 
     ingest(str(small_world.images("gold")), data, IngestConfig(split="gold"))
     ingest(str(small_world.images("seed")), data, IngestConfig(split="seed"))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine.query import QueryRefused, run_query
-from engine.store import CorruptFileError, Store
+from engine.dataset.query import QueryRefused, run_query
+from engine.dataset.store import CorruptFileError, Store
 from tests.rows import table_of, valid_row
 
 

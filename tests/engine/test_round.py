@@ -10,12 +10,13 @@ import time
 
 import pytest
 
-from engine.ingest import IngestConfig, ingest
-from engine.round import run_round
-from engine.round_config import RoundConfig, SpecialistSpec
-from engine.runtime import Runtime
-from engine.store import RoundLockedError, Store, StoreError
-from engine.workers import SpecialistWorker, stage_order
+from engine.dataset.ingest import IngestConfig, ingest
+from engine.round.run import run_round
+from engine.round.config import RoundConfig, SpecialistSpec
+from engine.round.runtime import Runtime
+from engine.dataset.store import RoundLockedError, Store, StoreError
+from engine.round.annotate import Decoded, StageOutput, stage_order
+from engine.round.workers import SpecialistWorker
 from filters.pipeline import FilterConfig
 from filters.regions import RegionFilterConfig
 from schemas import validate_table
@@ -146,11 +147,11 @@ def test_a_specialist_failing_on_one_image_fails_only_that_image(small_world, mo
         return real(b)
 
     monkeypatch.setattr(worker.specialist, "predict", predict)
-    decoded = {"image_ids": batch.image_ids, "pixels": batch.images, "failures": []}
-    out = worker.run(decoded, 1, "00000", {"regions": batch.regions})
-    assert [(f["image_id"], f["stage"]) for f in out["failures"]] == [(bad, "grabcut")]
-    assert "model blew up" in out["failures"][0]["error"]
-    assert set(out["masks"].column("image_id").to_pylist()) == set(batch.image_ids) - {bad}
+    decoded = Decoded(batch.image_ids, batch.images)
+    out = worker.run(decoded, 1, "00000", StageOutput("boxes", {"regions": batch.regions}, [], 0.0))
+    assert [(f.image_id, f.stage) for f in out.failures] == [(bad, "grabcut")]
+    assert "model blew up" in out.failures[0].error
+    assert set(out.tables["masks"].column("image_id").to_pylist()) == set(batch.image_ids) - {bad}
 
 
 def test_an_image_gone_since_ingest_becomes_a_failure_row(ray_session, dataset, yolo_weights, tiny_sam):
@@ -182,20 +183,44 @@ def test_round_needs_images_and_a_round_number(dataset, yolo_weights, tiny_sam, 
 @pytest.mark.parametrize(
     "needs, produces, expected",
     [
-        ({"yolo": (), "sam": ("regions",)}, {"yolo": ("regions",), "sam": ("regions",)}, [["yolo"], ["sam"]]),
+        ({"yolo": (), "sam": ("regions",)}, {"yolo": ("regions",), "sam": ("masks",)}, [["yolo"], ["sam"]]),
         ({"yolo": (), "f2": (), "ground": ("texts", "regions"), "sam": ("regions",)},
-         {"yolo": ("regions",), "f2": ("texts",), "ground": ("triplets",), "sam": ("regions",)},
-         [["f2", "yolo"], ["sam"], ["ground"]]),  # the grounder takes the masked regions
-        ({"f2": ("texts",)}, {"f2": ("texts", "regions")}, [["f2"]]),
+         {"yolo": ("regions",), "f2": ("texts",), "ground": ("triplets",), "sam": ("masks",)},
+         [["f2", "yolo"], ["ground", "sam"]]),
+        ({"f2": (), "describe": ("regions",), "sam": ("regions",)},  # the region describer's captions get masks too
+         {"f2": ("regions",), "describe": ("regions",), "sam": ("masks",)}, [["f2"], ["describe"], ["sam"]]),
     ],
 )
 def test_stage_order(needs, produces, expected):
     assert stage_order(needs, produces) == expected
 
 
-def test_stage_cycle_is_refused():
-    with pytest.raises(ValueError, match="need each other"):
+def test_stage_cycle_and_missing_tables_are_refused_naming_them():
+    with pytest.raises(ValueError, match="specialists a, b need each other's output"):
         stage_order({"a": ("texts",), "b": ("regions",)}, {"a": ("regions",), "b": ("texts",)})
+    with pytest.raises(ValueError, match="'sam' needs regions but no other specialist of the round makes it"):
+        stage_order({"sam": ("regions",), "ocr": ()}, {"sam": ("masks",), "ocr": ("texts",)})
+
+
+def test_configs_are_ordered_from_what_each_configured_specialist_makes():
+    """Florence-2's tables follow its tasks: a region describer and SAM are no longer a cycle."""
+    f2 = lambda key, tasks: SpecialistSpec("florence2", {"checkpoint": "x", "tasks": tasks}, key=key)  # noqa: E731
+    cfg = RoundConfig(specialists=(f2("f2", ["<CAPTION>", "<OD>"]), f2("grounder", ["<CAPTION_TO_PHRASE_GROUNDING>"]),
+                                   SpecialistSpec("sam"), SpecialistSpec("label-grounder")))
+    assert cfg.stages() == [["f2"], ["grounder", "label-grounder", "sam"]]
+    with pytest.raises(ValueError, match="'sam' needs regions but no other specialist"):
+        RoundConfig(specialists=(SpecialistSpec("sam"), SpecialistSpec("rapidocr", key="x"), f2("f2", ["<CAPTION>"]))[::2])
+    with pytest.raises(ValueError, match="'grounder' needs texts"):
+        RoundConfig(specialists=(f2("grounder", ["<CAPTION_TO_PHRASE_GROUNDING>"]), SpecialistSpec("yolo", {"weights": "y.pt"})))
+
+
+def test_unknown_specialists_and_tasks_list_the_known_ones():
+    with pytest.raises(ValueError, match="unknown specialist 'dino'; known: yolo, sam, grabcut, rapidocr, florence2"):
+        SpecialistSpec("dino")
+    with pytest.raises(ValueError, match="cannot be imported"):
+        SpecialistSpec("no.such.module:factory")
+    with pytest.raises(ValueError, match=r"unknown Florence-2 task\(s\) \['<DANCE>'\]; known: <CAPTION>"):
+        RoundConfig(specialists=(SpecialistSpec("florence2", {"checkpoint": "x", "tasks": ["<DANCE>"]}),))
 
 
 @pytest.mark.parametrize("kwargs, fragment", [
@@ -204,14 +229,14 @@ def test_stage_cycle_is_refused():
     ({"shard_size": 0}, "shard_size"),
 ])
 def test_bad_round_config(kwargs, fragment):
-    base = {"specialists": (SpecialistSpec("grabcut"),)}
+    base = {"specialists": (SpecialistSpec("rapidocr"),)}
     with pytest.raises(ValueError, match=fragment):
         RoundConfig(**{**base, **kwargs})
 
 
 def test_round_config_from_toml(tmp_path):
     path = tmp_path / "round.toml"
-    path.write_text('shard_size = 8\nsplits = ["pool"]\n[[specialists]]\nname = "grabcut"\ncpus = 0.5\n'
+    path.write_text('shard_size = 8\nsplits = ["pool"]\n[[specialists]]\nname = "rapidocr"\ncpus = 0.5\n'
                     '[filters.regions]\nmin_score = 0.4\n')
     cfg = RoundConfig.from_file(path)
     assert cfg.shard_size == 8 and cfg.splits == ("pool",) and cfg.filters.regions.min_score == 0.4

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.round_config import SpecialistSpec
+from engine.round.config import SpecialistSpec
 
 
 def test_declared_resources_are_the_default():

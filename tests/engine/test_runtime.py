@@ -7,11 +7,11 @@ import time
 
 import pytest
 
-from engine.ingest import IngestConfig, ingest
-from engine.round import run_round
-from engine.round_config import RoundConfig, SpecialistSpec
-from engine.runtime import ClusterError, Runtime, check_reachable
-from engine.store import Store
+from engine.dataset.ingest import IngestConfig, ingest
+from engine.round.run import run_round
+from engine.round.config import RoundConfig, SpecialistSpec
+from engine.round.runtime import ClusterError, Runtime, check_reachable
+from engine.dataset.store import Store
 
 
 def free_port() -> int:
@@ -30,7 +30,7 @@ def test_unreachable_cluster_fails_fast_and_writes_nothing(small_world, tmp_path
     store = Store(tmp_path / "ds", create=True)
     ingest(str(small_world.images("gold")), store, IngestConfig(split="gold"))
     address = f"127.0.0.1:{free_port()}"
-    config = RoundConfig(specialists=(SpecialistSpec("grabcut"),), ray_address=address)
+    config = RoundConfig(specialists=(SpecialistSpec("rapidocr"),), ray_address=address)
     start = time.perf_counter()
     with pytest.raises(ClusterError, match=f"could not reach the Ray cluster at {address}"):
         run_round(store, 1, config)

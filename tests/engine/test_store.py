@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from engine.store import CorruptFileError, RoundLockedError, Store, StoreError
+from engine.dataset.store import CorruptFileError, RoundLockedError, Store, StoreError
 from schemas import SchemaError
 from tests.rows import table_of, valid_row
 
@@ -117,7 +117,7 @@ def test_lock_holds_across_processes_and_dies_with_a_killed_writer(tmp_path):
     child = _child(
         """
         import os, sys, time
-        from engine.store import Store
+        from engine.dataset.store import Store
         with Store(os.environ["DS"], create=True).writer(0):
             print("locked", flush=True)
             time.sleep(600)

@@ -8,14 +8,14 @@ import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
-from engine.cli import app
+from cli.main import app
 from engine.exports.coco import export_coco
 from engine.exports.florence2_jsonl import export_florence2
 from engine.exports.hf_parquet import export_hf
 from engine.exports.selection import select
 from engine.exports.yolo_labels import export_yolo
-from engine.masks import decode_rle
-from engine.store import Store, StoreError
+from schemas.masks import decode_rle
+from engine.dataset.store import Store, StoreError
 from schemas import schema_for
 from specialists.florence2_parse import parse_florence2
 from tests.rows import valid_row
@@ -76,7 +76,7 @@ def test_hf_layout_loads_with_datasets(selection, tmp_path):
 def test_yolo_labels_pass_ultralytics_checker(selection, tmp_path):
     from ultralytics.data.utils import check_det_dataset
 
-    from specialists.training.yolo_train import provide_font
+    from specialists.training.yolo import provide_font
     from specialists.yolo import configure_ultralytics
 
     configure_ultralytics()

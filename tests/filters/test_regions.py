@@ -177,7 +177,7 @@ def test_noise_simulator_makes_the_defects_it_promises():
 
 
 def test_pipeline_keeps_every_drop_with_its_row(small_world):
-    from engine.store import Store
+    from engine.dataset.store import Store
 
     gold = Store(small_world.gold)
     sizes = gold.image_sizes()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine.ingest import IngestConfig, ingest
-from engine.store import Store
+from engine.dataset.ingest import IngestConfig, ingest
+from engine.dataset.store import Store
 
 
 @pytest.fixture

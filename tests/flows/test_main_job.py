@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.store import Store
+from engine.dataset.store import Store
 
 FLD = str(Path(sys.executable).with_name("fld"))
 

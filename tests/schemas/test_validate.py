@@ -8,7 +8,7 @@ import pycocotools.mask as mask_utils
 import pytest
 
 from schemas import SCHEMA_VERSION, TABLES, SchemaError, check_table, validate_table
-from schemas.rle import RleError, check_rle
+from schemas.masks import RleError, check_rle
 from tests.rows import one, table_of, valid_row
 
 SIZES = {"img0": (3, 4)}

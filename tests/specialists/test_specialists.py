@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from engine.masks import rle_iou
+from schemas.masks import rle_iou
 from schemas import validate_table
 from specialists.base import Batch, WeightsError, as_rgb, weights_version
 from specialists.registry import build
@@ -58,7 +58,7 @@ def test_yolo_bad_weights(yolo_weights, tiny_sam, tmp_path, damage, fragment):
 
 def test_sam_masks_for_prompt_boxes_with_predicted_iou(tiny_sam, small_world):
     batch = gold_batch(small_world, 2)
-    out = SamSegmenter(SamConfig(checkpoint=str(tiny_sam), model_type="tiny"))(batch)["regions"]
+    out = SamSegmenter(SamConfig(checkpoint=str(tiny_sam), model_type="tiny"))(batch)["masks"]
     objects = batch.regions.filter(pa.compute.equal(batch.regions.column("kind"), "object"))
     assert out.num_rows == objects.num_rows
     assert out.column("region_id").to_pylist() == objects.column("region_id").to_pylist()
@@ -86,7 +86,7 @@ def test_sam_bad_checkpoints(tiny_sam, tmp_path, damage, fragment):
 def test_grabcut_segments_world_objects_well(small_world):
     batch = gold_batch(small_world, 2)
     truth = {r["region_id"]: r["mask"] for r in batch.regions.to_pylist()}
-    out = GrabCutSegmenter()(batch)["regions"].to_pylist()
+    out = GrabCutSegmenter()(batch)["masks"].to_pylist()
     ious = [rle_iou([r["mask"]], [truth[r["region_id"]]])[0, 0] for r in out if r["mask"]]
     assert len(ious) >= len(out) - 1 and np.mean(ious) > 0.8
     assert all(r["mask_score"] is None for r in out)  # GrabCut has no confidence: none is made up
@@ -162,7 +162,7 @@ def test_prompts_are_limited_to_the_batch_images(small_world):
     whole = gold_batch(small_world, 4)
     part = Batch(whole.image_ids[:1], whole.images[:1], regions=whole.regions, texts=whole.texts)
     assert set(part.prompts("regions").column("image_id").to_pylist()) == {whole.image_ids[0]}
-    out = GrabCutSegmenter()(part)["regions"]
+    out = GrabCutSegmenter()(part)["masks"]
     assert set(out.column("image_id").to_pylist()) == {whole.image_ids[0]}
 
 
@@ -172,5 +172,5 @@ def test_grabcut_box_over_the_whole_image_gets_no_mask(small_world):
     regions = batch.regions.slice(0, 1)
     regions = regions.set_column(regions.schema.get_field_index("box"), "box",
                                  pa.array([[0.0, 0.0, float(w), float(h)]], regions.schema.field("box").type))
-    out = GrabCutSegmenter()(Batch(batch.image_ids, batch.images, regions=regions))["regions"]
+    out = GrabCutSegmenter()(Batch(batch.image_ids, batch.images, regions=regions))["masks"]
     assert out.num_rows == 1 and out.column("mask")[0].as_py() is None

@@ -7,7 +7,7 @@ import re
 import pyarrow as pa
 import pytest
 
-from engine.store import Store
+from engine.dataset.store import Store
 from schemas import schema_for
 from specialists.florence2_parse import parse_florence2
 from specialists.training.florence2_examples import ALL_TASKS, build_examples

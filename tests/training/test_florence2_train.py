@@ -8,8 +8,8 @@ import pyarrow.compute as pc
 import pytest
 import torch
 
-from engine.sources import load_rgb
-from engine.store import Store
+from engine.dataset.sources import load_rgb
+from engine.dataset.store import Store
 from specialists.florence2_build import build_model, build_processor, train_tokenizer
 from specialists.training.florence2_examples import build_examples
 from specialists.training.florence2_train import Florence2TrainConfig, train_florence2

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.gates import GateConfig, decide, holders, served
-from engine.refine import gate_rows, round_config
-from engine.specialist_training import Trained
+from engine.loop.gates import GateConfig, decide, holders, served
+from engine.loop.refine import gate_rows, round_config
+from engine.loop.training import Trained
 
 
 def model(name: str, folder: str, **gold) -> Trained:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pyarrow.compute as pc
 import pytest
 
-from engine.gold import GoldGuard, GoldLeakError
-from engine.store import Store
-from engine.training_set import load_training_set
+from engine.evaluation.gold import GoldGuard, GoldLeakError
+from engine.dataset.store import Store
+from engine.loop.training_set import load_training_set
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def test_training_set_refuses_gold_images(small_world):
 
 
 def test_yolo_dataset_passes_ultralytics_checker(seed, tmp_path):
-    from specialists.training.yolo_train import provide_font, write_yolo_dataset
+    from specialists.training.yolo import provide_font, write_yolo_dataset
     from specialists.yolo import configure_ultralytics
 
     configure_ultralytics()
@@ -45,10 +45,10 @@ def test_yolo_dataset_passes_ultralytics_checker(seed, tmp_path):
 
 
 def test_sam_trains_and_loads_back(seed, tmp_path):
-    from schemas.validate import box_array
+    from schemas.geometry import box_array
     from specialists.sam import SamConfig, load_sam
-    from specialists.training.sam_train import SamSample, SamTrainConfig, train_sam
-    from engine.sources import load_rgb
+    from specialists.training.sam import SamSample, SamTrainConfig, train_sam
+    from engine.dataset.sources import load_rgb
 
     regions = seed.tables["regions"].filter(pc.equal(seed.tables["regions"].column("kind"), "object"))
     first = regions.column("image_id")[0].as_py()
@@ -66,7 +66,7 @@ def test_confidence_is_calibrated_on_held_out_images():
     import pyarrow as pa
 
     from schemas import schema_for
-    from specialists.training.yolo_train import calibrate_confidence
+    from specialists.training.yolo import calibrate_confidence
     from tests.rows import valid_row
 
     truth = pa.Table.from_pylist([valid_row("regions", region_id=f"t{k}", box=[k * 10, 0, k * 10 + 8, 8], label="square")

@@ -6,10 +6,10 @@ import numpy as np
 import pyarrow.compute as pc
 import pytest
 
-from engine.hashing import content_id
-from engine.masks import decode_rle
-from engine.sources import load_rgb
-from engine.store import Store, StoreError
+from schemas.hashing import content_id
+from schemas.masks import decode_rle
+from engine.dataset.sources import load_rgb
+from engine.dataset.store import Store, StoreError
 from engine.world.config import WorldConfig
 from engine.world.describe import describe
 from engine.world.make import World, make_world

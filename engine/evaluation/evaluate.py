@@ -1,0 +1,224 @@
+"""The evaluator: quality of a round's annotations on the gold split, against the gold truth.
+
+Families and metrics (written to the ``metrics`` table, shown by ``fld metrics``):
+- region-text: detection precision / recall / F1 at IoU >= 0.5 with label match (greedy,
+  highest score first), COCO mAP and mAP50 through pycocotools (when every box has a score),
+  mean mask IoU of matched pairs that both have masks, OCR word precision / recall;
+- text, per granularity: BLEU-4, CIDEr-D and ROUGE-L (pycocoevalcap, our tokenizer: no Java),
+  coverage (gold images with a description), and for each description how many of the image's
+  ground-truth object categories it mentions (object recall) and how many it names that are
+  not there (hallucination);
+- text-phrase-region: grounding recall@1: for each ground-truth (image, phrase), the predicted
+  triplet with the same normalised phrase and the highest score must overlap one of the
+  phrase's boxes with IoU >= 0.5.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pycocotools.mask as mask_utils
+from pycocoevalcap.bleu.bleu import Bleu
+from pycocoevalcap.cider.cider import Cider
+from pycocoevalcap.rouge.rouge import Rouge
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from schemas.geometry import box_iou, match_boxes, rows_by_image
+from schemas.masks import rle_iou
+from engine.dataset.store import Store
+from engine.world.vocab import CATEGORIES, plural
+from schemas import GRANULARITIES, schema_for
+
+ARTICLES = {"a", "an", "the"}
+WORD = re.compile(r"[a-z0-9]+")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    iou: float = 0.5
+    categories: tuple[str, ...] = CATEGORIES
+    """Category words looked for in descriptions (object recall and hallucination)."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.iou < 1.0:
+            raise ValueError(f"iou must be within (0, 1), got {self.iou}")
+
+
+def tokens(text: str) -> list[str]:
+    return WORD.findall(text.lower())
+
+
+def normalise_phrase(text: str) -> str:
+    return " ".join(t for t in tokens(text) if t not in ARTICLES)
+
+
+def _prf(tp: int, n_pred: int, n_gt: int) -> tuple[float | None, float | None, float | None]:
+    precision = tp / n_pred if n_pred else None
+    recall = tp / n_gt if n_gt else None
+    if recall == 0.0:  # truth to find and none found: F1 is 0 whether or not anything was predicted
+        return precision, recall, 0.0
+    if precision is None or recall is None:
+        return precision, recall, None
+    return precision, recall, (2 * precision * recall / (precision + recall) if precision + recall else 0.0)
+
+
+def coco_map(pred: dict[str, list[dict]], gt: dict[str, list[dict]], images: list[str]) -> tuple[float, float]:
+    """(mAP@[.5:.95], mAP@.5) of scored boxes with pycocotools."""
+    labels = sorted({r["label"] for rows in (*gt.values(), *pred.values()) for r in rows})
+    cat = {label: k + 1 for k, label in enumerate(labels)}
+    img = {image: k + 1 for k, image in enumerate(images)}
+    xywh = lambda b: [b[0], b[1], b[2] - b[0], b[3] - b[1]]  # noqa: E731
+    annotations = [
+        {"id": n + 1, "image_id": img[r["image_id"]], "category_id": cat[r["label"]], "bbox": xywh(r["box"]),
+         "area": (r["box"][2] - r["box"][0]) * (r["box"][3] - r["box"][1]), "iscrowd": 0}
+        for n, r in enumerate(r for image in images for r in gt.get(image, []))
+    ]
+    detections = [
+        {"image_id": img[r["image_id"]], "category_id": cat[r["label"]], "bbox": xywh(r["box"]), "score": r["score"]}
+        for image in images for r in pred.get(image, [])
+    ]
+    if not detections or not annotations:
+        return 0.0, 0.0
+    with contextlib.redirect_stdout(io.StringIO()):
+        truth = COCO()
+        truth.dataset = {"images": [{"id": k} for k in img.values()], "annotations": annotations,
+                         "categories": [{"id": k, "name": n} for n, k in cat.items()]}
+        truth.createIndex()
+        found = truth.loadRes(detections)
+        coco = COCOeval(truth, found, "bbox")
+        coco.evaluate()
+        coco.accumulate()
+        coco.summarize()
+    return max(float(coco.stats[0]), 0.0), max(float(coco.stats[1]), 0.0)
+
+
+class Evaluator:
+    """Compares predicted annotations with truth on the truth's images."""
+
+    def __init__(self, truth: Store, config: EvalConfig = EvalConfig()):
+        self.config = config
+        images = truth.read("images")
+        self.images = sorted(images.column("image_id").to_pylist())
+        self.truth = {t: truth.read(t) for t in ("texts", "regions", "triplets")}
+
+    def _restrict(self, table: pa.Table) -> pa.Table:
+        return table.filter(pc.is_in(table.column("image_id"), pa.array(self.images, pa.string())))
+
+    def evaluate(self, predictions: dict[str, pa.Table]) -> list[tuple[str, str, float | None]]:
+        """(family, metric, value) for every metric; value None where it cannot be measured."""
+        pred = {t: self._restrict(predictions.get(t, schema_for(t).empty_table())) for t in ("texts", "regions", "triplets")}
+        return [*self._regions(pred["regions"]), *self._texts(pred["texts"]), *self._grounding(pred["triplets"])]
+
+    def _kind(self, table: pa.Table, kind: str) -> dict[str, list[dict]]:
+        return rows_by_image(table.filter(pc.equal(table.column("kind"), kind)))
+
+    def _regions(self, regions: pa.Table):
+        iou = self.config.iou
+        pred, gt = self._kind(regions, "object"), self._kind(self.truth["regions"], "object")
+        tp = n_pred = n_gt = 0
+        mask_ious = []
+        for image in self.images:
+            p, g = pred.get(image, []), gt.get(image, [])
+            matches = match_boxes(p, g, iou)
+            tp, n_pred, n_gt = tp + len(matches), n_pred + len(p), n_gt + len(g)
+            pairs = [(p[i]["mask"], g[j]["mask"]) for i, j, _ in matches if p[i]["mask"] and g[j]["mask"]]
+            if pairs:
+                ious = rle_iou([a for a, _ in pairs], [b for _, b in pairs])
+                mask_ious.extend(np.diag(ious).tolist())
+        precision, recall, f1 = _prf(tp, n_pred, n_gt)
+        scored = n_pred and all(r["score"] is not None for rows in pred.values() for r in rows)
+        m, m50 = coco_map(pred, gt, self.images) if scored else (None, None)
+        ocr_pred, ocr_gt = self._kind(regions, "ocr"), self._kind(self.truth["regions"], "ocr")
+        hit = said = truth_words = 0
+        for image in self.images:
+            words_p = Counter(w for r in ocr_pred.get(image, []) for w in r["label"].upper().split())
+            words_g = Counter(w for r in ocr_gt.get(image, []) for w in r["label"].upper().split())
+            hit += sum((words_p & words_g).values())
+            said, truth_words = said + sum(words_p.values()), truth_words + sum(words_g.values())
+        family = "region-text"
+        return [
+            (family, "detection_precision", precision), (family, "detection_recall", recall),
+            (family, "detection_f1", f1), (family, "detection_map", m), (family, "detection_map50", m50),
+            (family, "mask_iou", float(np.mean(mask_ious)) if mask_ious else None),
+            (family, "ocr_word_precision", hit / said if said else None),
+            (family, "ocr_word_recall", hit / truth_words if truth_words else None),
+        ]
+
+    def _mentioned(self, text: str) -> set[str]:
+        words = set(tokens(text))
+        return {c for c in self.config.categories if c in words or plural(c) in words}
+
+    def _texts(self, texts: pa.Table):
+        out = []
+        truth_objects = {img: {r["label"] for r in rows} for img, rows in self._kind(self.truth["regions"], "object").items()}
+        for granularity in GRANULARITIES:
+            gt = rows_by_image(self.truth["texts"].filter(pc.equal(self.truth["texts"].column("granularity"), granularity)))
+            pred = rows_by_image(texts.filter(pc.equal(texts.column("granularity"), granularity)))
+            scored = [i for i in self.images if i in pred and i in gt]
+            family, name = "text", granularity
+            coverage = len(scored) / len(self.images) if self.images else None
+            if not scored:
+                out += [(family, f"{name}.{m}", None) for m in ("bleu4", "cider", "rouge_l", "object_recall", "hallucination")]
+                out.append((family, f"{name}.coverage", coverage))
+                continue
+            best = {i: max(pred[i], key=lambda r: r["score"] if r["score"] is not None else 0.0)["text"] for i in scored}
+            res = {i: [" ".join(tokens(best[i]))] for i in scored}
+            refs = {i: [" ".join(tokens(r["text"])) for r in gt[i]] for i in scored}
+            bleu = Bleu(4).compute_score(refs, res, verbose=0)[0][3]
+            cider = Cider().compute_score(refs, res)[0]
+            rouge = Rouge().compute_score(refs, res)[0]
+            recall, hallucination = [], []
+            for i in scored:
+                mentioned, present = self._mentioned(best[i]), truth_objects.get(i, set())
+                if present:
+                    recall.append(len(mentioned & present) / len(present))
+                if mentioned:
+                    hallucination.append(len(mentioned - present) / len(mentioned))
+            out += [
+                (family, f"{name}.bleu4", float(bleu)), (family, f"{name}.cider", float(cider)),
+                (family, f"{name}.rouge_l", float(rouge)), (family, f"{name}.coverage", coverage),
+                (family, f"{name}.object_recall", float(np.mean(recall)) if recall else None),
+                (family, f"{name}.hallucination", float(np.mean(hallucination)) if hallucination else 0.0),
+            ]
+        return out
+
+    def _grounding(self, triplets: pa.Table):
+        gt_groups: dict[tuple[str, str], list] = defaultdict(list)
+        for row in self.truth["triplets"].to_pylist():
+            gt_groups[(row["image_id"], normalise_phrase(row["phrase"]))].append(row["box"])
+        best: dict[tuple[str, str], dict] = {}
+        for row in triplets.to_pylist():
+            key = (row["image_id"], normalise_phrase(row["phrase"]))
+            score = row["score"] if row["score"] is not None else 0.0
+            if key not in best or score > (best[key]["score"] or 0.0):
+                best[key] = row
+        hits = 0
+        for key, boxes in gt_groups.items():
+            if key in best and box_iou(np.array([best[key]["box"]]), np.array(boxes)).max() >= self.config.iou:
+                hits += 1
+        recall = hits / len(gt_groups) if gt_groups else None
+        return [("text-phrase-region", "grounding_recall@1", recall)]
+
+
+def metric_rows(results, round_id: int, source: str, split: str = "gold") -> pa.Table:
+    rows = [{"round": round_id, "split": split, "family": f, "metric": m,
+             "value": None if v is None else float(v), "source": source} for f, m, v in results]
+    return pa.Table.from_pylist(rows, schema=schema_for("metrics"))
+
+
+def evaluate_round(dataset: Store, round_id: int, gold_truth: Store, source: str = "dataset",
+                   config: EvalConfig = EvalConfig()) -> pa.Table:
+    """Evaluate round ``round_id`` of ``dataset`` on the gold split and write its metrics."""
+    predictions = {t: dataset.read(t, round_id) for t in ("texts", "regions", "triplets")}
+    table = metric_rows(Evaluator(gold_truth, config).evaluate(predictions), round_id, source)
+    with dataset.writer(round_id) as writer:
+        writer.write("metrics", f"gold-{source}", table)
+    return table

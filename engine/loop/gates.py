@@ -1,0 +1,89 @@
+"""Gates: which model's predictions for which task may enter a round, decided from measured gold
+quality, so that a weak model cannot degrade the dataset.
+
+For each task, the candidate (the model retrained this round) is compared with the incumbent (the
+model whose predictions entered the round before): the candidate replaces it only when its gold
+metric is no worse than the incumbent's minus ``tolerance``; and whichever wins must reach the
+task's floor, or the task is left out of the round. Every decision is recorded in the round.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from engine.loop.training import Trained
+from specialists.training.registry import task_metrics, trainer_for
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    floors: dict = field(default_factory=lambda: {
+        "region-text/detection_f1": 0.2, "region-text/mask_iou": 0.5, "text/brief.cider": 0.1,
+        "text/detailed.cider": 0.1, "text/more_detailed.cider": 0.1, "text-phrase-region/grounding_recall@1": 0.2,
+    })
+    tolerance: float = 0.01
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.tolerance <= 1.0 or any(v < 0.0 for v in self.floors.values()):
+            raise ValueError("gate tolerance must be within [0, 1] and floors >= 0")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Gate:
+    task: str
+    """``specialist:task``."""
+    metric: str
+    candidate: float | None
+    incumbent: float | None
+    floor: float
+    chosen: str
+    """``candidate``, ``incumbent`` or ``none`` (the task is left out of the round)."""
+
+    def row(self) -> dict:
+        return asdict(self)
+
+
+def tasks_of(trained: Trained) -> list[str]:
+    """``specialist:task`` of each task the trained model can serve."""
+    return [f"{trained.name}:{t}" for t in trainer_for(trained.name).served_tasks(trained.manifest)]
+
+
+def decide(candidates: dict[str, Trained], incumbents: dict[str, Trained], config: GateConfig = GateConfig()
+           ) -> dict[str, tuple[Gate, Trained | None]]:
+    """Per ``specialist:task``: the gate and the model that serves it (None when gated out).
+
+    ``candidates`` are by specialist name; ``incumbents`` by task (the model that served it the
+    round before, whether or not its predictions passed the floor)."""
+    out: dict[str, tuple[Gate, Trained | None]] = {}
+    metrics = task_metrics()
+    offered = {task: model for model in candidates.values() for task in tasks_of(model)}
+    for task in sorted(set(offered) | set(incumbents)):
+        metric = metrics[task]
+        floor = config.floors.get(metric, 0.0)
+        cand, inc = offered.get(task), incumbents.get(task)
+        c = cand.gold.get(metric) if cand else None
+        i = inc.gold.get(metric) if inc else None
+        if c is not None and (i is None or c >= i - config.tolerance):
+            chosen, model, value = "candidate", cand, c
+        elif i is not None:
+            chosen, model, value = "incumbent", inc, i
+        else:
+            chosen, model, value = "none", None, None
+        served = model
+        if value is None or value < floor:
+            chosen, model = "none", None
+        out[task] = (Gate(task, metric, c, i, floor, chosen), model if model else served)
+    return out
+
+
+def served(gates: dict[str, tuple[Gate, Trained | None]]) -> dict[str, Trained]:
+    """The model of each task that passed its gate."""
+    return {task: model for task, (gate, model) in gates.items() if gate.chosen != "none" and model is not None}
+
+
+def holders(gates: dict[str, tuple[Gate, Trained | None]]) -> dict[str, Trained]:
+    """Per task, the best model so far (even if below the floor): next round's incumbent."""
+    return {task: model for task, (_, model) in gates.items() if model is not None}

@@ -1,0 +1,86 @@
+"""Profiles of ``fld run``: how big a world, how long each specialist trains, how many rounds.
+
+``quick`` is a smoke test (a few minutes), ``default`` is what ``make run`` runs on a 2-core CPU
+machine in under 15 minutes, ``large`` is for benchmarks and GPUs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from specialists.training.florence2 import Florence2Budget
+from specialists.training.sam import SamBudget
+from specialists.training.registry import trainer_for
+from specialists.training.trainer import Trainer
+from specialists.training.yolo import YoloBudget
+
+
+Budgets = dict[str, Any]
+"""Per trainer name, its ``Budget`` (``specialists.training``); a trainer not named trains with
+its Budget's defaults."""
+
+
+def budget_for(budgets: Budgets, trainer: Trainer) -> Any:
+    budget = budgets.get(trainer.name) or trainer.Budget()
+    if not isinstance(budget, trainer.Budget):
+        raise ValueError(f"the budget of {trainer.name} must be a {trainer.Budget.__name__}, got {type(budget).__name__}")
+    return budget
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    world_images: int
+    seed_fraction: float
+    gold_fraction: float
+    bootstrap: Budgets
+    refine: Budgets
+    refinement_rounds: int = 1
+    device: str = "cpu"
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.world_images < 3 or self.refinement_rounds < 0:
+            raise ValueError("a profile needs >= 3 world images and >= 0 refinement rounds")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def on(self, device: str) -> Profile:
+        return replace(self, device=device)
+
+    def pretrained(self, name: str, checkpoint: str) -> Profile:
+        """This profile with specialist ``name`` bootstrapped from a released ``checkpoint``."""
+        trainer = trainer_for(name)
+        budget = budget_for(self.bootstrap, trainer)
+        if "pretrained" not in {f.name for f in fields(budget)}:
+            raise ValueError(f"{name} cannot start from a pretrained checkpoint")
+        return replace(self, bootstrap={**self.bootstrap, name: replace(budget, pretrained=checkpoint)})
+
+
+PROFILES = {
+    "quick": Profile("quick", world_images=160, seed_fraction=0.5, gold_fraction=0.2,
+                     bootstrap={"yolo": YoloBudget(epochs=3, imgsz=160), "sam": SamBudget(steps=40),
+                                "florence2": Florence2Budget(steps=40)},
+                     refine={"yolo": YoloBudget(epochs=1, imgsz=160), "sam": SamBudget(steps=10),
+                             "florence2": Florence2Budget(steps=10)}),
+    "default": Profile("default", world_images=400, seed_fraction=0.6, gold_fraction=0.1,
+                       bootstrap={"yolo": YoloBudget(epochs=14, imgsz=160), "sam": SamBudget(steps=100),
+                                  "florence2": Florence2Budget(steps=300)},
+                       refine={"yolo": YoloBudget(epochs=3, imgsz=160), "sam": SamBudget(steps=30),
+                               "florence2": Florence2Budget(steps=80)}),
+    "large": Profile("large", world_images=5000, seed_fraction=0.4, gold_fraction=0.1,
+                     bootstrap={"yolo": YoloBudget(epochs=60, imgsz=320), "sam": SamBudget(steps=2000),
+                                "florence2": Florence2Budget(steps=6000, batch=32)},
+                     refine={"yolo": YoloBudget(epochs=10, imgsz=320), "sam": SamBudget(steps=500),
+                             "florence2": Florence2Budget(steps=2000, batch=32)},
+                     refinement_rounds=3),
+}
+
+
+def profile(name: str) -> Profile:
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ValueError(f"unknown profile {name!r}; known: {', '.join(PROFILES)}") from None

@@ -1,0 +1,221 @@
+"""Rounds of the data engine built from trained models: the specialists' round (round 1, the
+bootstrapped models) and refinement rounds (retrain on the round before, gate, relabel, merge,
+evaluate), as FLD-5B's iterative refinement.
+
+A round's config is written to ``<data>/configs/round-<r>.json`` so that the round can be rerun
+(and resumed) exactly; its gates go to the ``metrics`` table (family ``gates``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+
+from engine.dataset.store import Store, StoreError
+from engine.evaluation.gold import GoldGuard
+from engine.loop.bootstrap import ModelSet, models_dir
+from engine.loop.gates import Gate, GateConfig, decide, holders, served
+from engine.loop.profiles import Profile, budget_for
+from engine.loop.serving import round_config as serving_round_config
+from engine.loop.serving import specs
+from engine.loop.training import Trained, load_trained, train_and_measure
+from engine.loop.training_set import load_training_set
+from engine.round.config import RoundConfig
+from schemas import schema_for
+from specialists.florence2 import GRANULARITY
+from specialists.training.registry import TRAINERS, trainer_for
+from specialists.training.trainer import Serving
+
+log = logging.getLogger(__name__)
+CAPTION_TASKS = tuple(GRANULARITY)
+STATE = "state.json"
+
+
+def config_path(data: str | Path, round_id: int) -> Path:
+    return Path(data) / "configs" / f"round-{round_id}.json"
+
+
+FIXED = (Serving("rapidocr", {"threads": 1}),)
+"""Specialists a round runs as they are (weights shipped in their package, never retrained)."""
+LABEL_GROUNDER = Serving("label-grounder", {})
+"""Grounds descriptions' noun phrases to object boxes whose label matches: added to a round that
+both describes images and detects objects."""
+
+
+def _best_per_exclusive_task(served_by: dict[str, Trained]) -> dict[str, Trained]:
+    """Only the best model (on gold) of a task that one model a round serves (the segmenters)."""
+    keep = dict(served_by)
+    by_task: dict[str, list[str]] = {}
+    for key in served_by:
+        name, task = key.split(":", 1)
+        if any(t.name == task and t.exclusive for t in trainer_for(name).tasks):
+            by_task.setdefault(task, []).append(key)
+    for task, keys in by_task.items():
+        best = max(keys, key=lambda k: served_by[k].gold.get(trainer_for(k.split(":")[0]).metric(task)) or 0.0)
+        for key in keys:
+            if key != best:
+                keep.pop(key)
+    return keep
+
+
+def round_config(gates: dict[str, tuple[Gate, Trained | None]], ocr: bool = True, device: str = "cpu") -> RoundConfig:
+    """The round's specialists: each gated-in task served by the model that won its gate (each
+    model as its trainer serves it), the fixed specialists (RapidOCR; ``ocr=False`` when its rows
+    are carried over) and, when the round both describes and detects, the label grounder."""
+    served_by = _best_per_exclusive_task(served(gates))
+    by_model: dict[Path, tuple[Trained, list[str]]] = {}
+    for key, model in sorted(served_by.items()):
+        by_model.setdefault(model.folder, (model, []))[1].append(key.split(":", 1)[1])
+    servings = list(FIXED) if ocr else []
+    for model, tasks in by_model.values():
+        servings += trainer_for(model.name).serve(model.manifest, tasks, device)
+    describes = any(t in CAPTION_TASKS for key in served_by for t in [key.split(":", 1)[1]])
+    detects = any(key.endswith(":<OD>") for key in served_by)
+    if describes and detects:
+        servings.append(LABEL_GROUNDER)
+    servings = [s for s in servings if _has_prompts(s, servings)]
+    return serving_round_config(servings)
+
+
+def _has_prompts(serving: Serving, servings: list[Serving]) -> bool:
+    """A segmenter without a specialist that proposes regions has nothing to mask: left out."""
+    needs = specs([serving])[0].build().needs
+    makers = [s for s in servings if s is not serving]
+    made = {t for s in specs(makers) for t in s.build().produces} if makers else set()
+    return all(t in made for t in needs)
+
+
+def write_round_config(data: str | Path, round_id: int, config: RoundConfig) -> Path:
+    path = config_path(data, round_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(json.loads(config.to_json()), indent=2))
+    return path
+
+
+def gate_rows(gates: dict[str, tuple[Gate, Trained | None]], round_id: int) -> pa.Table:
+    """Per gate: ``<task>`` 1.0 when its predictions enter the round (else 0.0), and the gold
+    metric of the ``<task>.candidate`` and ``<task>.incumbent`` it was decided on."""
+    rows = []
+    for task, (gate, _) in sorted(gates.items()):
+        for metric, value in ((task, 0.0 if gate.chosen == "none" else 1.0), (f"{task}.candidate", gate.candidate),
+                              (f"{task}.incumbent", gate.incumbent)):
+            rows.append({"round": round_id, "split": "gold", "family": "gates", "metric": metric,
+                         "value": value, "source": "gate"})
+    return pa.Table.from_pylist(rows, schema=schema_for("metrics"))
+
+
+def write_gates(store: Store, round_id: int, gates) -> None:
+    with store.writer(round_id) as writer:
+        writer.write("metrics", "gates", gate_rows(gates, round_id))
+
+
+@dataclass
+class Refinement:
+    """A round's models: the latest trained of each specialist (what the next round retrains from)
+    and, per task, the best model so far (the next round's incumbent); with the gates decided."""
+
+    round: int
+    trained: dict[str, Trained]
+    holders: dict[str, Trained]
+    gates: dict[str, tuple[Gate, Trained | None]]
+    config: Path
+
+    def save(self, models_root: str | Path) -> Path:
+        path = models_dir(models_root, self.round) / STATE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"round": self.round, "config": str(self.config),
+                                    "trained": {n: str(t.folder) for n, t in self.trained.items()},
+                                    "holders": {k: str(t.folder) for k, t in self.holders.items()},
+                                    "gates": {k: g.row() for k, (g, _) in self.gates.items()}}, indent=2))
+        return path
+
+    @classmethod
+    def load(cls, models_root: str | Path, round_id: int) -> Refinement:
+        path = models_dir(models_root, round_id) / STATE
+        if not path.is_file():
+            raise StoreError(f"no models recorded for round {round_id} in {models_root} ({path} is missing)")
+        state = json.loads(path.read_text())
+        load = lambda folder: load_trained(Path(folder))  # noqa: E731
+        trained = {n: load(f) for n, f in state["trained"].items()}
+        holders = {k: load(f) for k, f in state["holders"].items()}
+        gates = {k: (Gate(**g), holders.get(k)) for k, g in state["gates"].items()}
+        return cls(state["round"], trained, holders, gates, Path(state["config"]))
+
+
+def first_round(data: str | Path, models_root: str | Path, bootstrapped: ModelSet,
+                gate_config: GateConfig = GateConfig()) -> Refinement:
+    """Round 1's config: the bootstrapped models, each task gated on its own gold quality."""
+    gates = decide(bootstrapped.models, {}, gate_config)
+    write_gates(Store(data), 1, gates)
+    result = Refinement(1, dict(bootstrapped.models), holders(gates), gates,
+                        write_round_config(data, 1, round_config(gates)))
+    result.save(models_root)
+    return result
+
+
+def prepare_refinement(data: str | Path, models_root: str | Path, round_id: int, seed_truth: Store, gold: Store,
+                       profile: Profile, gate_config: GateConfig = GateConfig(),
+                       step: Callable[[str], None] | None = None) -> Refinement:
+    """Retrain every specialist on round ``round_id - 1``'s kept annotations (plus the seed truth),
+    from its previous weights; gate each task against the model that served it; write round
+    ``round_id``'s config."""
+    previous = Refinement.load(models_root, round_id - 1)
+    store = Store(data)
+    guard = GoldGuard.from_stores(store, gold)
+    kept = load_training_set(store, round_id - 1, ("pool",), guard, exhaustive=False)
+    seed = load_training_set(seed_truth, 0, ("seed",), guard)
+    tset = seed.merged(kept)
+    log.info("round %d trains on %d images (%d seed, %d pool): %s", round_id, len(tset), len(seed), len(kept), tset.counts())
+    root, device = models_dir(models_root, round_id), profile.device
+    candidates: dict[str, Trained] = {}
+    for name, trainer in TRAINERS.items():
+        if not trainer.trains:
+            continue  # measured once at bootstrap; its model stays what it was
+        if step:
+            step(f"round {round_id}: retrain {name}")
+        try:
+            candidates[name] = train_and_measure(trainer, tset, root, budget_for(profile.refine, trainer), gold,
+                                                 previous=previous.trained.get(name), device=device)
+        except ValueError as err:  # e.g. no kept annotations for it: the previous model stays
+            log.warning("round %d: %s not retrained: %s", round_id, name, err)
+    gates = decide(candidates, previous.holders, gate_config)
+    write_gates(store, round_id, gates)
+    try:
+        config = round_config(gates, ocr=False, device=device)
+    except ValueError:  # every task gated out: RapidOCR runs again so that the round is not empty
+        config = round_config(gates, ocr=True, device=device)
+    result = Refinement(round_id, {**previous.trained, **candidates}, holders(gates), gates,
+                        write_round_config(data, round_id, config))
+    result.save(models_root)
+    return result
+
+
+CARRIED = ("rapidocr",)
+"""Specialists a refinement round does not rerun: their weights never change, so their kept rows
+of the round before are its rows too (copied, not recomputed)."""
+
+
+def carry_unchanged(data: str | Path, round_id: int, specialists: tuple[str, ...] = CARRIED) -> int:
+    """Copy the kept rows of ``specialists`` (those the round's config did not run) from round
+    ``round_id - 1`` into round ``round_id``."""
+    import pyarrow.compute as pc
+
+    ran = {s["name"] for s in json.loads(config_path(data, round_id).read_text())["specialists"]}
+    specialists = tuple(s for s in specialists if s not in ran)
+    store = Store(data)
+    with store.writer(round_id) as writer:
+        total = 0
+        for table in ("texts", "regions", "triplets"):
+            rows = store.read(table, round_id - 1)
+            rows = rows.filter(pc.is_in(rows.column("specialist"), pa.array(specialists, pa.string())))
+            if rows.num_rows:
+                rows = rows.set_column(rows.schema.get_field_index("round"), "round",
+                                       pa.array([round_id] * rows.num_rows, pa.int32()))
+                writer.write(table, "carried", rows)
+                total += rows.num_rows
+    return total

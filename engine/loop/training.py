@@ -1,0 +1,111 @@
+"""Train any registered specialist on a training set and measure it on the gold split.
+
+Each trained model lives in its own folder with a ``manifest.json`` written last (so a folder
+without one is an interrupted training, resumed or redone): what it was trained on (a
+fingerprint of the inputs, the settings and the gold split), its weights, training facts, and
+its gold metrics, measured through the round's annotation path with the round's filters
+(``engine.evaluation.measure``): the number a gate reads is what a round with that model alone
+would score. A call whose fingerprint matches an existing manifest reuses it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.dataset.store import Store
+from engine.evaluation.measure import GoldBoxes, gold_images, measure_specs
+from engine.loop.serving import SHARD_SIZE, round_filters, specs
+from schemas.hashing import fingerprint
+from specialists.training.trainer import Trainer, TrainingSet
+
+log = logging.getLogger(__name__)
+MANIFEST = "manifest.json"
+TRAINER_VERSION = "2"
+"""Bump when training or measuring changes what a trained model's manifest would be."""
+
+
+@dataclass
+class Trained:
+    name: str
+    folder: Path
+    manifest: dict
+
+    @property
+    def weights(self) -> str:
+        return self.manifest["weights"]
+
+    @property
+    def gold(self) -> dict[str, float | None]:
+        return self.manifest.get("gold", {})
+
+
+def load_trained(folder: Path) -> Trained:
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder} holds no trained model ({MANIFEST} is missing)")
+    manifest = json.loads(path.read_text())
+    return Trained(manifest["name"], folder, manifest)
+
+
+def _cached(folder: Path, key: str) -> Trained | None:
+    path = folder / MANIFEST
+    if path.is_file():
+        manifest = json.loads(path.read_text())
+        if manifest.get("key") == key and (not manifest["weights"] or Path(manifest["weights"]).exists()):
+            log.info("reusing %s trained earlier (%s)", manifest["name"], folder)
+            return Trained(manifest["name"], folder, manifest)
+    return None
+
+
+def _write_manifest(folder: Path, manifest: dict) -> Trained:
+    tmp = folder / f".{MANIFEST}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2, default=str))
+    os.replace(tmp, folder / MANIFEST)
+    return Trained(manifest["name"], folder, manifest)
+
+
+def _family(metric: str) -> str:
+    """``region-text/detection_f1`` -> ``region-text/detection``: the metrics that belong together."""
+    family, _, name = metric.partition("/")
+    return f"{family}/{re.split(r'[_.]', name)[0]}"
+
+
+def measure_on_gold(trainer: Trainer, manifest: dict, gold: Store, device: str = "cpu") -> dict[str, float | None]:
+    """Gold metrics of a trained model's tasks: the model alone in a round (gold boxes as prompts
+    for a segmenter), filtered as the round filters it."""
+    tasks = trainer.served_tasks(manifest)
+    servings = trainer.serve(manifest, tasks, device)
+    if not servings:
+        return {}
+    prompts = [("gold-boxes", GoldBoxes(gold))] if trainer.prompted_by_gold_boxes else []
+    metrics = measure_specs(specs(servings), round_filters(servings), gold, prompts, SHARD_SIZE)
+    wanted = {_family(trainer.metric(t)) for t in tasks}
+    return {k: v for k, v in metrics.items() if _family(k) in wanted}
+
+
+def train_and_measure(trainer: Trainer, data: TrainingSet, root: Path, budget: Any, gold: Store,
+                      previous: Trained | None = None, device: str = "cpu") -> Trained:
+    """``trainer``'s model trained on ``data`` into ``root/<name>`` (reused when its inputs are
+    unchanged), measured on ``gold``."""
+    before = previous.manifest if previous else None
+    settings = trainer.settings(data, budget, before, device)
+    key = fingerprint({"trainer": TRAINER_VERSION, "name": trainer.name, "images": data.ids(), "counts": data.counts(),
+                       "settings": settings, "previous": before["key"] if before else None,
+                       "gold": sorted(gold_images(gold))})
+    folder = Path(root) / trainer.name
+    if found := _cached(folder, key):
+        return found
+    folder.mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    facts = trainer.train(data, folder, budget, before, device)
+    seconds = time.monotonic() - start
+    manifest = {"name": trainer.name, "key": key, **facts, "seconds": seconds}
+    manifest["gold"] = measure_on_gold(trainer, manifest, gold, device)
+    return _write_manifest(folder, manifest)

@@ -1,0 +1,133 @@
+"""``fld report``: one self-contained HTML file of a run (no external files, scripts or fonts):
+per-round metric plots, the FLD-5B statistics table, what the filters dropped and why, and
+sample images with their boxes, masks and grounded phrases drawn on them."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pyarrow.compute as pc
+from PIL import Image, ImageDraw
+
+from schemas.masks import decode_rle
+from engine.dataset.metrics import metrics_table
+from engine.report.plots import plot_metrics
+from engine.dataset.query import QueryResult, connect
+from engine.dataset.rounds import rounds_table
+from engine.dataset.sources import load_rgb
+from engine.dataset.stats import dataset_stats
+from engine.dataset.store import Store, StoreError
+
+PALETTE = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
+           (240, 50, 230), (210, 245, 60), (0, 128, 128), (170, 110, 40)]
+CSS = """body{font-family:sans-serif;margin:24px;color:#222;max-width:1200px}h1{font-size:22px}h2{font-size:18px;
+border-bottom:1px solid #ccc;padding-bottom:4px;margin-top:32px}table{border-collapse:collapse;font-size:12px;margin:8px 0}
+td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}th{background:#f3f3f3}td.l,th.l{text-align:left}
+.plots img{margin:4px;border:1px solid #eee}.sample{display:inline-block;vertical-align:top;margin:8px;width:340px;font-size:12px}
+.sample img{width:340px;border:1px solid #ccc}.swatch{display:inline-block;width:10px;height:10px;margin-right:4px}"""
+
+
+def _png(image: Image.Image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _table(result: QueryResult, title: str = "") -> str:
+    if not result.rows:
+        return f"<p><em>{html.escape(title)}: none</em></p>"
+    head = "".join(f"<th class=l>{html.escape(str(c))}</th>" for c in result.columns)
+    body = "".join("<tr>" + "".join(_cell(v) for v in row) + "</tr>" for row in result.rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return f"<td>{value:.4g}</td>"
+    if value is None:
+        return "<td>-</td>"
+    return f"<td class=l>{html.escape(str(value))}</td>"
+
+
+def draw_sample(store: Store, round_id: int, image_id: str, uri: str) -> tuple[str, list[tuple[str, tuple]]]:
+    """The image with the round's object masks and boxes, and its grounded phrases' boxes (dashed)."""
+    image = Image.fromarray(load_rgb(uri)).convert("RGBA")
+    regions = store.read("regions", round_id)
+    regions = regions.filter(pc.equal(regions.column("image_id"), image_id)).to_pylist()
+    overlay = Image.new("RGBA", image.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(overlay)
+    legend = []
+    for k, r in enumerate(x for x in regions if x["kind"] in ("object", "ocr")):
+        colour = PALETTE[k % len(PALETTE)]
+        if r["mask"] is not None:
+            mask = decode_rle(r["mask"])
+            tint = np.zeros((*mask.shape, 4), np.uint8)
+            tint[mask] = (*colour, 90)
+            overlay = Image.alpha_composite(overlay, Image.fromarray(tint, "RGBA"))
+            draw = ImageDraw.Draw(overlay)
+        draw.rectangle(r["box"], outline=(*colour, 255), width=2)
+        label = f"{r['label'] or r['kind']}" + (f" {r['score']:.2f}" if r["score"] is not None else "")
+        draw.text((r["box"][0] + 2, r["box"][1] + 1), label, fill=(*colour, 255))
+    triplets = store.read("triplets", round_id)
+    triplets = triplets.filter(pc.equal(triplets.column("image_id"), image_id)).to_pylist()
+    for k, t in enumerate(triplets[:8]):
+        colour = PALETTE[(k + 5) % len(PALETTE)]
+        x1, y1, x2, y2 = t["box"]
+        for i in range(int(x1), int(x2), 6):
+            draw.line([(i, y1), (min(i + 3, x2), y1)], fill=(*colour, 255))
+            draw.line([(i, y2), (min(i + 3, x2), y2)], fill=(*colour, 255))
+        legend.append((t["phrase"], colour))
+    return _png(Image.alpha_composite(image, overlay).convert("RGB")), legend
+
+
+def build_report(store: Store, out: Path, samples: int = 6, round_id: int | None = None) -> Path:
+    """Writes the report to ``out`` (an .html file) and returns it."""
+    rounds = sorted(set(store.rounds("regions")) | set(store.rounds("texts")))
+    if not rounds:
+        raise StoreError(f"{store.root} has no annotation rounds to report on")
+    shown = round_id if round_id is not None else rounds[-1]
+    if shown not in rounds:
+        raise StoreError(f"round {shown} does not exist in {store.root} (rounds: {', '.join(map(str, rounds))})")
+    parts = [f"<h1>fld-engine report: {html.escape(str(store.root))}</h1>",
+             f"<p>{len(rounds)} round(s) with annotations: {', '.join(map(str, rounds))}; samples from round {shown}.</p>"]
+    parts += ["<h2>Rounds</h2>", _table(rounds_table(store), "rounds")]
+    metrics = metrics_table(store)
+    parts.append("<h2>Metrics by round</h2>")
+    with tempfile.TemporaryDirectory() as tmp:
+        plots = plot_metrics(metrics, tmp)
+        parts.append("<div class=plots>" + "".join(
+            f"<img alt='{html.escape(p.stem)}' src='{_png(Image.open(p))}'>" for p in plots) + "</div>"
+                     if plots else "<p><em>no gold metrics yet</em></p>")
+    parts.append(_table(metrics, "metrics"))
+    stats = dataset_stats(store)
+    parts += ["<h2>FLD-5B statistics</h2>", f"<p>{stats.images_ok} images ({stats.images_error} unreadable)</p>",
+              _table(stats.table)]
+    con = connect(store)
+    try:
+        found = con.execute("SELECT round, filter, split_part(reason, ':', 1) AS reason, count(*) AS rows FROM rejected "
+                            "GROUP BY ALL ORDER BY round, rows DESC").fetchall()
+    finally:
+        con.close()
+    parts += ["<h2>What the filters dropped</h2>", _table(QueryResult(["round", "filter", "reason", "rows"], found), "drops")]
+    parts.append(f"<h2>Samples (round {shown})</h2>")
+    images = store.read("images")
+    images = images.filter(pc.equal(images.column("status"), "ok"))
+    annotated = set(store.read("regions", shown, columns=["image_id"]).column("image_id").to_pylist())
+    texts = {r["image_id"]: r["text"] for r in store.read("texts", shown).to_pylist() if r["granularity"] == "brief"}
+    chosen = [(i, u) for i, u in zip(images.column("image_id").to_pylist(), images.column("uri").to_pylist())
+              if i in annotated or i in texts][:samples]
+    for image_id, uri in chosen:
+        src, legend = draw_sample(store, shown, image_id, uri)
+        phrases = "".join(f"<div><span class=swatch style='background:rgb{c}'></span>{html.escape(p)}</div>" for p, c in legend)
+        caption = html.escape(texts.get(image_id, ""))
+        parts.append(f"<div class=sample><img alt='sample {image_id[:8]}' src='{src}'><div><b>{caption}</b></div>{phrases}</div>")
+    doc = f"<!doctype html><html><head><meta charset=utf-8><title>fld-engine report</title><style>{CSS}</style></head><body>{''.join(parts)}</body></html>"
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(doc)
+    return out

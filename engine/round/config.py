@@ -1,0 +1,122 @@
+"""What a round runs: which specialists (by registry name, with options), how many workers each,
+the filters, the shard size and where Ray is. Read from a TOML or JSON file, or built in code."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from filters.fusion import FusionConfig
+from filters.pipeline import FilterConfig
+from filters.regions import RegionFilterConfig
+from filters.text import TextFilterConfig
+from filters.triplets import TripletFilterConfig
+from engine.round.annotate import stage_order
+from schemas import SPLITS
+from specialists.base import Specialist
+from specialists.registry import build, factory_of
+
+
+@dataclass(frozen=True)
+class SpecialistSpec:
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+    key: str = ""
+    """Unique name of this pool in the round (default: ``name``); two pools of one specialist
+    (e.g. a Florence-2 captioner and a Florence-2 grounder of its captions) need two keys."""
+    workers: int = 1
+    """Actors in this specialist's pool."""
+    cpus: float | None = None
+    """CPUs each actor reserves (fractions let several models share a small machine); default:
+    what the specialist declares (its ``Resources``)."""
+    gpus: float | None = None
+    """GPUs each actor reserves; default: what the specialist declares (1 when its device is cuda)."""
+
+    def __post_init__(self) -> None:
+        factory_of(self.name)  # an unknown name is refused here, listing the known ones
+        if not self.key:
+            object.__setattr__(self, "key", self.name)
+        if self.workers < 1 or (self.cpus is not None and self.cpus <= 0) or (self.gpus is not None and self.gpus < 0):
+            raise ValueError(f"{self.name}: workers must be >= 1, cpus > 0 and gpus >= 0")
+
+    def build(self) -> Specialist:
+        """The configured specialist, not loaded (its constructor is cheap: no weights are read)."""
+        return build(self.name, **self.options)
+
+    def resources(self) -> tuple[float, float]:
+        """(cpus, gpus) per actor: the spec's own, else the specialist's declared resources."""
+        if self.cpus is not None and self.gpus is not None:
+            return self.cpus, self.gpus
+        declared = self.build().resources
+        return (self.cpus if self.cpus is not None else declared.cpus,
+                self.gpus if self.gpus is not None else declared.gpus)
+
+
+@dataclass(frozen=True)
+class RoundConfig:
+    specialists: tuple[SpecialistSpec, ...]
+    filters: FilterConfig = field(default_factory=FilterConfig)
+    shard_size: int = 32
+    splits: tuple[str, ...] = ("pool", "gold", "unlabelled")
+    """Images of these splits are annotated (never seed: it is the specialists' training data)."""
+    max_in_flight: int = 4
+    """Shards in the pipeline at once: enough to keep every pool busy, few enough to bound memory."""
+    ray_address: str | None = None
+    """None: start Ray on this machine. Else an existing cluster ("auto", "ray://host:10001", ...)."""
+
+    def __post_init__(self) -> None:
+        if not self.specialists:
+            raise ValueError("a round needs at least one specialist")
+        keys = [s.key for s in self.specialists]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"each specialist key may appear once per round, got {keys} (set `key` to tell them apart)")
+        unknown = [s for s in self.splits if s not in SPLITS]
+        if unknown or "seed" in self.splits:
+            raise ValueError(f"splits must be among {', '.join(s for s in SPLITS if s != 'seed')}, got {list(self.splits)}")
+        if self.shard_size < 1 or self.max_in_flight < 1:
+            raise ValueError("shard_size and max_in_flight must be >= 1")
+        self.stages()  # specialists that need each other, or a table nobody makes: refused now, before any model loads
+
+    def stages(self) -> list[list[str]]:
+        """Specialist keys in dependency order (see ``stage_order``), from what each configured
+        specialist makes and takes."""
+        built = {s.key: s.build() for s in self.specialists}
+        return stage_order({k: tuple(s.needs) for k, s in built.items()}, {k: tuple(s.produces) for k, s in built.items()})
+
+    def spec(self, key: str) -> SpecialistSpec:
+        return next(s for s in self.specialists if s.key == key)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True, default=list)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> RoundConfig:
+        filters = data.get("filters", {})
+        return cls(
+            specialists=tuple(SpecialistSpec(**s) for s in data.get("specialists", [])),
+            filters=FilterConfig(
+                text=TextFilterConfig(**filters.get("text", {})),
+                regions=RegionFilterConfig(**filters.get("regions", {})),
+                fusion=FusionConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in filters.get("fusion", {}).items()}),
+                triplets=TripletFilterConfig(**filters.get("triplets", {})),
+            ),
+            **{k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k not in ("specialists", "filters")},
+        )
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> RoundConfig:
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"round config {path} does not exist")
+        text = path.read_text()
+        try:
+            data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+        except (tomllib.TOMLDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(f"round config {path} does not parse: {err}") from None
+        try:
+            return cls.from_dict(data)
+        except TypeError as err:
+            raise ValueError(f"round config {path}: {err}") from None

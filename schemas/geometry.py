@@ -1,0 +1,63 @@
+"""Geometry: the one home of box arrays, box IoU, greedy box matching and rows grouped by image.
+Specialists, filters, trainers and the evaluator all import it (masks: ``schemas.masks``)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+import pyarrow as pa
+
+
+def box_array(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """An (n, 4) float32 array of a box column (slices and chunks respected); null boxes become NaN rows."""
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if len(arr) == 0:
+        return np.zeros((0, 4), np.float32)
+    width = arr.type.list_size
+    values = arr.values.slice(arr.offset * width, len(arr) * width)
+    out = values.to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, width)
+    if arr.null_count:
+        out[np.flatnonzero(arr.is_null().to_numpy(zero_copy_only=False))] = np.nan
+    return out
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU matrix of xyxy boxes (pycocotools' bbox IoU, which takes xywh)."""
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)))
+    xywh = lambda x: np.c_[x[:, :2], x[:, 2:] - x[:, :2]].astype(np.float64)  # noqa: E731
+    return np.asarray(_coco_iou(xywh(a), xywh(b), [0] * len(b))).reshape(len(a), len(b))
+
+
+def rows_by_image(table: pa.Table) -> dict[str, list[dict]]:
+    """The rows of a table as dicts, grouped by image id."""
+    out: dict[str, list[dict]] = defaultdict(list)
+    for row in table.to_pylist():
+        out[row["image_id"]].append(row)
+    return out
+
+
+def match_boxes(pred: list[dict], gt: list[dict], iou: float, same_label: bool = True) -> list[tuple[int, int, float]]:
+    """Greedy matching, highest score first: (pred index, gt index, IoU) of each true positive."""
+    if not pred or not gt:
+        return []
+    ious = box_iou(np.array([p["box"] for p in pred]), np.array([g["box"] for g in gt]))
+    if same_label:
+        labels = np.array([[p["label"] == g["label"] for g in gt] for p in pred])
+        ious = np.where(labels, ious, 0.0)
+    order = sorted(range(len(pred)), key=lambda i: -(pred[i]["score"] if pred[i]["score"] is not None else 0.0))
+    used, matches = set(), []
+    for i in order:
+        candidates = [(ious[i, j], j) for j in range(len(gt)) if j not in used and ious[i, j] >= iou]
+        if candidates:
+            best, j = max(candidates)
+            used.add(j)
+            matches.append((i, j, float(best)))
+    return matches
+
+
+def _coco_iou(a, b, crowd):
+    import pycocotools.mask as mask_utils
+
+    return mask_utils.iou(a, b, crowd)

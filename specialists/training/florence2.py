@@ -1,0 +1,112 @@
+"""The Florence-2 trainer: multitask examples from a training set's annotations, trained with the
+CPU recipe (``florence2_train``) from the previous round's checkpoint, a user's pretrained one, or
+from nothing (tokenizer included); served as a captioner / detector and, when it describes
+images, as the grounder of its own descriptions."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from specialists.florence2 import GRANULARITY, GROUNDING
+from specialists.training.trainer import Serving, Task, Trainer, TrainingSet
+
+log = logging.getLogger(__name__)
+ALL = ("<OD>", "<CAPTION>", "<DETAILED_CAPTION>", "<MORE_DETAILED_CAPTION>", GROUNDING)
+
+
+@dataclass(frozen=True)
+class Florence2Budget:
+    steps: int = 600
+    batch: int = 16
+    size: str = "cpu"
+    """The architecture built from nothing (``specialists.florence2_build.SIZES``)."""
+    tasks: tuple[str, ...] = ALL
+    recipe: dict = field(default_factory=dict)
+    """Extra Florence2TrainConfig settings (e.g. ``vision_steps``); see docs/FLORENCE2_RECIPE.md."""
+    pretrained: str | None = None
+    """A released checkpoint folder to fine-tune at bootstrap instead of building one."""
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch < 1:
+            raise ValueError(f"Florence-2 budget: steps and batch must be >= 1, got {self.steps} / {self.batch}")
+        unknown = [t for t in self.tasks if t not in ALL]
+        if unknown:
+            raise ValueError(f"Florence-2 budget: unknown task(s) {unknown}; known: {', '.join(ALL)}")
+
+
+class Florence2Trainer(Trainer):
+    name = "florence2"
+    tasks = (Task("<OD>", "region-text/detection_f1"), Task("<CAPTION>", "text/brief.cider"),
+             Task("<DETAILED_CAPTION>", "text/detailed.cider"), Task("<MORE_DETAILED_CAPTION>", "text/more_detailed.cider"),
+             Task(GROUNDING, "text-phrase-region/grounding_recall@1"))
+    """CIDEr gates descriptions (BLEU-4 let a model through whose detailed descriptions lost half their CIDEr)."""
+    Budget = Florence2Budget
+
+    def served_tasks(self, manifest: dict) -> list[str]:
+        return [t for t in manifest.get("tasks", []) if t in ALL]
+
+    def _examples(self, data: TrainingSet, budget: Florence2Budget):
+        from specialists.training.florence2_examples import build_examples
+
+        return build_examples(data.tables["texts"], data.tables["regions"], data.tables["triplets"], data.sizes,
+                              budget.tasks)
+
+    def _config(self, budget: Florence2Budget, previous: dict | None, device: str):
+        from specialists.training.florence2_train import Florence2TrainConfig
+
+        recipe = dict(budget.recipe)
+        warm = previous is not None or budget.pretrained is not None
+        if warm:
+            recipe.pop("vision_steps", None)  # the vision tower is warm already
+        return Florence2TrainConfig(steps=budget.steps, batch_size=budget.batch, device=device, lr=3e-4 if warm else 1e-3,
+                                    save_every=max(25, budget.steps // 8), **recipe)
+
+    def settings(self, data: TrainingSet, budget: Florence2Budget, previous: dict | None, device: str) -> dict:
+        present = sorted({e.task for e in self._examples(data, budget)})
+        return {**self._config(budget, previous, device).to_dict(), "size": budget.size, "tasks": present,
+                "from": previous["weights"] if previous else budget.pretrained}
+
+    def train(self, data: TrainingSet, folder: Path, budget: Florence2Budget, previous: dict | None, device: str) -> dict:
+        from specialists.florence2 import load_florence2
+        from specialists.florence2_build import SIZES, build_model, build_processor, save_checkpoint, train_tokenizer
+        from specialists.training.florence2_train import train_florence2
+
+        examples = self._examples(data, budget)
+        present = sorted({e.task for e in examples})
+        missing = [t for t in budget.tasks if t not in present]
+        if missing:
+            log.warning("Florence-2: no kept annotations for %s; training on %s only", ", ".join(missing),
+                        ", ".join(present) or "nothing")
+        if not examples:
+            raise ValueError("no annotations of any Florence-2 task to train on")
+        start_from = previous["weights"] if previous else budget.pretrained
+        if start_from:
+            model, processor = load_florence2(start_from, device)
+        else:
+            corpus = data.tables["texts"].column("text").to_pylist() + data.tables["regions"].column("label").drop_null().to_pylist()
+            tokenizer = train_tokenizer(corpus, vocab_size=2000)
+            size = SIZES[budget.size]
+            processor = build_processor(tokenizer, size.image_size, size.stride)
+            model = build_model(size, tokenizer)
+        config = self._config(budget, previous, device)
+        images = {i: data.pixels(i) for i in {e.image_id for e in examples}}
+        result = train_florence2(model, processor, examples, images, folder / "state", config, fresh=not start_from)
+        checkpoint = save_checkpoint(model, processor, folder / "checkpoint")
+        return {"weights": str(checkpoint), "tasks": present, "missing_tasks": missing, "examples": len(examples),
+                "task_counts": result.tasks, "config": config.to_dict(), "steps": result.steps,
+                "resumed_from": result.resumed_from, "train_seconds": result.seconds,
+                "examples_per_second": result.examples_per_second}
+
+    def serve(self, manifest: dict, tasks: Sequence[str], device: str) -> list[Serving]:
+        """Its own tasks in one specialist; grounding in a second one that grounds the descriptions
+        of the first (without descriptions there is nothing to ground)."""
+        own = sorted(t for t in tasks if t != GROUNDING)
+        out = [Serving("florence2", {"checkpoint": manifest["weights"], "tasks": own, "max_new_tokens": 128,
+                                     "batch_size": 16, "device": device})] if own else []
+        if GROUNDING in tasks and any(t in GRANULARITY for t in own):
+            out.append(Serving("florence2", {"checkpoint": manifest["weights"], "tasks": [GROUNDING], "max_new_tokens": 64,
+                                             "batch_size": 16, "device": device}, key="florence2-grounder"))
+        return out
