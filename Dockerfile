@@ -16,6 +16,7 @@ COPY specialists specialists
 COPY filters filters
 COPY flows flows
 COPY schemas schemas
+COPY cli cli
 RUN pip install -c requirements.lock .
 
 WORKDIR /data

@@ -291,19 +291,20 @@ def round_run(
     except USER_ERRORS as err:
         raise fail(str(err)) from None
     if as_json:
-        print_json(result)
+        print_json(result.to_dict())
         return
-    summary = result["round"]
-    rows = [(k, summary[k]) for k in ("images", "skipped_shards", "images_per_s", "failures")]
-    rows += [(f"{t} raw -> kept", f"{summary['raw'].get(t, 0):,} -> {summary['kept'].get(t, 0):,}")
+    summary = result.summary
+    rows = [("images", summary.images), ("skipped shards", summary.skipped), ("images/s", round(summary.images_per_second, 3)),
+            ("failures", summary.failures)]
+    rows += [(f"{t} raw -> kept", f"{summary.raw.get(t, 0):,} -> {summary.kept.get(t, 0):,}")
              for t in ("texts", "regions", "triplets")]
     print_table([f"round {round_id}", "value"], rows, title="round summary")
-    dropped = [(name, code, n) for name, counts in summary["filters"].items() for code, n in counts.items()
+    dropped = [(name, code, n) for name, counts in summary.filter_counts.items() for code, n in counts.items()
                if code not in ("kept", "fused") and n]
     if dropped:
         print_table(["filter", "reason", "rows"], dropped, title="what the filters dropped (see the rejected table)")
-    if result["metrics"]:
-        print_table(["metric", "value"], [(k, v) for k, v in result["metrics"].items() if v is not None],
+    if result.metrics:
+        print_table(["metric", "value"], [(k, v) for k, v in result.metrics.items() if v is not None],
                     title=f"round {round_id} on gold")
 
 
@@ -366,9 +367,9 @@ def run_command(
     except USER_ERRORS as err:
         raise fail(str(err)) from None
     if as_json:
-        print_json(result)
+        print_json(result.to_dict())
         return
-    _print_metrics(Store(result["data"]), None, f"{out}: per-round metrics")
+    _print_metrics(Store(result.data), None, f"{out}: per-round metrics")
 
 
 @app.command()

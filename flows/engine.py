@@ -17,6 +17,8 @@ from prefect import flow, task
 
 from pathlib import Path
 
+import dataclasses
+
 from engine import settings
 from engine.evaluation.evaluate import evaluate_round
 from engine.dataset.ingest import IngestConfig, ingest
@@ -25,6 +27,8 @@ from engine.round.config import RoundConfig
 from engine.loop.summary import write_summary
 from engine.dataset.stats import dataset_stats
 from engine.dataset.store import Store
+from engine.round.run import RoundSummary
+from flows.results import Ingested, RoundOutcome, RunOutcome
 
 HEADLINE = ("region-text/detection_f1", "region-text/mask_iou", "region-text/ocr_word_recall", "text/brief.cider",
             "text/detailed.cider", "text-phrase-region/grounding_recall@1")
@@ -32,23 +36,18 @@ HEADLINE = ("region-text/detection_f1", "region-text/mask_iou", "region-text/ocr
 
 
 @task(name="ingest", retries=2, retry_delay_seconds=5)
-def ingest_task(data: str, source: str, split: str) -> dict:
+def ingest_task(data: str, source: str, split: str) -> Ingested:
     summary = ingest(source, Store(data, create=True), IngestConfig(split=split))
-    return {"source": source, "split": split, "ok": summary.ok, "errors": summary.errors,
-            "duplicates": len(summary.duplicates), "already_ingested": summary.already_ingested}
+    return Ingested(source, split, summary.ok, summary.errors, len(summary.duplicates), summary.already_ingested)
 
 
 @task(name="specialists-round", retries=2, retry_delay_seconds=10)
-def round_task(data: str, config: str, round_id: int, ray_address: str | None, kind: str = "specialists") -> dict:
+def round_task(data: str, config: str, round_id: int, ray_address: str | None, kind: str = "specialists") -> RoundSummary:
     """Runs (or resumes: a retry skips the shards already written) one round on Ray."""
     cfg = RoundConfig.from_file(config)
     if ray_address:
-        cfg = RoundConfig(**{**cfg.__dict__, "ray_address": ray_address})
-    summary = run_round(Store(data), round_id, cfg, kind=kind)
-    return {"round": round_id, "images": summary.images, "skipped_shards": summary.skipped,
-            "seconds": round(summary.seconds, 2), "images_per_s": round(summary.images_per_second, 3),
-            "kept": dict(summary.kept), "raw": dict(summary.raw), "failures": summary.failures,
-            "filters": {k: dict(v) for k, v in summary.filter_counts.items()}}
+        cfg = dataclasses.replace(cfg, ray_address=ray_address)
+    return run_round(Store(data), round_id, cfg, kind=kind)
 
 
 @task(name="evaluate-on-gold")
@@ -90,25 +89,26 @@ def stats_task(data: str, round_id: int) -> list[dict]:
 
 @flow(name="annotation-round", log_prints=False)
 def annotation_round(data: str, config: str, round_id: int = 1, sources: list[dict] | None = None,
-                     gold: str | None = None, ray_address: str | None = None) -> dict:
+                     gold: str | None = None, ray_address: str | None = None) -> RoundOutcome:
     """Ingest ``sources`` ([{source, split}]), run round ``round_id``, evaluate it on ``gold``."""
     settings.apply()
     ingested = [ingest_task(data, s["source"], s.get("split", "pool")) for s in sources or []]
     summary = round_task(data, config, round_id, ray_address)
     metrics = evaluate_task(data, round_id, gold) if gold else {}
-    return {"ingested": ingested, "round": summary, "metrics": metrics, "stats": stats_task(data, round_id)}
+    return RoundOutcome(round_id, "specialists", summary, metrics, stats_task(data, round_id), ingested)
 
 
 @flow(name="refinement-round", log_prints=False)
 def refinement_round(data: str, models: str, world: str, round_id: int, profile: str = "default",
-                     ray_address: str | None = None) -> dict:
+                     ray_address: str | None = None) -> RoundOutcome:
     """Retrain from the previous round's models, gate, relabel pool and gold, evaluate, summarise."""
     settings.apply()
     retrained = retrain_task(data, models, world, round_id, profile)
     summary = round_task(data, retrained["config"], round_id, ray_address, "refinement")
-    summary["carried"] = carry_task(data, round_id)
+    carried = carry_task(data, round_id)
     metrics = evaluate_task(data, round_id, str(Path(world) / "gold"))
-    return {"round": summary, "gates": retrained["gates"], "metrics": metrics, "summary": summary_task(data, round_id)}
+    return RoundOutcome(round_id, "refinement", summary, metrics, stats_task(data, round_id), gates=retrained["gates"],
+                        carried=carried, counts=summary_task(data, round_id))
 
 
 def stop_reason(previous: dict | None, now: dict, metrics: tuple[str, ...], min_gain: float) -> str | None:
@@ -126,7 +126,7 @@ def stop_reason(previous: dict | None, now: dict, metrics: tuple[str, ...], min_
 def data_engine(data: str, gold: str, config: str | None = None, rounds: int = 3, first_round: int = 1,
                 metric: str | None = None, min_gain: float = 0.005, sources: list[dict] | None = None,
                 ray_address: str | None = None, models: str | None = None, world: str | None = None,
-                profile: str = "default") -> list[dict]:
+                profile: str = "default") -> list[RoundOutcome]:
     """Rounds in sequence until ``rounds`` are done or gold quality gains less than ``min_gain``
     (on ``metric``, or on any headline metric when none is named).
 
@@ -145,14 +145,14 @@ def data_engine(data: str, gold: str, config: str | None = None, rounds: int = 3
             from engine.loop.refine import config_path
 
             result = annotation_round(data, str(config_path(data, 1)), 1, sources, gold, ray_address)
-            result["summary"] = summary_task(data, 1)
+            result.counts = summary_task(data, 1)
         else:
             result = refinement_round(data, models, world, round_id, profile, ray_address)
-        result["stop"] = stop_reason(previous, result["metrics"], watched, min_gain)
+        result.stop = stop_reason(previous, result.metrics, watched, min_gain)
         results.append(result)
-        if result["stop"]:
+        if result.stop:
             break
-        previous = {**(previous or {}), **{m: v for m, v in result["metrics"].items() if v is not None}}
+        previous = {**(previous or {}), **{m: v for m, v in result.metrics.items() if v is not None}}
     return results
 
 
@@ -191,7 +191,7 @@ def bootstrap_task(data: str, world: str, models: str, profile: str, pretrained_
 
 @flow(name="fld-run", log_prints=False)
 def engine_run(out: str, profile: str = "default", ray_address: str | None = None,
-               pretrained_florence2: str | None = None, rounds: int | None = None) -> dict:
+               pretrained_florence2: str | None = None, rounds: int | None = None) -> RunOutcome:
     """The whole engine on the embedded default: make a world, ingest it, bootstrap the
     specialists, run round 1 and the profile's refinement rounds, evaluating each on gold."""
     settings.apply()
@@ -207,7 +207,7 @@ def engine_run(out: str, profile: str = "default", ray_address: str | None = Non
     results = data_engine(data, str(Path(world) / "gold"), rounds=1 + (p.refinement_rounds if rounds is None else rounds - 1),
                           ray_address=ray_address, models=str(root / "models"), world=world, profile=profile,
                           min_gain=0.0)
-    return {"world": world, "data": data, "ingested": ingested, "bootstrap": boot, "rounds": results}
+    return RunOutcome(world, data, ingested, boot, results)
 
 
 def flow_parameters(**values) -> dict:

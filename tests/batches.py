@@ -23,3 +23,13 @@ def gold_batch(world, n: int = 3, with_prompts: bool = True) -> Batch:
     return Batch(ids, [load_rgb(r["uri"]) for r in images],
                  regions=keep(gold.read("regions")) if with_prompts else None,
                  texts=keep(gold.read("texts")) if with_prompts else None)
+
+
+def signed_batch(world, n: int = 3) -> Batch:
+    """Up to ``n`` images of the world (any split) whose truth holds a sign with a word."""
+    truth = Store(world.truth)
+    regions = truth.read("regions")
+    ids = sorted(set(regions.filter(pc.equal(regions.column("kind"), "ocr")).column("image_id").to_pylist()))[:n]
+    images = {r["image_id"]: r["uri"] for r in truth.read("images").to_pylist()}
+    keep = lambda t: t.filter(pc.is_in(t.column("image_id"), pa.array(ids)))  # noqa: E731
+    return Batch(ids, [load_rgb(images[i]) for i in ids], regions=keep(regions), texts=keep(truth.read("texts")))

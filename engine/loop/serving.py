@@ -33,7 +33,8 @@ def specs(servings: Sequence[Serving]) -> list[SpecialistSpec]:
 
 def round_filters(servings: Sequence[Serving]) -> FilterConfig:
     """The loop's filters, with each serving's own confidence floor."""
-    floors = {s.specialist: s.min_score for s in servings if s.min_score is not None}
+    # keyed by the name the specialist writes in its rows (a plugin's registry name is its import path)
+    floors = {spec.build().name: s.min_score for s, spec in zip(servings, specs(servings)) if s.min_score is not None}
     return FilterConfig(regions=RegionFilterConfig(min_score_by_specialist=floors),
                         fusion=FusionConfig(priority=FUSION_PRIORITY))
 

@@ -124,7 +124,7 @@ def test_a_killed_worker_costs_time_not_rows(ray_session, dataset, yolo_weights,
             pid = ray_session.get(ray_session.get_actor("fld-round2-sam-0").pid.remote(), timeout=10)
         except Exception:
             time.sleep(0.5)
-    assert pid, "the round's grabcut worker never started"
+    assert pid, "the round's sam worker never started"
     os.kill(pid, signal.SIGKILL)
     thread.join(timeout=300)
     assert "error" not in result, result.get("error")
@@ -246,3 +246,17 @@ def test_round_config_from_toml(tmp_path):
     path.write_text("not = [toml")
     with pytest.raises(ValueError, match="does not parse"):
         RoundConfig.from_file(path)
+
+
+def test_the_label_grounder_grounds_captions_inside_a_round(ray_session, dataset, tiny_florence2):
+    """Florence-2 describes ("a red house next to a tree") and detects (house, tree); the label
+    grounder links the caption's phrases to those boxes, and the triplets are kept."""
+    specialists = (SpecialistSpec("florence2", {"checkpoint": str(tiny_florence2), "tasks": ["<CAPTION>", "<OD>"],
+                                                "max_new_tokens": 24}, cpus=0.5),
+                   SpecialistSpec("label-grounder", cpus=0.5))
+    lenient = FilterConfig(regions=RegionFilterConfig(min_score=0.0, max_area_fraction=1.0))
+    summary = run_round(dataset, 1, RoundConfig(specialists=specialists, shard_size=8, filters=lenient))
+    triplets = dataset.read("triplets", 1).to_pylist()
+    assert summary.kept["triplets"] == len(triplets) > 0
+    assert {t["specialist"] for t in triplets} == {"label-grounder"}
+    assert {t["phrase"].split()[-1] for t in triplets} <= {"house", "tree"}

@@ -13,7 +13,7 @@ from filters.fusion import FusionConfig, fuse
 from filters.noise import NoiseConfig, simulate
 from filters.phrases import PhraseParser
 from filters.pipeline import filter_annotations
-from filters.regions import RegionFilterConfig, blank, confidence, geometry, nms, per_image_cap
+from filters.regions import RegionFilterConfig, blank, boxes_of, confidence, geometry, nms, per_image_cap
 from filters.triplets import TripletFilterConfig, contained, phrase_quality, triplet_confidence
 from schemas import validate_table
 from tests.rows import table_of, valid_row
@@ -171,9 +171,24 @@ def test_noise_simulator_makes_the_defects_it_promises():
     clean = simulate(truth, {"a": (100, 80)}, NoiseConfig(miss_rate=0, duplicate_rate=0, jitter=0,
                                                           wrong_label_rate=0, false_positives_per_image=0))
     assert clean.column("box").to_pylist() == truth.column("box").to_pylist()
-    noisy = simulate(truth, {"a": (100, 80)}, NoiseConfig(duplicate_rate=0.9, false_positives_per_image=5, seed=3))
-    assert noisy.num_rows > truth.num_rows
-    assert validate_table("regions", noisy, {"a": (100, 80)}) == []
+    assert validate_table("regions", clean, {"a": (100, 80)}) == []
+    size = {"a": (100, 80)}
+    only = lambda **kw: NoiseConfig(**{"miss_rate": 0, "duplicate_rate": 0, "jitter": 0, "wrong_label_rate": 0,  # noqa: E731
+                                       "false_positives_per_image": 0, "seed": 3, **kw})
+    assert simulate(truth, size, only(miss_rate=1.0)).num_rows == 0  # missed objects
+    dupes = simulate(truth, size, only(duplicate_rate=0.9))
+    assert dupes.num_rows > truth.num_rows  # duplicates: the same boxes again, same labels, lower scores
+    assert set(map(tuple, dupes.column("box").to_pylist())) == set(map(tuple, truth.column("box").to_pylist()))
+    wrong = simulate(truth, size, only(wrong_label_rate=1.0))
+    assert all(a != b for a, b in zip(wrong.column("label").to_pylist(), truth.column("label").to_pylist()))
+    moved = simulate(truth, size, only(jitter=0.1))
+    assert moved.num_rows == truth.num_rows and moved.column("box").to_pylist() != truth.column("box").to_pylist()
+    assert np.abs(boxes_of(moved) - boxes_of(truth)).max() < 10  # jitter of a tenth of a ~10-20 px box
+    extra = simulate(truth, size, only(false_positives_per_image=5))
+    fp = extra.num_rows - truth.num_rows
+    assert fp > 0 and np.mean(extra.column("score").to_numpy()[-fp:]) < 0.5  # false positives score low
+    noisy = simulate(truth, size, NoiseConfig(duplicate_rate=0.9, false_positives_per_image=5, seed=3))
+    assert validate_table("regions", noisy, size) == []
 
 
 def test_pipeline_keeps_every_drop_with_its_row(small_world):

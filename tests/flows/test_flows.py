@@ -23,11 +23,11 @@ def test_data_engine_runs_rounds_until_gold_stops_improving(small_world, tmp_pat
     results = data_engine(str(data), str(small_world.gold), config=str(ocr_config), rounds=3,
                           metric="region-text/ocr_word_recall", sources=sources)
     assert len(results) == 2  # the same specialists twice: no gain, so the engine stops
-    assert results[1]["stop"].startswith("gold quality stopped improving (best gain region-text/ocr_word_recall +0.0000")
+    assert results[1].stop.startswith("gold quality stopped improving (best gain region-text/ocr_word_recall +0.0000")
     first = results[0]
-    assert first["ingested"][0]["ok"] == small_world.config.split_counts()["gold"]
-    assert first["round"]["images"] == first["ingested"][0]["ok"] and first["round"]["failures"] == 0
-    recall = first["metrics"]["region-text/ocr_word_recall"]
+    assert first.ingested[0].ok == small_world.config.split_counts()["gold"]
+    assert first.summary.images == first.ingested[0].ok and first.summary.failures == 0
+    recall = first.metrics["region-text/ocr_word_recall"]
     assert recall is not None and 0.0 < recall <= 1.0
     store = Store(data)
     assert store.rounds("rounds") == [1, 2] and store.rounds("metrics") == [1, 2]
@@ -42,5 +42,5 @@ def test_a_flow_retry_resumes_the_round(small_world, tmp_path, ocr_config):
     ingest(str(small_world.images("gold")), data, IngestConfig(split="gold"))
     first = annotation_round(str(data.root), str(ocr_config), 1)
     again = annotation_round(str(data.root), str(ocr_config), 1)
-    assert again["round"]["images"] == 0 and again["round"]["skipped_shards"] > 0
-    assert first["round"]["images"] == small_world.config.split_counts()["gold"]
+    assert again.summary.images == 0 and again.summary.skipped > 0
+    assert first.summary.images == small_world.config.split_counts()["gold"]

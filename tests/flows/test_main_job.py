@@ -24,7 +24,7 @@ def test_fld_run_quick_profile_end_to_end(tmp_path):
                             text=True, env=env, timeout=1800)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout)
-    images = [r["round"]["images"] for r in summary["rounds"]]
+    images = [r["summary"]["images"] for r in summary["rounds"]]
     assert len(images) == 2 and images[0] == images[1] > 0  # both rounds annotate the pool and gold
     store = Store(out / "dataset")
     assert store.rounds("rounds") == [1, 2]

@@ -34,11 +34,23 @@ def dataset(tmp_path):
     return tmp_path / "ds"
 
 
-def test_help_lists_the_commands():
-    result = runner.invoke(app, ["--help"])
+def test_help_lists_every_command():
+    """Every command and group the app registers appears in ``fld --help`` (and each group's own help)."""
+    import typer.main
+
+    group = typer.main.get_command(app)
+    context = group.context_class(group, info_name="fld")
+    commands = group.list_commands(context)
+    assert {"query", "stats", "verify", "round", "world", "bootstrap", "run", "report", "export", "schedule"} <= set(commands)
+    result = runner.invoke(app, ["--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0
-    for command in ("query", "stats", "verify"):
-        assert command in result.output
+    listed = {line.split()[1] for line in result.output.splitlines() if line.startswith("│ ") and len(line.split()) > 1}
+    assert set(commands) <= listed, set(commands) - listed
+    for name in commands:
+        sub = group.get_command(context, name)
+        if hasattr(sub, "list_commands"):
+            help_text = runner.invoke(app, [name, "--help"], env={"COLUMNS": "200"}).output
+            assert all(c in help_text for c in sub.list_commands(context)), name
 
 
 def test_stats_json_counts_families(dataset):
