@@ -12,7 +12,6 @@ from rich.console import Console
 from rich.table import Table
 
 
-
 def console() -> Console:
     """Made per call so the terminal's current width (COLUMNS) is honoured."""
     return Console()

@@ -15,10 +15,10 @@ import pyarrow.compute as pc
 import torch
 from torchvision.ops import box_iou
 
-from schemas.hashing import fingerprint
 from filters.decision import Decision
 from filters.regions import boxes_of, scores_of
 from schemas import schema_for
+from schemas.hashing import fingerprint
 
 SPECIALIST = "fusion"
 

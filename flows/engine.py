@@ -13,21 +13,19 @@ With no ``PREFECT_API_URL`` they run on Prefect's ephemeral API; with it, on tha
 
 from __future__ import annotations
 
-from prefect import flow, task
-
+import dataclasses
 from pathlib import Path
 
-import dataclasses
+from prefect import flow, task
 
 from engine import settings
-from engine.evaluation.evaluate import evaluate_round
 from engine.dataset.ingest import IngestConfig, ingest
-from engine.round.run import run_round
-from engine.round.config import RoundConfig
-from engine.loop.summary import write_summary
 from engine.dataset.stats import dataset_stats
 from engine.dataset.store import Store
-from engine.round.run import RoundSummary
+from engine.evaluation.evaluate import evaluate_round
+from engine.loop.summary import write_summary
+from engine.round.config import RoundConfig
+from engine.round.run import RoundSummary, run_round
 from flows.results import Ingested, RoundOutcome, RunOutcome
 
 HEADLINE = ("region-text/detection_f1", "region-text/mask_iou", "region-text/ocr_word_recall", "text/brief.cider",

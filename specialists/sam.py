@@ -15,8 +15,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from schemas.masks import encode_rle
 from schemas.geometry import box_array
+from schemas.masks import encode_rle
 from specialists.base import MASKS, Batch, Resources, Specialist, WeightsError, require_path, weights_version
 
 log = logging.getLogger(__name__)

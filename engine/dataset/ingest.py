@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from schemas.hashing import content_id, fingerprint
 from engine.dataset.images import DEFAULT_MAX_PIXELS, ImageError, decode_image
 from engine.dataset.sources import list_source, read_bytes
 from engine.dataset.store import Store
 from schemas import SPLITS, schema_for
+from schemas.hashing import content_id, fingerprint
 
 log = logging.getLogger(__name__)
 

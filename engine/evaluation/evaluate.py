@@ -24,18 +24,17 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pycocotools.mask as mask_utils
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.rouge.rouge import Rouge
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from schemas.geometry import box_iou, match_boxes, rows_by_image
-from schemas.masks import rle_iou
 from engine.dataset.store import Store
 from engine.world.vocab import CATEGORIES, plural
 from schemas import GRANULARITIES, schema_for
+from schemas.geometry import box_iou, match_boxes, rows_by_image
+from schemas.masks import rle_iou
 
 ARTICLES = {"a", "an", "the"}
 WORD = re.compile(r"[a-z0-9]+")

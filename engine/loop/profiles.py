@@ -10,11 +10,10 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from specialists.training.florence2 import Florence2Budget
-from specialists.training.sam import SamBudget
 from specialists.training.registry import trainer_for
+from specialists.training.sam import SamBudget
 from specialists.training.trainer import Trainer
 from specialists.training.yolo import YoloBudget
-
 
 Budgets = dict[str, Any]
 """Per trainer name, its ``Budget`` (``specialists.training``); a trainer not named trains with

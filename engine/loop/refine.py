@@ -148,12 +148,12 @@ class Refinement:
 
 
 def first_round(data: str | Path, models_root: str | Path, bootstrapped: ModelSet,
-                gate_config: GateConfig = GateConfig()) -> Refinement:
+                gate_config: GateConfig = GateConfig(), device: str = "cpu") -> Refinement:
     """Round 1's config: the bootstrapped models, each task gated on its own gold quality."""
     gates = decide(bootstrapped.models, {}, gate_config)
     write_gates(Store(data), 1, gates)
     result = Refinement(1, dict(bootstrapped.models), holders(gates), gates,
-                        write_round_config(data, 1, round_config(gates)))
+                        write_round_config(data, 1, round_config(gates, device=device)))
     result.save(models_root)
     return result
 

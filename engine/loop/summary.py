@@ -10,9 +10,9 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from schemas.geometry import match_boxes, rows_by_image
 from engine.dataset.store import Store
 from schemas import schema_for
+from schemas.geometry import match_boxes, rows_by_image
 
 
 def _row(round_id: int, family: str, metric: str, value: float | None) -> dict:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine.evaluation.gold import GoldGuard
 from engine.dataset.sources import load_rgb
 from engine.dataset.store import Store
+from engine.evaluation.gold import GoldGuard
 from specialists.training.trainer import TrainingSet
 
 TABLES = ("texts", "regions", "triplets")

@@ -14,14 +14,14 @@ import numpy as np
 import pyarrow.compute as pc
 from PIL import Image, ImageDraw
 
-from schemas.masks import decode_rle
 from engine.dataset.metrics import metrics_table
-from engine.report.plots import plot_metrics
 from engine.dataset.query import QueryResult, connect
 from engine.dataset.rounds import rounds_table
 from engine.dataset.sources import load_rgb
 from engine.dataset.stats import dataset_stats
 from engine.dataset.store import Store, StoreError
+from engine.report.plots import plot_metrics
+from schemas.masks import decode_rle
 
 PALETTE = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
            (240, 50, 230), (210, 245, 60), (0, 128, 128), (170, 110, 40)]

@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import json
 import tomllib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from engine.round.annotate import stage_order
 from filters.fusion import FusionConfig
 from filters.pipeline import FilterConfig
 from filters.regions import RegionFilterConfig
 from filters.text import TextFilterConfig
 from filters.triplets import TripletFilterConfig
-from engine.round.annotate import stage_order
 from schemas import SPLITS
 from specialists.base import Specialist
 from specialists.registry import build, factory_of
@@ -94,17 +94,22 @@ class RoundConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> RoundConfig:
-        filters = data.get("filters", {})
-        return cls(
-            specialists=tuple(SpecialistSpec(**s) for s in data.get("specialists", [])),
-            filters=FilterConfig(
-                text=TextFilterConfig(**filters.get("text", {})),
-                regions=RegionFilterConfig(**filters.get("regions", {})),
-                fusion=FusionConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in filters.get("fusion", {}).items()}),
-                triplets=TripletFilterConfig(**filters.get("triplets", {})),
-            ),
-            **{k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k not in ("specialists", "filters")},
-        )
+        """A config from plain data (a parsed TOML or JSON file); an unknown key is named with the known ones."""
+        filters = _known(data.get("filters", {}), {"text", "regions", "fusion", "triplets"}, "[filters]")
+        specialists = []
+        if not isinstance(data.get("specialists", []), list):
+            raise ValueError("`specialists` must be a list of tables ([[specialists]] in TOML)")
+        for k, spec in enumerate(data.get("specialists", [])):
+            where = f"specialist {k + 1} ({spec.get('name', 'no name')})" if isinstance(spec, dict) else f"specialist {k + 1}"
+            specialists.append(SpecialistSpec(**_known(spec, _fields(SpecialistSpec), where)))
+        sections = {"text": TextFilterConfig, "regions": RegionFilterConfig, "fusion": FusionConfig,
+                    "triplets": TripletFilterConfig}
+        made = {name: kind(**{k: tuple(v) if isinstance(v, list) and name == "fusion" else v
+                              for k, v in _known(filters.get(name, {}), _fields(kind), f"[filters.{name}]").items()})
+                for name, kind in sections.items()}
+        top = _known(data, _fields(cls), "the round config")
+        return cls(specialists=tuple(specialists), filters=FilterConfig(**made),
+                   **{k: tuple(v) if isinstance(v, list) else v for k, v in top.items() if k not in ("specialists", "filters")})
 
     @classmethod
     def from_file(cls, path: str | Path) -> RoundConfig:
@@ -118,5 +123,19 @@ class RoundConfig:
             raise ValueError(f"round config {path} does not parse: {err}") from None
         try:
             return cls.from_dict(data)
-        except TypeError as err:
+        except (TypeError, ValueError) as err:  # unknown keys, bad values, specialists that cannot be ordered
             raise ValueError(f"round config {path}: {err}") from None
+
+
+def _fields(kind: type) -> set[str]:
+    return {f.name for f in fields(kind)}
+
+
+def _known(section: object, known: set[str], where: str) -> dict:
+    """``section`` as a dict whose keys are all in ``known``; else a ValueError naming the odd ones."""
+    if not isinstance(section, dict):
+        raise ValueError(f"{where} must be a table of settings, got {type(section).__name__}")
+    unknown = sorted(set(section) - known)
+    if unknown:
+        raise ValueError(f"{where}: unknown setting(s) {', '.join(map(repr, unknown))}; known: {', '.join(sorted(known))}")
+    return section

@@ -14,11 +14,11 @@ from dataclasses import asdict, dataclass, field
 
 import pyarrow as pa
 
+from engine.dataset.store import RoundWriter, Store, StoreError
 from engine.round.annotate import Annotated, failures_table
 from engine.round.config import RoundConfig
 from engine.round.runtime import Pipeline, Runtime
 from engine.round.shards import Shard, plan_shards
-from engine.dataset.store import RoundWriter, Store, StoreError
 from schemas import schema_for
 
 log = logging.getLogger(__name__)

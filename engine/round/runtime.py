@@ -18,9 +18,9 @@ from urllib.parse import urlparse
 
 from engine.round.annotate import Annotated
 from engine.round.config import RoundConfig
-from engine.settings import home
 from engine.round.shards import Shard
 from engine.round.workers import FilterWorker, SpecialistWorker, decode_shard
+from engine.settings import home
 
 log = logging.getLogger(__name__)
 

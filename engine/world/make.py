@@ -25,7 +25,6 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-from schemas.hashing import content_id, fingerprint
 from engine.dataset.store import Store, StoreError
 from engine.world.config import WorldConfig
 from engine.world.describe import describe
@@ -33,6 +32,7 @@ from engine.world.draw import render
 from engine.world.sample import sample_scene
 from engine.world.truth import truth_rows
 from schemas import schema_for
+from schemas.hashing import content_id, fingerprint
 
 log = logging.getLogger(__name__)
 

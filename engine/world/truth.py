@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from schemas.masks import encode_rle
 from engine.world.describe import Description, region_caption
 from engine.world.scene import Scene
+from schemas.masks import encode_rle
 
 SPECIALIST = "world"
 

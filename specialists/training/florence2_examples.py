@@ -20,12 +20,11 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from schemas.geometry import box_array
+from specialists.florence2 import GROUNDING, REGION_TO_DESCRIPTION
 from specialists.florence2_parse import location_tokens
 
 CAPTION_TASKS = {"brief": "<CAPTION>", "detailed": "<DETAILED_CAPTION>", "more_detailed": "<MORE_DETAILED_CAPTION>"}
 REGION_TASKS = {"object": "<OD>", "region_caption": "<DENSE_REGION_CAPTION>", "ocr": "<OCR_WITH_REGION>"}
-GROUNDING = "<CAPTION_TO_PHRASE_GROUNDING>"
-REGION_TO_DESCRIPTION = "<REGION_TO_DESCRIPTION>"
 FAMILY_OF_TASK = {
     "<CAPTION>": "text", "<DETAILED_CAPTION>": "text", "<MORE_DETAILED_CAPTION>": "text",
     "<OD>": "object", "<DENSE_REGION_CAPTION>": "region_caption", "<REGION_TO_DESCRIPTION>": "region_caption",

@@ -62,8 +62,8 @@ def loopback_cluster(monkeypatch):
 def test_round_on_a_two_node_loopback_cluster(loopback_cluster, small_world, tmp_path):
     import ray
 
-    from engine.round.run import run_round
     from engine.round.config import RoundConfig, SpecialistSpec
+    from engine.round.run import run_round
 
     store = Store(tmp_path / "ds", create=True)
     ingest(str(small_world.images("gold")), store, IngestConfig(split="gold"))

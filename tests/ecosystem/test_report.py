@@ -12,8 +12,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from cli.main import app
-from engine.report.html import build_report
 from engine.dataset.store import Store, StoreError
+from engine.report.html import build_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

@@ -14,8 +14,8 @@ from pycocotools.cocoeval import COCOeval
 from typer.testing import CliRunner
 
 from cli.main import app
-from engine.evaluation.evaluate import EvalConfig, Evaluator, evaluate_round, normalise_phrase, tokens
 from engine.dataset.store import Store
+from engine.evaluation.evaluate import EvalConfig, Evaluator, evaluate_round, normalise_phrase, tokens
 from tests.rows import table_of, valid_row
 
 W, H = 100, 80

@@ -6,10 +6,10 @@ import shutil
 
 import pytest
 
-from engine.evaluation.gold import GoldGuard, GoldLeakError
-from schemas.hashing import content_id
 from engine.dataset.ingest import ingest
 from engine.dataset.store import Store
+from engine.evaluation.gold import GoldGuard, GoldLeakError
+from schemas.hashing import content_id
 
 
 def test_gold_copied_into_the_pool_under_another_name_is_caught(small_world, tmp_path):

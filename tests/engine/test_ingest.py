@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from schemas.hashing import content_id
 from engine.dataset.images import ImageError, decode_image
 from engine.dataset.ingest import IngestConfig, ingest
 from engine.dataset.sources import SourceError, list_source
 from engine.dataset.store import Store
+from schemas.hashing import content_id
 
 
 def encode(image: Image.Image, fmt: str, **kwargs) -> bytes:

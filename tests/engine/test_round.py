@@ -11,11 +11,11 @@ import time
 import pytest
 
 from engine.dataset.ingest import IngestConfig, ingest
-from engine.round.run import run_round
-from engine.round.config import RoundConfig, SpecialistSpec
-from engine.round.runtime import Runtime
 from engine.dataset.store import RoundLockedError, Store, StoreError
 from engine.round.annotate import Decoded, StageOutput, stage_order
+from engine.round.config import RoundConfig, SpecialistSpec
+from engine.round.run import run_round
+from engine.round.runtime import Runtime
 from engine.round.workers import SpecialistWorker
 from filters.pipeline import FilterConfig
 from filters.regions import RegionFilterConfig
@@ -246,6 +246,13 @@ def test_round_config_from_toml(tmp_path):
     path.write_text("not = [toml")
     with pytest.raises(ValueError, match="does not parse"):
         RoundConfig.from_file(path)
+    for text, fragment in (("shardsize = 4\n[[specialists]]\nname = 'rapidocr'\n", "unknown setting.s. 'shardsize'"),
+                           ("[[specialists]]\nname = 'rapidocr'\nworkerz = 2\n", r"specialist 1 \(rapidocr\): unknown setting.s. 'workerz'"),
+                           ("[[specialists]]\nname = 'rapidocr'\n[filters.regions]\nmin_scroe = 1\n", r"\[filters.regions\]: unknown"),
+                           ("specialists = 3\n", "must be a list of tables")):
+        path.write_text(text)
+        with pytest.raises(ValueError, match=fragment):
+            RoundConfig.from_file(path)
 
 
 def test_the_label_grounder_grounds_captions_inside_a_round(ray_session, dataset, tiny_florence2):

@@ -8,10 +8,10 @@ import time
 import pytest
 
 from engine.dataset.ingest import IngestConfig, ingest
-from engine.round.run import run_round
-from engine.round.config import RoundConfig, SpecialistSpec
-from engine.round.runtime import ClusterError, Runtime, check_reachable
 from engine.dataset.store import Store
+from engine.round.config import RoundConfig, SpecialistSpec
+from engine.round.run import run_round
+from engine.round.runtime import ClusterError, Runtime, check_reachable
 
 
 def free_port() -> int:

@@ -9,14 +9,14 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
+from engine.dataset.store import Store, StoreError
 from engine.exports.coco import export_coco
 from engine.exports.florence2_jsonl import export_florence2
 from engine.exports.hf_parquet import export_hf
 from engine.exports.selection import select
 from engine.exports.yolo_labels import export_yolo
-from schemas.masks import decode_rle
-from engine.dataset.store import Store, StoreError
 from schemas import schema_for
+from schemas.masks import decode_rle
 from specialists.florence2_parse import parse_florence2
 from tests.rows import valid_row
 

@@ -9,8 +9,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from schemas.masks import rle_iou
 from schemas import validate_table
+from schemas.masks import rle_iou
 from specialists.base import Batch, WeightsError, as_rgb, weights_version
 from specialists.registry import build
 from specialists.sam import GrabCutSegmenter, SamConfig, SamSegmenter

@@ -9,13 +9,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from engine.loop.bootstrap import bootstrap, models_dir
 from engine.dataset.ingest import IngestConfig, ingest
+from engine.dataset.store import Store
+from engine.loop.bootstrap import bootstrap, models_dir
 from engine.loop.profiles import Profile
 from engine.loop.refine import Refinement, carry_unchanged, config_path, first_round, prepare_refinement
-from engine.round.config import RoundConfig
 from engine.loop.training import MANIFEST
-from engine.dataset.store import Store
+from engine.round.config import RoundConfig
 from specialists.training.florence2 import Florence2Budget
 from specialists.training.sam import SamBudget
 from specialists.training.yolo import YoloBudget

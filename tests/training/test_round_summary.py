@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from engine.loop.summary import write_summary
 from engine.dataset.store import Store
+from engine.loop.summary import write_summary
 from schemas import schema_for
 from tests.rows import valid_row
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pyarrow.compute as pc
 import pytest
 
-from engine.evaluation.gold import GoldGuard, GoldLeakError
 from engine.dataset.store import Store
+from engine.evaluation.gold import GoldGuard, GoldLeakError
 from engine.loop.training_set import load_training_set
 
 
@@ -45,10 +45,10 @@ def test_yolo_dataset_passes_ultralytics_checker(seed, tmp_path):
 
 
 def test_sam_trains_and_loads_back(seed, tmp_path):
+    from engine.dataset.sources import load_rgb
     from schemas.geometry import box_array
     from specialists.sam import SamConfig, load_sam
     from specialists.training.sam import SamSample, SamTrainConfig, train_sam
-    from engine.dataset.sources import load_rgb
 
     regions = seed.tables["regions"].filter(pc.equal(seed.tables["regions"].column("kind"), "object"))
     first = regions.column("image_id")[0].as_py()

@@ -8,8 +8,6 @@ import numpy as np
 import pyarrow.compute as pc
 import pytest
 
-from schemas.hashing import content_id
-from schemas.masks import decode_rle
 from engine.dataset.sources import load_rgb
 from engine.dataset.store import Store, StoreError
 from engine.world.config import WorldConfig
@@ -18,6 +16,8 @@ from engine.world.make import World, make_world
 from engine.world.sample import sample_scene
 from engine.world.vocab import BACKGROUNDS, CATEGORIES, COLOURS, PATTERNS
 from schemas import validate_table
+from schemas.hashing import content_id
+from schemas.masks import decode_rle
 
 
 @pytest.mark.parametrize(

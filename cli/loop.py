@@ -1,0 +1,154 @@
+"""``fld`` commands that run the engine: a round, the bootstrap, the whole job, schedules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cli.common import USER_ERRORS, DataOption, JsonOption, fail, round_progress
+from cli.dataset import print_metrics
+from cli.render import err_console, print_json, print_table
+from engine.dataset.store import Store
+from engine.round.config import RoundConfig
+
+
+def round_run(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Round config (TOML or JSON): specialists, filters, shard size.")],
+    data: DataOption = Path("fld-data"),
+    round_id: Annotated[int, typer.Option("--round", "-r", help="Round number (>= 1).")] = 1,
+    gold: Annotated[Path | None, typer.Option(help="Gold truth to evaluate the round on (a world's gold folder).")] = None,
+    ray_address: Annotated[str | None, typer.Option("--ray-address", envvar="RAY_ADDRESS",
+                                                    help="An existing Ray cluster; default: Ray on this machine.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Annotate the dataset's pool and gold images: a Prefect flow running specialists on Ray,
+    then filters, Parquet, and (with --gold) evaluation.
+
+    Rerunning an interrupted round skips the shards it finished. PREFECT_API_URL points the flow
+    at a Prefect server; without it Prefect's ephemeral API is used.
+    """
+    from flows.engine import annotation_round
+
+    try:
+        RoundConfig.from_file(config)  # a bad config is reported before Prefect and Ray start
+        Store(data)
+        with round_progress(f"round {round_id}"):
+            result = annotation_round(str(data), str(config), round_id, gold=str(gold) if gold else None,
+                                      ray_address=ray_address)
+    except USER_ERRORS as err:
+        raise fail(str(err)) from None
+    if as_json:
+        print_json(result.to_dict())
+        return
+    summary = result.summary
+    rows = [("images", summary.images), ("skipped shards", summary.skipped), ("images/s", round(summary.images_per_second, 3)),
+            ("failures", summary.failures)]
+    rows += [(f"{t} raw -> kept", f"{summary.raw.get(t, 0):,} -> {summary.kept.get(t, 0):,}")
+             for t in ("texts", "regions", "triplets")]
+    print_table([f"round {round_id}", "value"], rows, title="round summary")
+    dropped = [(name, code, n) for name, counts in summary.filter_counts.items() for code, n in counts.items()
+               if code not in ("kept", "fused") and n]
+    if dropped:
+        print_table(["filter", "reason", "rows"], dropped, title="what the filters dropped (see the rejected table)")
+    if result.metrics:
+        print_table(["metric", "value"], [(k, v) for k, v in result.metrics.items() if v is not None],
+                    title=f"round {round_id} on gold")
+
+
+def bootstrap(
+    world: Annotated[Path, typer.Option("--world", "-w", help="A world made by `fld world make`.")],
+    models: Annotated[Path, typer.Option("--models", "-m", help="Folder for the trained models.")] = Path("fld-data/models"),
+    profile: Annotated[str, typer.Option(help="Training budget: quick, default or large.")] = "default",
+    only: Annotated[list[str] | None, typer.Option(help="Train only these (yolo, sam, grabcut, florence2); repeatable.")] = None,
+    pretrained_florence2: Annotated[Path | None, typer.Option("--pretrained-florence2",
+                                    help="Start Florence-2 from this checkpoint folder (e.g. Florence-2-base).")] = None,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    as_json: JsonOption = False,
+) -> None:
+    """Train the embedded default's specialists on a world's seed split, offline, and measure each
+    on its gold split. A rerun with unchanged inputs reuses the trained models."""
+    from engine.loop.bootstrap import bootstrap as run_bootstrap
+    from engine.loop.profiles import profile as get_profile
+    from engine.world.make import World
+    from specialists.training.registry import TRAINERS
+
+    try:
+        chosen = get_profile(profile).on(device)
+        if pretrained_florence2:
+            chosen = chosen.pretrained("florence2", str(pretrained_florence2))
+        result = run_bootstrap(World.open(world), models, chosen, tuple(only or TRAINERS),
+                               step=lambda what: err_console().print(f"[bold]{what}[/bold] ..."))
+    except USER_ERRORS as err:
+        raise fail(str(err)) from None
+    rows = result.gold_table()
+    if as_json:
+        print_json({"models": {n: str(t.folder) for n, t in result.models.items()}, "gold": rows})
+        return
+    print_table(["specialist", "gold metric", "value"], [(r["specialist"], r["metric"], r["value"]) for r in rows],
+                title=f"bootstrapped specialists in {models}")
+
+
+def run_command(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the world, dataset and models.")] = Path("fld-data"),
+    profile: Annotated[str, typer.Option(help="quick (a few minutes), default (< 15 min on 2 CPU cores) or large.")] = "default",
+    rounds: Annotated[int | None, typer.Option(help="Rounds in all (default: 1 + the profile's refinement rounds).")] = None,
+    pretrained_florence2: Annotated[Path | None, typer.Option("--pretrained-florence2",
+                                    help="Start Florence-2 from this checkpoint folder instead of from nothing.")] = None,
+    ray_address: Annotated[str | None, typer.Option("--ray-address", envvar="RAY_ADDRESS",
+                                                    help="An existing Ray cluster; default: Ray on this machine.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The main job: make a synthetic world, ingest it, bootstrap the specialists on its seed
+    split, run the specialists' round and refinement rounds (Prefect flows on Ray), and print the
+    per-round gold metrics. Rerunning reuses what is done (world, models, finished shards)."""
+    from engine.loop.profiles import profile as get_profile
+    from flows.engine import engine_run
+
+    try:
+        get_profile(profile)
+        with round_progress("images annotated (this round)"):
+            result = engine_run(str(out.absolute()), profile, ray_address,
+                                str(pretrained_florence2) if pretrained_florence2 else None, rounds)
+    except USER_ERRORS as err:
+        raise fail(str(err)) from None
+    if as_json:
+        print_json(result.to_dict())
+        return
+    print_metrics(Store(result.data), None, f"{out}: per-round metrics")
+
+
+def schedule(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Round config (TOML or JSON).")],
+    gold: Annotated[Path, typer.Option(help="Gold truth the data engine measures each round on.")],
+    data: DataOption = Path("fld-data"),
+    cron: Annotated[str | None, typer.Option(help='Cron schedule, e.g. "0 2 * * *" (02:00 daily).')] = None,
+    interval: Annotated[int | None, typer.Option(help="Or: seconds between runs.")] = None,
+    name: Annotated[str, typer.Option(help="Deployment name.")] = "fld-data-engine",
+    rounds: Annotated[int, typer.Option(help="Rounds per run (the engine stops early when gold stops improving).")] = 3,
+    work_pool: Annotated[str | None, typer.Option("--work-pool", help="Register with a Prefect process work pool "
+                                                  "(run `prefect worker start --pool NAME`) instead of serving here.")] = None,
+) -> None:
+    """Schedule the data engine as a Prefect deployment (cron or interval).
+
+    Without --work-pool, this command serves the deployment itself until stopped (Ctrl-C).
+    Point PREFECT_API_URL at a Prefect server so the schedule outlives this process.
+    """
+    from flows import schedule as scheduling
+
+    if (cron is None) == (interval is None):
+        raise fail("give exactly one of --cron or --interval", 2)
+    try:
+        RoundConfig.from_file(config)
+        parameters = {"data": str(data.absolute()), "config": str(config.absolute()), "gold": str(gold.absolute()),
+                      "rounds": rounds}
+        if work_pool:
+            deployment_id = scheduling.register(name, work_pool, parameters, cron, interval)
+            err_console().print(f"deployment data-engine/{name} registered ({deployment_id}); "
+                                f"start a worker: prefect worker start --pool {work_pool}")
+            return
+        err_console().print(f"serving data-engine/{name} ({'cron ' + cron if cron else f'every {interval} s'}); Ctrl-C stops")
+        scheduling.serve(name, parameters, cron, interval)
+    except USER_ERRORS as err:
+        raise fail(str(err)) from None
