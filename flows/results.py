@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 from engine.round.run import RoundSummary
 
@@ -38,7 +38,8 @@ class RoundOutcome:
     """Why the data engine stopped after this round, if it did."""
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**{f.name: getattr(self, f.name) for f in fields(self)}, "summary": self.summary.to_dict(),
+                "ingested": [asdict(i) for i in self.ingested]}
 
 
 @dataclass
@@ -52,4 +53,5 @@ class RunOutcome:
     rounds: list[RoundOutcome]
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {"world": self.world, "data": self.data, "ingested": [asdict(i) for i in self.ingested],
+                "bootstrap": self.bootstrap, "rounds": [r.to_dict() for r in self.rounds]}

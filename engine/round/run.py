@@ -10,7 +10,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 
@@ -55,7 +55,12 @@ class RoundSummary:
         return self.images / self.seconds if self.seconds else 0.0
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "images_per_second": round(self.images_per_second, 3)}
+        """Plain JSON-able data (``asdict`` would rebuild each Counter from its items, as counts of pairs)."""
+        return {"round": self.round, "shards": self.shards, "skipped": self.skipped, "images": self.images,
+                "seconds": round(self.seconds, 3), "images_per_second": round(self.images_per_second, 3),
+                "kept": dict(self.kept), "raw": dict(self.raw), "failures": self.failures,
+                "filter_counts": {k: dict(v) for k, v in self.filter_counts.items()},
+                "model_seconds": dict(self.model_seconds)}
 
 
 def _now() -> dt.datetime:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from engine.dataset.ingest import IngestConfig, ingest
@@ -44,3 +46,17 @@ def test_a_flow_retry_resumes_the_round(small_world, tmp_path, ocr_config):
     again = annotation_round(str(data.root), str(ocr_config), 1)
     assert again.summary.images == 0 and again.summary.skipped > 0
     assert first.summary.images == small_world.config.split_counts()["gold"]
+
+
+def test_a_round_outcome_prints_as_json_with_its_counts(small_world, tmp_path, ocr_config):
+    """Counters survive the trip to JSON as counts per name (dataclasses.asdict would turn them
+    into counts of (name, count) pairs, which JSON cannot hold)."""
+    from cli.render import to_json
+    from flows.engine import annotation_round
+
+    data = Store(tmp_path / "ds", create=True)
+    ingest(str(small_world.images("gold")), data, IngestConfig(split="gold"))
+    outcome = annotation_round(str(data.root), str(ocr_config), 1)
+    printed = json.loads(to_json(outcome.to_dict()))
+    assert printed["summary"]["kept"]["regions"] == outcome.summary.kept["regions"] > 0
+    assert printed["summary"]["filter_counts"]["geometry"]["kept"] == outcome.summary.filter_counts["geometry"]["kept"]
