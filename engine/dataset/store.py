@@ -19,7 +19,7 @@ import re
 import socket
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -268,6 +268,21 @@ class RoundWriter:
         self._require_open()
         body = json.dumps(dict(stats), sort_keys=True).encode()
         write_atomic(self.marker_path(shard), lambda tmp: tmp.write_bytes(body))
+
+    def remove_unmarked(self, tables: Iterable[str], label: re.Pattern) -> list[Path]:
+        """Remove this round's shards of ``tables`` whose name matches ``label`` but that have no
+        completion marker: a writer that died left them before finishing the shard."""
+        self._require_open()
+        done = set(self.done_shards())
+        removed = []
+        for table in tables:
+            for path in sorted(self.store.round_dir(table, self.round).glob("shard-*.parquet")):
+                name = path.stem.removeprefix("shard-")
+                if label.match(name) and name not in done:
+                    log.warning("removing %s: its shard was never completed", path.relative_to(self.store.root))
+                    path.unlink()
+                    removed.append(path)
+        return removed
 
     def done_shards(self) -> dict[str, dict]:
         """Stats of the shards already marked complete, by shard label."""

@@ -16,6 +16,7 @@ from filters.regions import RegionFilterConfig
 from filters.text import TextFilterConfig
 from filters.triplets import TripletFilterConfig
 from schemas import SPLITS
+from schemas.hashing import canonical, fingerprint
 from specialists.base import Specialist
 from specialists.registry import build, factory_of
 
@@ -89,8 +90,14 @@ class RoundConfig:
     def spec(self, key: str) -> SpecialistSpec:
         return next(s for s in self.specialists if s.key == key)
 
+    def rows_fingerprint(self) -> str:
+        """A hash of what decides a round's rows (specialists with their options, filters, splits);
+        not of how it runs (workers, CPUs, shard size, shards in flight, the cluster)."""
+        return fingerprint({"specialists": [(s.name, s.key, s.options) for s in self.specialists],
+                            "filters": asdict(self.filters), "splits": list(self.splits)})
+
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True, default=list)
+        return json.dumps(asdict(self), sort_keys=True, default=canonical)
 
     @classmethod
     def from_dict(cls, data: dict) -> RoundConfig:

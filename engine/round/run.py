@@ -1,6 +1,8 @@
 """A round: the images of the configured splits, sharded, annotated by the specialists through
-the Ray pipeline, filtered, and written shard by shard with a completion marker, so a rerun of
-an interrupted round skips finished shards and ends with the same rows."""
+the Ray pipeline, filtered, and written shard by shard with a completion marker that lists the
+shard's images and the config that made them. A rerun of an interrupted round annotates exactly
+the images no marker lists (whatever was ingested in between), removes the shards it began and
+never finished, and refuses a changed config; it ends with the rows an uninterrupted round gives."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from engine.dataset.store import RoundWriter, Store, StoreError
 from engine.round.annotate import Annotated, failures_table
 from engine.round.config import RoundConfig
 from engine.round.runtime import Pipeline, Runtime
-from engine.round.shards import Shard, plan_shards
+from engine.round.shards import CONTENT_LABEL, Shard, plan_shards
 from schemas import schema_for
 
 log = logging.getLogger(__name__)
@@ -73,14 +75,27 @@ def record_round(writer: RoundWriter, kind: str, config_json: str, status: str, 
     writer.write("rounds", "round", pa.Table.from_pylist([row], schema=schema_for("rounds")))
 
 
-def write_shard(writer: RoundWriter, shard: Shard, result: Annotated) -> None:
-    """Every table of a shard, then its marker: a shard is complete only once all are written."""
+def write_shard(writer: RoundWriter, shard: Shard, result: Annotated, config_fingerprint: str) -> None:
+    """Every table of a shard, then its marker: a shard is complete only once all are written. The
+    marker lists the shard's images and the fingerprint of the config that made its rows."""
     tables = {**result.kept, "rejected": result.rejected, "failures": failures_table(result.failures)}
     for table in WRITTEN:
-        writer.write(table, shard.index, tables[table])
-    writer.mark_done(shard.index, {"images": result.images, "seconds": result.seconds, "counts": result.counts,
+        writer.write(table, shard.label, tables[table])
+    writer.mark_done(shard.label, {"image_ids": list(shard.image_ids), "config": config_fingerprint,
+                                   "images": result.images, "seconds": result.seconds, "counts": result.counts,
                                    "raw": result.raw, "kept": {t: n.num_rows for t, n in result.kept.items()},
                                    "failures": len(result.failures)})
+
+
+def finished_images(done: dict[str, dict], round_id: int, config_fingerprint: str) -> set[str]:
+    """The images the round's completed shards hold, once every one of them was made by this config."""
+    other = sorted(label for label, stats in done.items() if stats.get("config") != config_fingerprint)
+    if other:
+        raise StoreError(
+            f"round {round_id} was started with another configuration ({len(other)} of its {len(done)} finished "
+            f"shards, e.g. shard {other[0]}, were made by it): rerun it with the config it started with (the loop "
+            "keeps it in <data>/configs/round-<r>.json), or run the new config as a new round")
+    return {image for stats in done.values() for image in stats["image_ids"]}
 
 
 def run_round(store: Store, round_id: int, config: RoundConfig,
@@ -90,20 +105,22 @@ def run_round(store: Store, round_id: int, config: RoundConfig,
     progress = progress or PROGRESS.get()
     if round_id < 1:
         raise StoreError("round 0 holds ingested images and ground truth; annotation rounds start at 1")
-    shards = plan_shards(store, config.splits, config.shard_size)
-    if not shards:
-        raise StoreError(f"no readable images of splits {', '.join(config.splits)} in {store.root}: run `fld ingest` first")
-    summary = RoundSummary(round_id, shards=len(shards))
-    total = sum(len(s.image_ids) for s in shards)
+    fingerprint = config.rows_fingerprint()
     with store.writer(round_id) as writer:  # a second fld on this round stops here
         done = writer.done_shards()
-        todo = [s for s in shards if s.label not in done]
-        summary.skipped = len(shards) - len(todo)
-        finished = sum(len(s.image_ids) for s in shards if s.label in done)
+        finished_ids = finished_images(done, round_id, fingerprint)
+        writer.remove_unmarked(WRITTEN, CONTENT_LABEL)  # shards an interrupted run began and never finished
+        todo = plan_shards(store, config.splits, config.shard_size, finished_ids)
+        if not todo and not done:
+            raise StoreError(f"no readable images of splits {', '.join(config.splits)} in {store.root}: "
+                             "run `fld ingest` first")
+        summary = RoundSummary(round_id, shards=len(done) + len(todo), skipped=len(done))
+        finished = len(finished_ids)
+        total = finished + sum(len(s.image_ids) for s in todo)
         if progress:
             progress(finished, total)
         if not todo:
-            log.info("round %d: every shard is already complete", round_id)
+            log.info("round %d: every image is already annotated", round_id)
             return summary
         started = _now()
         with Runtime(config.ray_address):  # ClusterError before anything is written
@@ -112,7 +129,7 @@ def run_round(store: Store, round_id: int, config: RoundConfig,
             start = time.perf_counter()
             try:
                 for shard, result in pipeline.run(todo):
-                    write_shard(writer, shard, result)
+                    write_shard(writer, shard, result, fingerprint)
                     summary.add(result)
                     finished += len(shard.image_ids)
                     if progress:

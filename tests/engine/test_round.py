@@ -92,11 +92,12 @@ def test_resume_after_an_interrupted_round_gives_the_same_rows(ray_session, data
     whole = snapshot(dataset, 1)
     # interrupt: two shards lost their marker (one also its files), and a writer left a temp file
     markers = sorted((dataset.root / "_markers" / "round=1").glob("shard-*.json"))
+    lost = [m.stem.removeprefix("shard-") for m in markers[:2]]
     for marker in markers[:2]:
         marker.unlink()
     for table in ("texts", "regions", "triplets", "rejected", "failures"):
-        dataset.shard_path(table, 1, 0).unlink(missing_ok=True)
-    (dataset.round_dir("regions", 1) / ".shard-00001.parquet.dead.tmp").write_bytes(b"partial")
+        dataset.shard_path(table, 1, lost[0]).unlink(missing_ok=True)  # one lost its files too
+    (dataset.round_dir("regions", 1) / f".shard-{lost[1]}.parquet.dead.tmp").write_bytes(b"partial")
     resumed = run_round(dataset, 1, config(yolo_weights, tiny_sam))
     assert resumed.skipped == len(markers) - 2 and resumed.images == 8
     assert snapshot(dataset, 1) == whole

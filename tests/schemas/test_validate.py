@@ -142,3 +142,14 @@ def test_missing_optional_columns_are_nulls():
     data = one("regions").drop_columns(["quad", "mask_score", "members"])
     out = check_table("regions", data, SIZES)
     assert out.column("quad").null_count == 1 and out.schema.names == TABLES["regions"].names
+
+
+def test_fingerprints_are_the_same_in_every_process():
+    """Sets are hashed in sorted order: with Python's hash seed, their order differs between processes."""
+    import subprocess
+    import sys
+
+    script = "from schemas.hashing import fingerprint; print(fingerprint({'words': frozenset(['a', 'the', 'which', 'some'])}))"
+    runs = {subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                           env={"PYTHONHASHSEED": str(seed), "PATH": ""}).stdout for seed in range(4)}
+    assert len(runs) == 1
