@@ -21,15 +21,18 @@ from engine.dataset.store import Store, StoreError
 from engine.round.config import RoundConfig, SpecialistSpec
 from engine.round.run import run_round
 from engine.round.runtime import Runtime
+from filters.pipeline import FilterConfig
+from filters.regions import RegionFilterConfig
 
 TABLES = (("texts", "text_id"), ("regions", "region_id"), ("triplets", "triplet_id"), ("rejected", "row_id"),
           ("failures", "image_id"))
 
 
-def config(shard_size: int = 2, **options) -> RoundConfig:
-    """RapidOCR over pool and gold: real rows (signs' words) and real drops (junk strings)."""
-    return RoundConfig(specialists=(SpecialistSpec("rapidocr", {"threads": 1, **options}, workers=2, cpus=1.0),),
-                       shard_size=shard_size, splits=("pool", "gold"))
+def config(weights: str, shard_size: int = 2, conf: float = 0.0) -> RoundConfig:
+    """A small YOLO (fixed random weights: many low boxes, real drops) over pool and gold."""
+    lenient = FilterConfig(regions=RegionFilterConfig(min_score=0.0, max_area_fraction=1.0))
+    yolo = SpecialistSpec("yolo", {"weights": weights, "imgsz": 160, "conf": conf, "max_det": 5}, cpus=1.0)
+    return RoundConfig(specialists=(yolo,), shard_size=shard_size, splits=("pool", "gold"), filters=lenient)
 
 
 def rows(store: Store, round_id: int = 1) -> dict[str, list]:
@@ -45,36 +48,37 @@ def dataset(world, root: Path, splits: tuple[str, ...]) -> Store:
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(small_world, tmp_path_factory) -> dict[str, list]:
+def uninterrupted(small_world, yolo_weights, tmp_path_factory) -> dict[str, list]:
     """The rows of one uninterrupted round over pool and gold: what every resume must equal."""
     with Runtime(num_cpus=2):
         store = dataset(small_world, tmp_path_factory.mktemp("whole"), ("pool", "gold"))
-        run_round(store, 1, config())
+        run_round(store, 1, config(str(yolo_weights)))
     whole = rows(store)
     assert whole["regions"] and all(len(ids) == len(set(ids)) for t, ids in whole.items() if t != "failures")
     return whole
 
 
-def test_images_ingested_between_an_interruption_and_the_rerun_are_annotated_once(small_world, uninterrupted, tmp_path):
+def test_images_ingested_between_an_interruption_and_the_rerun_are_annotated_once(small_world, yolo_weights,
+                                                                                  uninterrupted, tmp_path):
     store = dataset(small_world, tmp_path / "ds", ("pool",))
     with Runtime(num_cpus=2):
-        run_round(store, 1, config())
+        run_round(store, 1, config(str(yolo_weights)))
         markers = sorted((store.root / "_markers" / "round=1").glob("shard-*.json"))
         for marker in markers[-3:]:  # the driver died after writing these shards' files, before their markers
             marker.unlink()
         ingest(str(small_world.images("gold")), store, IngestConfig(split="gold"))  # more images, other shards
-        resumed = run_round(store, 1, config(shard_size=3))  # another shard size does not change the rows
+        resumed = run_round(store, 1, config(str(yolo_weights), shard_size=3))  # the shard size is free to change
     assert resumed.skipped == len(markers) - 3
     assert rows(store) == uninterrupted
 
 
-def test_a_changed_config_is_refused_for_a_half_done_round(small_world, tmp_path):
+def test_a_changed_config_is_refused_for_a_half_done_round(small_world, yolo_weights, tmp_path):
     store = dataset(small_world, tmp_path / "ds", ("gold",))
     with Runtime(num_cpus=2):
-        run_round(store, 1, config())
+        run_round(store, 1, config(str(yolo_weights)))
         before = rows(store)
         with pytest.raises(StoreError, match="round 1 was started with another configuration"):
-            run_round(store, 1, config(min_score=0.9))
+            run_round(store, 1, config(str(yolo_weights), conf=0.5))
     assert rows(store) == before  # nothing written, nothing removed
 
 
@@ -85,14 +89,15 @@ DRIVER = textwrap.dedent("""
     from engine.dataset.store import Store
     from engine.round.run import run_round
     from tests.engine.test_resume import config
-    run_round(Store(sys.argv[1]), 1, config())
+    run_round(Store(sys.argv[1]), 1, config(sys.argv[2]))
 """)
 
 
-def test_a_round_whose_driver_was_killed_resumes_to_the_uninterrupted_rows(small_world, uninterrupted, tmp_path):
+def test_a_round_whose_driver_was_killed_resumes_to_the_uninterrupted_rows(small_world, yolo_weights, uninterrupted,
+                                                                           tmp_path):
     store = dataset(small_world, tmp_path / "ds", ("pool", "gold"))
     markers = store.root / "_markers" / "round=1"
-    driver = subprocess.Popen([sys.executable, "-c", DRIVER, str(store.root)], cwd=Path(__file__).resolve().parents[2],
+    driver = subprocess.Popen([sys.executable, "-c", DRIVER, str(store.root), str(yolo_weights)], cwd=Path(__file__).resolve().parents[2],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     started: list[psutil.Process] = []
     try:
@@ -110,7 +115,7 @@ def test_a_round_whose_driver_was_killed_resumes_to_the_uninterrupted_rows(small
                 process.kill()
     done_before = len(list(markers.glob("shard-*.json")))
     with Runtime(num_cpus=2):
-        resumed = run_round(store, 1, config())
+        resumed = run_round(store, 1, config(str(yolo_weights)))
     assert resumed.skipped == done_before and resumed.images > 0
     assert rows(store) == uninterrupted
     counts = collections.Counter(r["image_id"] for r in store.read("failures", 1).to_pylist())
