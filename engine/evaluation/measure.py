@@ -12,7 +12,7 @@ from engine.dataset.sources import load_rgb
 from engine.dataset.store import Store
 from engine.evaluation.evaluate import Evaluator
 from engine.round.annotate import Annotated, annotate, decode, stage_order
-from engine.round.config import RoundConfig, SpecialistSpec
+from engine.round.config import SpecialistSpec
 from filters.phrases import PhraseParser
 from filters.pipeline import FilterConfig
 from specialists.base import Batch, Specialist
@@ -79,8 +79,3 @@ def measure_specs(specs: Sequence[SpecialistSpec], filters: FilterConfig, gold: 
         if not specialist.loaded:
             specialist.load()
     return measure(specialists, gold, filters, batch_size)
-
-
-def measure_config(config: RoundConfig, gold: Store) -> dict[str, float | None]:
-    """What a round of ``config`` would score on gold."""
-    return measure_specs(config.specialists, config.filters, gold, batch_size=config.shard_size)

@@ -74,20 +74,18 @@ def round_config(gates: dict[str, tuple[Gate, Trained | None]], ocr: bool = True
     servings = list(FIXED) if ocr else []
     for model, tasks in by_model.values():
         servings += trainer_for(model.name).serve(model.manifest, tasks, device)
-    describes = any(t in CAPTION_TASKS for key in served_by for t in [key.split(":", 1)[1]])
-    detects = any(key.endswith(":<OD>") for key in served_by)
-    if describes and detects:
+    tasks = {key.split(":", 1)[1] for key in served_by}
+    if tasks & set(CAPTION_TASKS) and "<OD>" in tasks:
         servings.append(LABEL_GROUNDER)
-    servings = [s for s in servings if _has_prompts(s, servings)]
-    return serving_round_config(servings)
+    return serving_round_config(_with_prompts(servings))
 
 
-def _has_prompts(serving: Serving, servings: list[Serving]) -> bool:
-    """A segmenter without a specialist that proposes regions has nothing to mask: left out."""
-    needs = specs([serving])[0].build().needs
-    makers = [s for s in servings if s is not serving]
-    made = {t for s in specs(makers) for t in s.build().produces} if makers else set()
-    return all(t in made for t in needs)
+def _with_prompts(servings: list[Serving]) -> list[Serving]:
+    """The servings whose needed tables another serving makes: a segmenter with nothing that
+    proposes regions has nothing to mask, and is left out rather than refused."""
+    built = [spec.build() for spec in specs(servings)]
+    made_by_others = [{t for j, other in enumerate(built) if j != k for t in other.produces} for k in range(len(built))]
+    return [s for s, b, made in zip(servings, built, made_by_others) if set(b.needs) <= made]
 
 
 def write_round_config(data: str | Path, round_id: int, config: RoundConfig) -> Path:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -105,18 +106,16 @@ class Annotated:
     @staticmethod
     def concat(parts: Sequence[Annotated]) -> Annotated:
         """One result for several batches (counts and seconds added up)."""
-        counts: dict[str, dict[str, int]] = {}
-        seconds: dict[str, float] = {}
+        counts: dict[str, Counter] = defaultdict(Counter)
+        seconds: Counter = Counter()
         for p in parts:
             for name, c in p.counts.items():
-                for code, n in c.items():
-                    counts.setdefault(name, {})[code] = counts.get(name, {}).get(code, 0) + n
-            for k, s in p.seconds.items():
-                seconds[k] = seconds.get(k, 0.0) + s
+                counts[name].update(c)
+            seconds.update(p.seconds)
         return Annotated({t: _concat(t, [p.kept[t] for p in parts]) for t in ANNOTATIONS},
                          _concat("rejected", [p.rejected for p in parts]), [f for p in parts for f in p.failures],
-                         seconds, counts, {t: sum(p.raw.get(t, 0) for p in parts) for t in ANNOTATIONS},
-                         sum(p.images for p in parts))
+                         dict(seconds), {name: dict(c) for name, c in counts.items()},
+                         {t: sum(p.raw.get(t, 0) for p in parts) for t in ANNOTATIONS}, sum(p.images for p in parts))
 
 
 def _concat(name: str, tables: Sequence[pa.Table | None]) -> pa.Table:

@@ -87,9 +87,6 @@ class RoundConfig:
         built = {s.key: s.build() for s in self.specialists}
         return stage_order({k: tuple(s.needs) for k, s in built.items()}, {k: tuple(s.produces) for k, s in built.items()})
 
-    def spec(self, key: str) -> SpecialistSpec:
-        return next(s for s in self.specialists if s.key == key)
-
     def rows_fingerprint(self) -> str:
         """A hash of what decides a round's rows (specialists with their options, filters, splits);
         not of how it runs (workers, CPUs, shard size, shards in flight, the cluster)."""

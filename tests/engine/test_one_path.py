@@ -13,7 +13,7 @@ import pytest
 from engine.dataset.ingest import IngestConfig, ingest
 from engine.dataset.store import Store
 from engine.evaluation.evaluate import evaluate_round
-from engine.evaluation.measure import measure_config, measure_specs
+from engine.evaluation.measure import measure_specs
 from engine.loop.serving import round_config, round_filters, specs
 from engine.loop.training import measure_on_gold
 from engine.round.config import RoundConfig, SpecialistSpec
@@ -97,7 +97,7 @@ def test_every_shipped_config_loads_orders_and_runs(ray_session, path, small_wor
     assert made & raw_specialists, f"{path.name}: no specialist's rows were kept"
 
 
-def test_a_new_specialist_is_one_module_one_trainer_one_registry_line(ray_session, small_world, tmp_path, monkeypatch):
+def test_a_new_specialist_is_one_module_one_trainer_one_registry_line(ray_session, small_world, tmp_path, request):
     """tests/toy_specialist.py holds the specialist and its trainer; registering the trainer is
     the only other step. It bootstraps, is gated, and runs in a round (in Ray workers that import
     it by its plugin name) without a line of engine code naming it."""
@@ -108,7 +108,10 @@ def test_a_new_specialist_is_one_module_one_trainer_one_registry_line(ray_sessio
     from specialists.training import registry
     from tests.toy_specialist import PLUGIN, ToyTrainer
 
-    monkeypatch.setitem(registry.TRAINERS, "toy", ToyTrainer())
+    request.addfinalizer(lambda: registry.TRAINERS.pop("toy", None))
+    registry.register(ToyTrainer())
+    with pytest.raises(ValueError, match="a trainer named 'toy' is registered already"):
+        registry.register(ToyTrainer())
     profile = Profile("toy", world_images=30, seed_fraction=0.3, gold_fraction=0.2, bootstrap={}, refine={})
     models = bootstrap(small_world, tmp_path / "models", profile, only=("toy",))
     toy = models.models["toy"]
@@ -125,7 +128,8 @@ def test_a_new_specialist_is_one_module_one_trainer_one_registry_line(ray_sessio
     assert toy_rows.num_rows == store.read("images").num_rows  # one prior box per image kept
     gold = Store(small_world.gold)
     assert round_metrics(store, 1, gold)["region-text/detection_f1"] is not None
-    alone = measure_config(dataclasses.replace(config, specialists=(config.spec("toy"),), splits=("gold",)), gold)
+    toy_spec = next(s for s in config.specialists if s.key == "toy")
+    alone = measure_specs([toy_spec], config.filters, gold, batch_size=config.shard_size)
     assert alone["region-text/detection_f1"] == toy.gold["region-text/detection_f1"]
 
 
