@@ -83,7 +83,7 @@ def main() -> None:
         evaluator = Evaluator(gold)
 
         def quality(regions: pa.Table) -> dict:
-            m = {k: v for _, k, v in evaluator.evaluate({"regions": regions})}
+            m = {x.metric: x.value for x in evaluator.evaluate({"regions": regions})}
             return {k: round(m[f"detection_{k}"], 3) for k in ("precision", "recall", "f1")}
 
         one_spec = simulate(objects, sizes, NoiseConfig(seed=1, specialist="a"))

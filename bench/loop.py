@@ -1,12 +1,13 @@
-"""The data engine's loop, measured: per-round gold metrics of a profile, the bootstrapped
-Florence-2's learning curve (gold metrics against training minutes) and training examples/s.
+"""The data engine's loop, measured over world seeds: for each seed, round 0's quality on the seed
+domain's gold and on the target domain's gold (the gap the shift makes), each round's target-gold
+headline metrics with their 95% intervals, the oracle (the same models and budget trained on the
+pool's truth) and the share of the round-1-to-oracle gap each later round closed.
 
-    python bench/loop.py --profile default            # the whole engine, then the curve
-    python bench/loop.py --profile default --curve-only --steps 1200 --eval-every 100
+    python bench/loop.py --profile default --seeds 0 1 2     # writes bench/results/loop-default.json
+    python bench/loop.py --profile default --curve --steps 1200 --eval-every 100   # Florence-2's curve
 
-Goals (issue 7): in the default profile, round 2 (the first refinement) beats round 1 (the
-specialists' round) on at least two families' gold metrics and loses on none by more than 2
-points; the bootstrapped Florence-2 reaches detection F1 >= 0.5 on gold.
+Goals (issue 13): the shift costs the round-0 detector at least a third of its seed-domain F1 on
+target gold, and every reported change carries its interval.
 """
 
 from __future__ import annotations
@@ -23,45 +24,120 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from engine import settings  # noqa: E402
 from bench.common import report  # noqa: E402
 
-HEADLINE = {"region-text/detection_f1": "object", "region-text/detection_map": "object", "region-text/mask_iou": "mask",
-            "region-text/ocr_word_recall": "ocr", "text/brief.bleu4": "text", "text/brief.cider": "text",
-            "text/detailed.cider": "text", "text-phrase-region/grounding_recall@1": "grounding"}
+FAMILIES = {"region-text/detection_f1": "object", "region-text/mask_iou": "mask",
+            "region-text/ocr_word_recall": "ocr", "text/brief.cider": "text",
+            "text-phrase-region/grounding_recall@1": "grounding"}
 
 
-def engine_rounds(out: Path, profile: str) -> tuple[list[dict], float]:
-    from engine.dataset.metrics import metrics_table
+def _cell(cell) -> dict:
+    return {"value": cell.value, "low": cell.low, "high": cell.high, "change": cell.change,
+            "change_low": cell.change_low, "change_high": cell.change_high, "within_noise": cell.within_noise}
+
+
+def trivial(world_root: Path) -> dict[str, float | None]:
+    """The trivial answer of each task on the target gold, learnt from the seed truth: the box
+    prior (the mean relative box with the most common label, on every image) for detection, and
+    the most common seed description of each granularity for every image."""
+    from collections import Counter
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     from engine.dataset.store import Store
+    from engine.evaluation.evaluate import Evaluator
+    from engine.world.make import World
+    from schemas import schema_for
+
+    world = World.open(world_root)
+    truth, gold = Store(world.truth), Store(world.gold)
+    images = truth.read("images")
+    sizes = {i: (w, h) for i, w, h in zip(*(images.column(c).to_pylist() for c in ("image_id", "width", "height")))}
+    regions = truth.read("regions").filter(pc.equal(truth.read("regions").column("kind"), "object"))
+    rel = np.array([[b[0] / sizes[i][0], b[1] / sizes[i][1], b[2] / sizes[i][0], b[3] / sizes[i][1]]
+                    for i, b in zip(regions.column("image_id").to_pylist(), regions.column("box").to_pylist())])
+    prior, label = rel.mean(axis=0), Counter(regions.column("label").to_pylist()).most_common(1)[0][0]
+    gold_images = gold.read("images").to_pylist()
+    boxes = [{"image_id": g["image_id"], "region_id": f"prior-{g['image_id']}", "kind": "object",
+              "box": (prior * [g["width"], g["height"], g["width"], g["height"]]).tolist(), "label": label,
+              "score": 1.0, "round": 1, "specialist": "box-prior", "specialist_version": "1",
+              "score_source": "none"} for g in gold_images]
+    texts = truth.read("texts").to_pylist()
+    common = {g: Counter(t["text"] for t in texts if t["granularity"] == g).most_common(1)[0][0]
+              for g in {t["granularity"] for t in texts}}
+    said = [{"image_id": g["image_id"], "text_id": f"const-{k}-{g['image_id']}", "granularity": k, "text": text,
+             "score": 1.0, "round": 1, "specialist": "constant", "specialist_version": "1", "score_source": "none"}
+            for g in gold_images for k, text in common.items()]
+    found = Evaluator(gold).evaluate({"regions": pa.Table.from_pylist(boxes, schema=schema_for("regions")),
+                                      "texts": pa.Table.from_pylist(said, schema=schema_for("texts"))})
+    return {m.key: m.value for m in found if m.key in FAMILIES or m.key == "text/detailed.cider"}
+
+
+def seed_run(out: Path, profile: str, seed: int) -> dict:
+    """One world seed: the whole engine, then the oracle; per headline metric, every figure."""
+    from engine.dataset.metrics import headline
+    from engine.dataset.store import Store
+    from engine.loop.bootstrap import oracle
+    from engine.loop.profiles import profile as get_profile
+    from engine.world.make import World
     from flows.engine import engine_run
 
     start = time.perf_counter()
-    engine_run(str(out), profile)
-    seconds = time.perf_counter() - start
-    table = metrics_table(Store(out / "dataset"), "dataset")
-    rounds = [c for c in table.columns if c.startswith("round ")]
+    engine_run(str(out), profile, world_seed=seed)
+    engine_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    ceiling = oracle(World.open(out / "world"), out / "models", get_profile(profile))
+    oracle_seconds = time.perf_counter() - start
+    best: dict[str, dict] = {}
+    for name, trained in ceiling.models.items():
+        for key, found in trained.measured("gold").items():
+            if found["value"] is not None and (key not in best or found["value"] > best[key]["value"]):
+                best[key] = {**found, "model": name}
+    head = headline(Store(out / "dataset"))
+    baseline = trivial(out / "world")
     rows = []
-    for row in table.rows:
-        key = f"{row[1]}/{row[2]}"
-        if key in HEADLINE:
-            rows.append({"family": HEADLINE[key], "metric": key, **{c: v for c, v in zip(rounds, row[3:])}})
-    return rows, seconds
+    for metric, cells in head.rows:
+        if metric not in FAMILIES:
+            continue
+        first = cells.get("round 1")
+        top = best.get(metric)
+        row = {"seed": seed, "family": FAMILIES[metric], "metric": metric,
+               "round0_seed_gold": cells["round 0 (seed-gold)"].value if "round 0 (seed-gold)" in cells else None,
+               "round0_gold": cells["round 0"].value if "round 0" in cells else None,
+               "trivial": baseline.get(metric),
+               "oracle": top["value"] if top else None, "oracle_low": top["low"] if top else None,
+               "oracle_high": top["high"] if top else None,
+               "rounds": {c: _cell(cell) for c, cell in cells.items() if c.startswith("round ") and "(" not in c}}
+        if row["round0_seed_gold"] and row["round0_gold"] is not None:
+            row["shift_cost"] = 1 - row["round0_gold"] / row["round0_seed_gold"]
+        gap = (top["value"] - first.value) if top and first and first.value is not None else None
+        row["gap_closed"] = {c: ((cell.value - first.value) / gap if gap and gap > 0 and cell.value is not None else None)
+                             for c, cell in cells.items() if c.startswith("round ") and c not in ("round 0", "round 1")
+                             and "(" not in c}
+        rows.append(row)
+    return {"rows": rows, "engine_seconds": round(engine_seconds, 1), "oracle_seconds": round(oracle_seconds, 1)}
 
 
-def verdict(rows: list[dict]) -> dict:
-    """Round 2 against round 1 per family: gains, and losses beyond 2 points."""
-    if not rows or "round 2" not in rows[0]:
-        return {"compared": False}
-    better, worse = set(), set()
+def flat(rows: list[dict]) -> list[dict]:
+    """One printed line per seed and family."""
+    out = []
     for r in rows:
-        a, b = r.get("round 1"), r.get("round 2")
-        if a is None and b is not None:
-            better.add(r["family"])
-        elif a is not None and b is not None:
-            if b > a:
-                better.add(r["family"])
-            if b < a - 0.02:
-                worse.add(r["family"])
-    return {"compared": True, "families_better": sorted(better), "families_worse_by_2pts": sorted(worse),
-            "goal_met": len(better) >= 2 and not worse}
+        rounds = r["rounds"]
+        fmt = lambda c: "-" if c is None or c["value"] is None else (  # noqa: E731
+            f"{c['value']:.3f} [{c['low']:.3f},{c['high']:.3f}]" if c["low"] is not None else f"{c['value']:.3f}")
+        last = max(rounds, key=lambda c: int(c.split()[1])) if rounds else None
+        change = rounds[last] if last else None
+        out.append({"seed": r["seed"], "family": r["family"],
+                    "r0 seed-gold": "-" if r["round0_seed_gold"] is None else f"{r['round0_seed_gold']:.3f}",
+                    "r0 gold": "-" if r["round0_gold"] is None else f"{r['round0_gold']:.3f}",
+                    "shift cost": "-" if r.get("shift_cost") is None else f"{r['shift_cost']:.0%}",
+                    "round 1": fmt(rounds.get("round 1")), "last round": fmt(change),
+                    "last change": "-" if not change or change["change"] is None else
+                    f"{change['change']:+.3f}" + {True: " ~", False: " *"}.get(change["within_noise"], ""),
+                    "trivial": "-" if r.get("trivial") is None else f"{r['trivial']:.3f}",
+                    "oracle": "-" if r["oracle"] is None else f"{r['oracle']:.3f}",
+                    "gap closed": ", ".join(f"{v:.0%}" for v in r["gap_closed"].values() if v is not None) or "-"})
+    return out
 
 
 def curve(out: Path, profile: str, steps: int | None, eval_every: int) -> tuple[list[dict], dict]:
@@ -106,8 +182,8 @@ def curve(out: Path, profile: str, steps: int | None, eval_every: int) -> tuple[
             specialist = spec.build()
             specialist.model, specialist.processor, specialist._version = m, processor, f"step-{step}"
             specialists.append((spec.key, specialist))
-        metrics = measure(specialists, gold, round_filters(servings), SHARD_SIZE)
-        picked = {k: metrics.get(k) for k in HEADLINE if k in metrics}
+        metrics = {m.key: m.value for m in measure(specialists, gold, round_filters(servings), SHARD_SIZE)}
+        picked = {k: metrics.get(k) for k in FAMILIES if k in metrics}
         logging.getLogger("bench.loop").info("step %d (%.1f min): %s", step, minutes, picked)
         return picked
 
@@ -123,25 +199,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="default")
     parser.add_argument("--out", type=Path, default=Path("bench/results/loop-data"))
-    parser.add_argument("--curve-only", action="store_true", help="Skip the engine run (needs its world in --out).")
-    parser.add_argument("--no-curve", action="store_true")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="World seeds (one engine run each).")
+    parser.add_argument("--curve", action="store_true", help="Only Florence-2's learning curve (needs seed 0's world).")
     parser.add_argument("--steps", type=int, default=None, help="Florence-2 steps for the curve (default: the profile's).")
     parser.add_argument("--eval-every", type=int, default=100)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    out = (args.out / args.profile).absolute()
-    extra: dict = {"profile": args.profile}
-    rows: list[dict] = []
-    if not args.curve_only:
-        rows, seconds = engine_rounds(out, args.profile)
-        extra.update({"engine_seconds": round(seconds, 1), "verdict": verdict(rows)})
-    if not args.no_curve:
-        points, facts = curve(out, args.profile, args.steps, args.eval_every)
-        extra.update({"curve": points, "florence2_training": facts})
-        report(f"loop-curve-{args.profile}", [{k: v for k, v in p.items()} for p in points] or [{"note": "no points"}])
-    if rows:
-        report(f"loop-{args.profile}", rows, extra)
-    print(extra.get("verdict", ""), extra.get("florence2_training", ""))
+    root = (args.out / args.profile).absolute()
+    if args.curve:
+        points, facts = curve(root / "seed-0", args.profile, args.steps, args.eval_every)
+        report(f"loop-curve-{args.profile}", points or [{"note": "no points"}], {"florence2_training": facts})
+        return
+    rows, runs = [], {}
+    for seed in args.seeds:
+        found = seed_run(root / f"seed-{seed}", args.profile, seed)
+        rows += found["rows"]
+        runs[seed] = {k: v for k, v in found.items() if k != "rows"}
+    detector = [r.get("shift_cost") for r in rows if r["family"] == "object" and r.get("shift_cost") is not None]
+    verdict = {"detector_shift_cost": detector,
+               "goal_shift_costs_a_third": bool(detector) and min(detector) >= 1 / 3}
+    report(f"loop-{args.profile}", flat(rows), {"profile": args.profile, "seeds": args.seeds, "runs": runs,
+                                                "verdict": verdict, "detail": rows})
+    print(verdict)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from cli.common import USER_ERRORS, DataOption, JsonOption, fail
 from cli.progress import progress_bar
 from cli.render import err_console, print_json, print_table
 from engine.dataset.ingest import IngestConfig, ingest
-from engine.dataset.metrics import metrics_table
+from engine.dataset.metrics import NOISE_NOTE, NON_GOLD_FAMILIES, headline, metric_rows, metrics_table, text_of
 from engine.dataset.query import run_query
 from engine.dataset.rounds import rounds_table
 from engine.dataset.stats import dataset_stats
@@ -134,11 +134,11 @@ def metrics(
     what the filters dropped and how many labels changed from the round before."""
     try:
         table = metrics_table(Store(data), source)
+        if as_json:
+            print_json([row.to_dict() for row in metric_rows(Store(data), source)])
+            return
     except USER_ERRORS as err:
         raise fail(str(err)) from None
-    if as_json:
-        print_json(table.records())
-        return
     if not table.rows:
         err_console().print("no metrics yet: run `fld evaluate` (or a round) first")
         return
@@ -146,23 +146,37 @@ def metrics(
     if plot:
         from engine.report.plots import plot_metrics
 
-        written = plot_metrics(table, plot)
+        written = plot_metrics(metric_rows(Store(data), source), plot)
         err_console().print(f"{len(written)} plot(s) in {plot}")
 
 
-def print_metrics(store: Store, source: str | None, title: str) -> None:
-    """Gold metrics, gates, counts, drops and changes: one table per family group, one column per round."""
-    table = metrics_table(store, source)
-    groups = {"gold quality": lambda f: f not in ("gates", "counts", "dropped", "changes"),
-              "gates (1 = the task's predictions entered the round)": lambda f: f == "gates",
-              "annotations kept": lambda f: f == "counts", "dropped by filters": lambda f: f == "dropped",
-              "changed from the round before": lambda f: f == "changes"}
-    family = table.columns.index("family")
-    for name, keep in groups.items():
-        rows = [r for r in table.rows if keep(r[family])]
-        if rows:
-            print_table(table.columns, rows, title=f"{title}: {name}")
 
+
+def print_metrics(store: Store, source: str | None, title: str) -> None:
+    """The headline table (one metric per family, round 0's seed-domain figure beside it), then
+    gold metrics with intervals, gates, counts, drops and changes, one column per round."""
+    head = headline(store)
+    if head.rows and source in (None, "dataset"):
+        print_table(["metric", *head.columns], [(m.split("/", 1)[1], *(text_of(cells.get(c)) for c in head.columns))
+                                                for m, cells in head.rows],
+                    title=f"{title}: headline (round 0 = the bootstrapped models alone)")
+    found = metric_rows(store, source)
+    rounds = sorted({r for row in found for r in row.cells})
+    columns = ["source", "split", "family", "metric", *[f"round {r}" for r in rounds]]
+    gold = [row for row in found if row.family not in NON_GOLD_FAMILIES]
+    if gold:
+        print_table(columns, [(r.source, r.split, r.family, r.metric, *(text_of(r.cells.get(k)) for k in rounds))
+                              for r in gold], title=f"{title}: gold quality")
+        err_console().print(f"[dim]{NOISE_NOTE}[/dim]")
+    groups = {"gates (1 = the task's predictions entered the round)": "gates", "annotations kept": "counts",
+              "dropped by filters": "dropped", "changed from the round before": "changes"}
+    for name, family in groups.items():
+        picked = [r for r in found if r.family == family]
+        shown = sorted({k for r in picked for k in r.cells})
+        rows = [(r.source, r.split, r.family, r.metric, *(r.cells[k].value if k in r.cells else None for k in shown))
+                for r in picked]
+        if rows:
+            print_table([*columns[:4], *[f"round {k}" for k in shown]], rows, title=f"{title}: {name}")
 
 
 def rounds(data: DataOption = Path("fld-data"), as_json: JsonOption = False) -> None:

@@ -86,8 +86,39 @@ def bootstrap(
     if as_json:
         print_json({"models": {n: str(t.folder) for n, t in result.models.items()}, "gold": rows})
         return
-    print_table(["specialist", "gold metric", "value"], [(r["specialist"], r["metric"], r["value"]) for r in rows],
-                title=f"bootstrapped specialists in {models}")
+    print_table(["specialist", "gold metric", "value", "95% low", "95% high", "seed-gold"],
+                [(r["specialist"], r["metric"], r["value"], r["low"], r["high"], r["seed_gold"]) for r in rows],
+                title=f"bootstrapped specialists in {models} (gold: target domain; seed-gold: where they trained)")
+
+
+def oracle(
+    world: Annotated[Path, typer.Option("--world", "-w", help="A world made by `fld world make` (its pool truth is used).")],
+    models: Annotated[Path, typer.Option("--models", "-m", help="Folder for the trained models (oracle/ inside).")] = Path("fld-data/models"),
+    profile: Annotated[str, typer.Option(help="Training budget: the same as the bootstrap's (quick, default, large).")] = "default",
+    only: Annotated[list[str] | None, typer.Option(help="Train only these (yolo, sam, grabcut, florence2); repeatable.")] = None,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    as_json: JsonOption = False,
+) -> None:
+    """The ceiling of each family: the bootstrap's models and budget, trained on the target
+    domain's pool truth (never gold) and measured on the same gold. Only a synthetic world has
+    pool truth; compare its figures with `fld metrics` to see how much of the gap a round closed."""
+    from engine.loop.bootstrap import oracle as run_oracle
+    from engine.loop.profiles import profile as get_profile
+    from engine.world.make import World
+    from specialists.training.registry import TRAINERS
+
+    try:
+        result = run_oracle(World.open(world), models, get_profile(profile).on(device), tuple(only or TRAINERS),
+                            step=lambda what: err_console().print(f"[bold]{what}[/bold] ..."))
+    except USER_ERRORS as err:
+        raise fail(str(err)) from None
+    rows = result.gold_table()
+    if as_json:
+        print_json({"models": {n: str(t.folder) for n, t in result.models.items()}, "gold": rows})
+        return
+    print_table(["specialist", "gold metric", "value", "95% low", "95% high", "seed-gold"],
+                [(r["specialist"], r["metric"], r["value"], r["low"], r["high"], r["seed_gold"]) for r in rows],
+                title=f"oracle specialists (trained on pool truth) in {models}/oracle")
 
 
 def run_command(

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 
 def console() -> Console:
@@ -39,24 +40,34 @@ def print_json(payload) -> None:
     sys.stdout.write(to_json(payload) + "\n")
 
 
-def _cell(value) -> str:
+def _cell(value) -> Text:
+    """Cell text shown verbatim: brackets, markup-like text and control characters in the data
+    are printed as they are (control characters made visible), never interpreted."""
     if value is None:
-        return "[dim]-[/dim]"
+        return Text("-", style="dim")
+    if isinstance(value, bool):
+        return Text(str(value))
     if isinstance(value, float):
-        return f"{value:,.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
+        return Text(f"{value:,.4g}" if abs(value) < 1e4 else f"{value:,.0f}")
     if isinstance(value, int):
-        return f"{value:,}"
-    return str(value)
+        return Text(f"{value:,}")
+    return Text(_visible(str(value)))
+
+
+def _visible(text: str) -> str:
+    """Control characters (terminal escapes, carriage returns) as escapes, so data cannot move the
+    cursor, recolour or hide what the table shows."""
+    return "".join(ch if ch.isprintable() or ch == " " else ch.encode("unicode_escape").decode("ascii") for ch in text)
 
 
 def print_table(columns: Sequence[str], rows: Sequence[Sequence], title: str | None = None,
                 max_rows: int = 200) -> None:
     """A rich table; numbers right-aligned, nulls dimmed, long results cut with a note."""
-    table = Table(title=title, header_style="bold cyan")
+    table = Table(title=Text(_visible(title), style="italic") if title else None, header_style="bold cyan")
     numeric = [bool(rows) and all(isinstance(r[i], (int, float)) or r[i] is None for r in rows)
                for i in range(len(columns))]
     for name, right in zip(columns, numeric):
-        table.add_column(name, justify="right" if right else "left")
+        table.add_column(Text(_visible(str(name))), justify="right" if right else "left")
     for row in rows[:max_rows]:
         table.add_row(*(_cell(v) for v in row))
     out = console()

@@ -20,6 +20,7 @@ from prefect import flow, task
 
 from engine import settings
 from engine.dataset.ingest import IngestConfig, ingest
+from engine.dataset.metrics import HEADLINE, headline_markdown
 from engine.dataset.stats import dataset_stats
 from engine.dataset.store import Store
 from engine.evaluation.evaluate import evaluate_round
@@ -28,9 +29,6 @@ from engine.round.config import RoundConfig
 from engine.round.run import RoundSummary, run_round
 from flows.results import Ingested, RoundOutcome, RunOutcome
 
-HEADLINE = ("region-text/detection_f1", "region-text/mask_iou", "region-text/ocr_word_recall", "text/brief.cider",
-            "text/detailed.cider", "text-phrase-region/grounding_recall@1")
-"""The gold metrics whose progress keeps the data engine going (one per annotation family)."""
 
 
 @task(name="ingest", retries=2, retry_delay_seconds=5)
@@ -52,6 +50,18 @@ def round_task(data: str, config: str, round_id: int, ray_address: str | None, k
 def evaluate_task(data: str, round_id: int, gold: str) -> dict[str, float | None]:
     table = evaluate_round(Store(data), round_id, Store(gold))
     return {f"{r['family']}/{r['metric']}": r["value"] for r in table.to_pylist()}
+
+
+@task(name="publish-headline")
+def headline_task(data: str, round_id: int) -> str:
+    """The headline metrics with their intervals as a Prefect artifact (key ``fld-headline``): a
+    user who schedules rounds on a Prefect server reads them in its UI beside the runs."""
+    from prefect.artifacts import create_markdown_artifact
+
+    markdown = headline_markdown(Store(data))
+    create_markdown_artifact(markdown=markdown, key="fld-headline",
+                             description=f"fld-engine: headline gold metrics after round {round_id} of {data}")
+    return markdown
 
 
 @task(name="round-summary")
@@ -93,6 +103,8 @@ def annotation_round(data: str, config: str, round_id: int = 1, sources: list[di
     ingested = [ingest_task(data, s["source"], s.get("split", "pool")) for s in sources or []]
     summary = round_task(data, config, round_id, ray_address)
     metrics = evaluate_task(data, round_id, gold) if gold else {}
+    if gold:
+        headline_task(data, round_id)
     return RoundOutcome(round_id, "specialists", summary, metrics, stats_task(data, round_id), ingested)
 
 
@@ -105,6 +117,7 @@ def refinement_round(data: str, models: str, world: str, round_id: int, profile:
     summary = round_task(data, retrained["config"], round_id, ray_address, "refinement")
     carried = carry_task(data, round_id)
     metrics = evaluate_task(data, round_id, str(Path(world) / "gold"))
+    headline_task(data, round_id)
     return RoundOutcome(round_id, "refinement", summary, metrics, stats_task(data, round_id), gates=retrained["gates"],
                         carried=carried, counts=summary_task(data, round_id))
 
@@ -155,14 +168,17 @@ def data_engine(data: str, gold: str, config: str | None = None, rounds: int = 3
 
 
 @task(name="make-world")
-def world_task(out: str, images: int, seed_fraction: float, gold_fraction: float) -> str:
+def world_task(out: str, images: int, seed_fraction: float, gold_fraction: float, seed_gold_fraction: float = 0.0,
+               shift: str = "none", seed: int = 0) -> str:
     """The synthetic world (reused when one with the same settings is already there)."""
     import json
 
     from engine.world.config import WorldConfig
     from engine.world.make import MANIFEST, make_world
+    from engine.world.shift import shift_named
 
-    config = WorldConfig(images=images, seed_fraction=seed_fraction, gold_fraction=gold_fraction)
+    config = WorldConfig(images=images, seed=seed, seed_fraction=seed_fraction, gold_fraction=gold_fraction,
+                         seed_gold_fraction=seed_gold_fraction, shift=shift_named(shift))
     manifest = Path(out) / MANIFEST
     if manifest.is_file() and json.loads(manifest.read_text()).get("config") == config.to_dict():
         return out
@@ -182,6 +198,7 @@ def bootstrap_task(data: str, world: str, models: str, profile: str, pretrained_
     if pretrained_florence2:
         chosen = chosen.pretrained("florence2", pretrained_florence2)
     models_set = bootstrap(World.open(world), models, chosen)
+    models_set.write_metrics(Store(data))
     first = first_round(data, models, models_set, device=chosen.device)
     return {"gold": {n: t.gold for n, t in models_set.models.items()},
             "gates": {k: g.row() for k, (g, _) in first.gates.items()}}
@@ -189,7 +206,7 @@ def bootstrap_task(data: str, world: str, models: str, profile: str, pretrained_
 
 @flow(name="fld-run", log_prints=False)
 def engine_run(out: str, profile: str = "default", ray_address: str | None = None,
-               pretrained_florence2: str | None = None, rounds: int | None = None) -> RunOutcome:
+               pretrained_florence2: str | None = None, rounds: int | None = None, world_seed: int = 0) -> RunOutcome:
     """The whole engine on the embedded default: make a world, ingest it, bootstrap the
     specialists, run round 1 and the profile's refinement rounds, evaluating each on gold."""
     settings.apply()
@@ -197,7 +214,8 @@ def engine_run(out: str, profile: str = "default", ray_address: str | None = Non
 
     p = get_profile(profile)
     root = Path(out)
-    world = world_task(str(root / "world"), p.world_images, p.seed_fraction, p.gold_fraction)
+    world = world_task(str(root / "world"), p.world_images, p.seed_fraction, p.gold_fraction, p.seed_gold_fraction,
+                       p.shift, world_seed)
     data = str(root / "dataset")
     sources = [{"source": str(Path(world) / "images" / s), "split": s} for s in ("pool", "gold")]
     ingested = [ingest_task(data, s["source"], s["split"]) for s in sources]

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 
 GRANULARITIES = ("brief", "detailed", "more_detailed")
 REGION_KINDS = ("object", "ocr", "region_caption", "proposal")
 SCORE_SOURCES = ("model_probability", "agreement_count", "human", "ground_truth", "none")
 IMAGE_STATUSES = ("ok", "error")
 ROUND_STATUSES = ("running", "completed", "failed")
-SPLITS = ("seed", "pool", "gold", "unlabelled")
+SPLITS = ("seed", "pool", "gold", "unlabelled", "seed-gold")
 
 BOX = pa.list_(pa.float32(), 4)
 """A box in pixel coordinates, x1 y1 x2 y2."""
@@ -161,9 +161,18 @@ METRICS = _schema(
         pa.field("metric", pa.string(), nullable=False),
         pa.field("value", pa.float64()),
         pa.field("source", pa.string(), nullable=False),
+        pa.field("low", pa.float64()),
+        pa.field("high", pa.float64()),
+        pa.field("images", pa.int32()),
+        pa.field("unit_images", pa.list_(pa.string())),
+        pa.field("unit_num", pa.list_(pa.float64())),
+        pa.field("unit_den", pa.list_(pa.float64())),
     ],
 )
-"""Measured quality: ``source`` names what was measured (the dataset, or one specialist)."""
+"""Measured quality: ``source`` names what was measured (the dataset, or one specialist), ``split``
+where (``gold``: the target domain's gold; ``seed-gold``: the seed domain's). A gold metric that is
+a ratio of per-image sums keeps them (``unit_*``, by image id) with its 95% bootstrap interval
+(``low``..``high``, over the ``images`` that count): ``engine.evaluation.noise``."""
 
 TABLES: dict[str, pa.Schema] = {
     "images": IMAGES,

@@ -189,10 +189,14 @@ class GrabCutConfig:
     iterations: int = 3
     batch_size: int = 8
     kinds: tuple[str, ...] = field(default=("object",))
+    margin: float = 0.5
+    """Context around the box GrabCut sees, as a share of the box's longer side (at least 8 px)."""
 
     def __post_init__(self) -> None:
         if self.iterations < 1:
             raise ValueError(f"iterations must be >= 1, got {self.iterations}")
+        if not 0.0 <= self.margin <= 10.0:
+            raise ValueError(f"margin must be within 0..10, got {self.margin}")
 
 
 class GrabCutSegmenter(Specialist):
@@ -208,7 +212,7 @@ class GrabCutSegmenter(Specialist):
         self.config = config
 
     def load(self) -> None:
-        self._version = f"opencv-{cv2.__version__}-it{self.config.iterations}"
+        self._version = f"opencv-{cv2.__version__}-it{self.config.iterations}-m{self.config.margin}"
 
     def predict(self, batch: Batch) -> dict[str, pa.Table]:
         rows = _prompt_rows(batch, self.config.kinds)
@@ -222,14 +226,20 @@ class GrabCutSegmenter(Specialist):
             if x2 - x1 < 3 or y2 - y1 < 3:
                 masks.append(None)
                 continue
-            mask = np.zeros((h, w), np.uint8)
+            # GrabCut models the background from the pixels around the box: a window of the box
+            # plus a margin gives it that context at a fraction of the whole image's cost.
+            pad = max(8, int(self.config.margin * max(x2 - x1, y2 - y1)))
+            cx1, cy1, cx2, cy2 = max(x1 - pad, 0), max(y1 - pad, 0), min(x2 + pad, w), min(y2 + pad, h)
+            crop = np.ascontiguousarray(image[cy1:cy2, cx1:cx2, ::-1])
+            mask = np.zeros(crop.shape[:2], np.uint8)
             bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
             try:
-                cv2.grabCut(np.ascontiguousarray(image[:, :, ::-1]), mask, (x1, y1, x2 - x1, y2 - y1), bgd, fgd,
+                cv2.grabCut(crop, mask, (x1 - cx1, y1 - cy1, x2 - x1, y2 - y1), bgd, fgd,
                             self.config.iterations, cv2.GC_INIT_WITH_RECT)
             except cv2.error:  # e.g. a box over the whole image leaves no background to model
                 masks.append(None)
                 continue
-            found = (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
+            found = np.zeros((h, w), bool)
+            found[cy1:cy2, cx1:cx2] = (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
             masks.append(encode_rle(found) if found.any() else None)
         return {MASKS: _with_masks(rows, masks, [None] * len(masks), f"{self.name}@{self.version}")}

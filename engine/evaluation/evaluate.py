@@ -31,6 +31,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from engine.dataset.store import Store
+from engine.evaluation.noise import Interval, Units, interval
 from engine.world.vocab import CATEGORIES, plural
 from schemas import GRANULARITIES, schema_for
 from schemas.geometry import box_iou, match_boxes, rows_by_image
@@ -49,6 +50,28 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if not 0.0 < self.iou < 1.0:
             raise ValueError(f"iou must be within (0, 1), got {self.iou}")
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One gold metric: its value and, where it is a ratio of per-image sums, those per-image
+    units (for its interval and for paired comparisons between rounds)."""
+
+    family: str
+    metric: str
+    value: float | None
+    units: Units | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.family}/{self.metric}"
+
+    def interval(self) -> Interval | None:
+        return interval(self.units) if self.value is not None else None
+
+
+def _units(per_image: dict[str, tuple[float, float]]) -> Units:
+    return Units.of(per_image)
 
 
 def tokens(text: str) -> list[str]:
@@ -111,8 +134,8 @@ class Evaluator:
     def _restrict(self, table: pa.Table) -> pa.Table:
         return table.filter(pc.is_in(table.column("image_id"), pa.array(self.images, pa.string())))
 
-    def evaluate(self, predictions: dict[str, pa.Table]) -> list[tuple[str, str, float | None]]:
-        """(family, metric, value) for every metric; value None where it cannot be measured."""
+    def evaluate(self, predictions: dict[str, pa.Table]) -> list[Measurement]:
+        """Every metric; value None where it cannot be measured."""
         pred = {t: self._restrict(predictions.get(t, schema_for(t).empty_table())) for t in ("texts", "regions", "triplets")}
         return [*self._regions(pred["regions"]), *self._texts(pred["texts"]), *self._grounding(pred["triplets"])]
 
@@ -124,31 +147,41 @@ class Evaluator:
         pred, gt = self._kind(regions, "object"), self._kind(self.truth["regions"], "object")
         tp = n_pred = n_gt = 0
         mask_ious = []
+        counts, masks = {}, {}
         for image in self.images:
             p, g = pred.get(image, []), gt.get(image, [])
             matches = match_boxes(p, g, iou)
             tp, n_pred, n_gt = tp + len(matches), n_pred + len(p), n_gt + len(g)
+            counts[image] = (len(matches), len(p), len(g))
             pairs = [(p[i]["mask"], g[j]["mask"]) for i, j, _ in matches if p[i]["mask"] and g[j]["mask"]]
-            if pairs:
-                ious = rle_iou([a for a, _ in pairs], [b for _, b in pairs])
-                mask_ious.extend(np.diag(ious).tolist())
+            found = np.diag(rle_iou([a for a, _ in pairs], [b for _, b in pairs])).tolist() if pairs else []
+            mask_ious.extend(found)
+            masks[image] = (float(sum(found)), len(found))
         precision, recall, f1 = _prf(tp, n_pred, n_gt)
         scored = n_pred and all(r["score"] is not None for rows in pred.values() for r in rows)
         m, m50 = coco_map(pred, gt, self.images) if scored else (None, None)
         ocr_pred, ocr_gt = self._kind(regions, "ocr"), self._kind(self.truth["regions"], "ocr")
         hit = said = truth_words = 0
+        words = {}
         for image in self.images:
             words_p = Counter(w for r in ocr_pred.get(image, []) for w in r["label"].upper().split())
             words_g = Counter(w for r in ocr_gt.get(image, []) for w in r["label"].upper().split())
-            hit += sum((words_p & words_g).values())
-            said, truth_words = said + sum(words_p.values()), truth_words + sum(words_g.values())
+            words[image] = (sum((words_p & words_g).values()), sum(words_p.values()), sum(words_g.values()))
+            hit += words[image][0]
+            said, truth_words = said + words[image][1], truth_words + words[image][2]
         family = "region-text"
+        per = lambda table, num, den: _units({i: (num(v), den(v)) for i, v in table.items()})  # noqa: E731
         return [
-            (family, "detection_precision", precision), (family, "detection_recall", recall),
-            (family, "detection_f1", f1), (family, "detection_map", m), (family, "detection_map50", m50),
-            (family, "mask_iou", float(np.mean(mask_ious)) if mask_ious else None),
-            (family, "ocr_word_precision", hit / said if said else None),
-            (family, "ocr_word_recall", hit / truth_words if truth_words else None),
+            Measurement(family, "detection_precision", precision, per(counts, lambda c: c[0], lambda c: c[1])),
+            Measurement(family, "detection_recall", recall, per(counts, lambda c: c[0], lambda c: c[2])),
+            Measurement(family, "detection_f1", f1, per(counts, lambda c: 2 * c[0], lambda c: c[1] + c[2])),
+            Measurement(family, "detection_map", m), Measurement(family, "detection_map50", m50),
+            Measurement(family, "mask_iou", float(np.mean(mask_ious)) if mask_ious else None,
+                        per(masks, lambda c: c[0], lambda c: c[1])),
+            Measurement(family, "ocr_word_precision", hit / said if said else None,
+                        per(words, lambda c: c[0], lambda c: c[1])),
+            Measurement(family, "ocr_word_recall", hit / truth_words if truth_words else None,
+                        per(words, lambda c: c[0], lambda c: c[2])),
         ]
 
     def _mentioned(self, text: str) -> set[str]:
@@ -164,28 +197,36 @@ class Evaluator:
             scored = [i for i in self.images if i in pred and i in gt]
             family, name = "text", granularity
             coverage = len(scored) / len(self.images) if self.images else None
+            covered = _units({i: (float(i in pred and i in gt), 1.0) for i in self.images})
             if not scored:
-                out += [(family, f"{name}.{m}", None) for m in ("bleu4", "cider", "rouge_l", "object_recall", "hallucination")]
-                out.append((family, f"{name}.coverage", coverage))
+                out += [Measurement(family, f"{name}.{m}", None)
+                        for m in ("bleu4", "cider", "rouge_l", "object_recall", "hallucination")]
+                out.append(Measurement(family, f"{name}.coverage", coverage, covered))
                 continue
             best = {i: max(pred[i], key=lambda r: r["score"] if r["score"] is not None else 0.0)["text"] for i in scored}
             res = {i: [" ".join(tokens(best[i]))] for i in scored}
             refs = {i: [" ".join(tokens(r["text"])) for r in gt[i]] for i in scored}
             bleu = Bleu(4).compute_score(refs, res, verbose=0)[0][3]
-            cider = Cider().compute_score(refs, res)[0]
-            rouge = Rouge().compute_score(refs, res)[0]
-            recall, hallucination = [], []
+            cider, cider_each = Cider().compute_score(refs, res)
+            rouge, rouge_each = Rouge().compute_score(refs, res)
+            order = list(refs)  # pycocoevalcap scores images in the order of the references' keys
+            recall, hallucination = {}, {}
             for i in scored:
                 mentioned, present = self._mentioned(best[i]), truth_objects.get(i, set())
                 if present:
-                    recall.append(len(mentioned & present) / len(present))
+                    recall[i] = (len(mentioned & present) / len(present), 1.0)
                 if mentioned:
-                    hallucination.append(len(mentioned - present) / len(mentioned))
+                    hallucination[i] = (len(mentioned - present) / len(mentioned), 1.0)
+            mean = lambda d: float(np.mean([v[0] for v in d.values()])) if d else None  # noqa: E731
             out += [
-                (family, f"{name}.bleu4", float(bleu)), (family, f"{name}.cider", float(cider)),
-                (family, f"{name}.rouge_l", float(rouge)), (family, f"{name}.coverage", coverage),
-                (family, f"{name}.object_recall", float(np.mean(recall)) if recall else None),
-                (family, f"{name}.hallucination", float(np.mean(hallucination)) if hallucination else 0.0),
+                Measurement(family, f"{name}.bleu4", float(bleu)),
+                Measurement(family, f"{name}.cider", float(cider),
+                            _units({i: (float(c), 1.0) for i, c in zip(order, cider_each)})),
+                Measurement(family, f"{name}.rouge_l", float(rouge),
+                            _units({i: (float(r), 1.0) for i, r in zip(order, rouge_each)})),
+                Measurement(family, f"{name}.coverage", coverage, covered),
+                Measurement(family, f"{name}.object_recall", mean(recall), _units(recall)),
+                Measurement(family, f"{name}.hallucination", mean(hallucination) or 0.0, _units(hallucination)),
             ]
         return out
 
@@ -200,16 +241,30 @@ class Evaluator:
             if key not in best or score > (best[key]["score"] or 0.0):
                 best[key] = row
         hits = 0
+        per_image = {i: [0.0, 0.0] for i in self.images}
         for key, boxes in gt_groups.items():
-            if key in best and box_iou(np.array([best[key]["box"]]), np.array(boxes)).max() >= self.config.iou:
-                hits += 1
+            hit = key in best and box_iou(np.array([best[key]["box"]]), np.array(boxes)).max() >= self.config.iou
+            hits += int(hit)
+            counted = per_image.setdefault(key[0], [0.0, 0.0])
+            counted[0], counted[1] = counted[0] + hit, counted[1] + 1
         recall = hits / len(gt_groups) if gt_groups else None
-        return [("text-phrase-region", "grounding_recall@1", recall)]
+        return [Measurement("text-phrase-region", "grounding_recall@1", recall,
+                            _units({i: (a, b) for i, (a, b) in per_image.items()}))]
 
 
-def metric_rows(results, round_id: int, source: str, split: str = "gold") -> pa.Table:
-    rows = [{"round": round_id, "split": split, "family": f, "metric": m,
-             "value": None if v is None else float(v), "source": source} for f, m, v in results]
+def metric_rows(results: list[Measurement], round_id: int, source: str, split: str = "gold") -> pa.Table:
+    """``metrics`` rows: the value, its interval (when it has one) and its per-image units."""
+    rows = []
+    for m in results:
+        found = m.interval()
+        units = m.units if m.value is not None else None
+        rows.append({"round": round_id, "split": split, "family": m.family, "metric": m.metric,
+                     "value": None if m.value is None else float(m.value), "source": source,
+                     "low": found.low if found else None, "high": found.high if found else None,
+                     "images": units.measured if units else None,
+                     "unit_images": list(units.images) if units else None,
+                     "unit_num": units.num.tolist() if units else None,
+                     "unit_den": units.den.tolist() if units else None})
     return pa.Table.from_pylist(rows, schema=schema_for("metrics"))
 
 

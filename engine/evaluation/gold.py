@@ -9,9 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.dataset.store import Store
+
+
+GOLD_SPLITS = ("gold", "seed-gold")
+"""Splits held out for evaluation: the target domain's gold and the seed domain's."""
 
 
 class GoldLeakError(RuntimeError):
@@ -24,11 +29,11 @@ class GoldGuard:
 
     @classmethod
     def from_stores(cls, *stores: Store) -> GoldGuard:
-        """Gold ids of datasets and gold-truth stores: their images with split ``gold``."""
+        """Gold ids of datasets and gold-truth stores: their images of the ``GOLD_SPLITS``."""
         ids: set[str] = set()
         for store in stores:
             images = store.read("images", columns=["image_id", "split"])
-            ids.update(images.filter(pc.equal(images.column("split"), "gold")).column("image_id").to_pylist())
+            ids.update(images.filter(pc.is_in(images.column("split"), pa.array(GOLD_SPLITS))).column("image_id").to_pylist())
         return cls(ids)
 
     def check(self, image_ids: Iterable[str], purpose: str = "training") -> None:

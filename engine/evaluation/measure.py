@@ -10,7 +10,7 @@ import pyarrow.compute as pc
 
 from engine.dataset.sources import load_rgb
 from engine.dataset.store import Store
-from engine.evaluation.evaluate import Evaluator
+from engine.evaluation.evaluate import Evaluator, Measurement
 from engine.round.annotate import Annotated, annotate, decode, stage_order
 from engine.round.config import SpecialistSpec
 from filters.phrases import PhraseParser
@@ -64,14 +64,14 @@ def annotate_gold(specialists: Sequence[tuple[str, Specialist]], gold: Store, fi
 
 
 def measure(specialists: Sequence[tuple[str, Specialist]], gold: Store, filters: FilterConfig,
-            batch_size: int = 32) -> dict[str, float | None]:
-    """Gold metrics (``family/metric``) of what ``specialists`` make and the filters keep."""
+            batch_size: int = 32) -> list[Measurement]:
+    """Gold metrics of what ``specialists`` make and the filters keep."""
     kept = annotate_gold(specialists, gold, filters, batch_size).kept
-    return {f"{f}/{m}": v for f, m, v in Evaluator(gold).evaluate(kept)}
+    return Evaluator(gold).evaluate(kept)
 
 
 def measure_specs(specs: Sequence[SpecialistSpec], filters: FilterConfig, gold: Store,
-                  prompts: Sequence[tuple[str, Specialist]] = (), batch_size: int = 32) -> dict[str, float | None]:
+                  prompts: Sequence[tuple[str, Specialist]] = (), batch_size: int = 32) -> list[Measurement]:
     """Gold metrics of configured specialists alone (``prompts``, e.g. gold boxes, run before them),
     with a round's filters and shard size: what a round of exactly these would score on gold."""
     specialists = [*prompts, *((s.key, s.build()) for s in specs)]

@@ -12,12 +12,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
+
 from engine.dataset.store import Store
 from engine.evaluation.gold import GoldGuard
 from engine.loop.profiles import Profile, budget_for
 from engine.loop.training import Trained, train_and_measure
 from engine.loop.training_set import load_training_set
 from engine.world.make import World
+from schemas import schema_for
 from specialists.training.registry import TRAINERS
 
 log = logging.getLogger(__name__)
@@ -31,33 +34,69 @@ class ModelSet:
     models: dict[str, Trained]
 
     def gold_table(self) -> list[dict]:
-        return [{"specialist": name, "metric": metric, "value": value}
-                for name, trained in self.models.items() for metric, value in trained.gold.items()]
+        """Per model and metric: target gold (with its interval) and the seed domain's gold."""
+        rows = []
+        for name, trained in self.models.items():
+            seed = trained.measured("seed-gold")
+            for metric, found in trained.measured("gold").items():
+                rows.append({"specialist": name, "metric": metric, "value": found["value"], "low": found["low"],
+                             "high": found["high"], "seed_gold": seed.get(metric, {}).get("value")})
+        return rows
+
+    def metric_rows(self) -> pa.Table:
+        """Round 0's ``metrics`` rows: each model alone, source ``model:<name>``, on ``gold`` and
+        ``seed-gold``."""
+        rows = [{"round": 0, "split": split, "family": key.split("/", 1)[0], "metric": key.split("/", 1)[1],
+                 "value": found["value"], "source": f"model:{name}", "low": found["low"], "high": found["high"],
+                 "images": found["images"]}
+                for name, trained in self.models.items() for split in ("gold", "seed-gold")
+                for key, found in trained.measured(split).items()]
+        return pa.Table.from_pylist(rows, schema=schema_for("metrics"))
+
+    def write_metrics(self, store: Store) -> None:
+        with store.writer(0) as writer:
+            writer.write("metrics", "bootstrap", self.metric_rows())
 
 
 def models_dir(root: str | Path, round_id: int) -> Path:
     return Path(root) / f"round-{round_id}"
 
 
-def bootstrap(world: World, models_root: str | Path, profile: Profile, only: tuple[str, ...] | None = None,
-              step: Callable[[str], None] | None = None) -> ModelSet:
-    """Train ``only`` of the registered specialists (default: all) on the world's seed truth and
-    measure each on its gold."""
+def train_specialists(world: World, root: str | Path, profile: Profile, splits: tuple[str, ...],
+                      only: tuple[str, ...] | None = None, step: Callable[[str], None] | None = None,
+                      round_id: int = 0) -> ModelSet:
+    """Train ``only`` of the registered specialists (default: all) with the profile's bootstrap
+    budget on the world's truth of ``splits`` into ``root``, and measure each on the gold (and on
+    the seed-gold, when the world has one)."""
     only = tuple(TRAINERS) if only is None else only
     unknown = [n for n in only if n not in TRAINERS]
     if unknown:
-        raise ValueError(f"unknown specialist(s) to bootstrap: {unknown}; known: {', '.join(TRAINERS)}")
+        raise ValueError(f"unknown specialist(s) to train: {unknown}; known: {', '.join(TRAINERS)}")
     truth, gold = Store(world.truth), Store(world.gold)
-    seed = load_training_set(truth, 0, ("seed",), GoldGuard.from_stores(gold))
-    if not len(seed):
-        raise ValueError(f"the world in {world.root} has no seed images to train on")
-    root = models_dir(models_root, 0)
+    seed_gold = Store(world.seed_gold) if world.seed_gold else None
+    data = load_training_set(truth, 0, splits, GoldGuard.from_stores(*(s for s in (gold, seed_gold) if s)))
+    if not len(data):
+        raise ValueError(f"the world in {world.root} has no {' or '.join(splits)} truth to train on")
     models: dict[str, Trained] = {}
     for name in only:
         if step:
-            step(f"bootstrap {name}")
+            step(f"train {name} on {'+'.join(splits)}")
         trainer = TRAINERS[name]
-        models[name] = train_and_measure(trainer, seed, root, budget_for(profile.bootstrap, trainer), gold,
-                                         device=profile.device)
-        log.info("bootstrapped %s: %s", name, models[name].gold)
-    return ModelSet(0, models)
+        models[name] = train_and_measure(trainer, data, Path(root), budget_for(profile.bootstrap, trainer), gold,
+                                         device=profile.device, seed_gold=seed_gold)
+        log.info("trained %s on %s: %s", name, splits, models[name].gold)
+    return ModelSet(round_id, models)
+
+
+def bootstrap(world: World, models_root: str | Path, profile: Profile, only: tuple[str, ...] | None = None,
+              step: Callable[[str], None] | None = None) -> ModelSet:
+    """Round 0: the specialists trained on the world's seed split (the curated, labelled data a
+    user starts from), into ``<models>/round-0``."""
+    return train_specialists(world, models_dir(models_root, 0), profile, ("seed",), only, step)
+
+
+def oracle(world: World, models_root: str | Path, profile: Profile, only: tuple[str, ...] | None = None,
+           step: Callable[[str], None] | None = None) -> ModelSet:
+    """The ceiling of each family: the same models with the same budget, trained on the target
+    domain's pool truth (never gold), into ``<models>/oracle``. Only a synthetic world has it."""
+    return train_specialists(world, Path(models_root) / "oracle", profile, ("pool",), only, step)

@@ -1,7 +1,9 @@
 """Profiles of ``fld run``: how big a world, how long each specialist trains, how many rounds.
 
 ``quick`` is a smoke test (a few minutes), ``default`` is what ``make run`` runs on a 2-core CPU
-machine in under 15 minutes, ``large`` is for benchmarks and GPUs.
+machine in under 15 minutes, ``large`` is for benchmarks and GPUs. Each draws its world with a
+domain shift (``engine.world.shift``): the seed split from the seed domain, the pool and gold from
+the target domain, and a seed-gold split to show round 0's quality where it was trained.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from engine.world.shift import SHIFTS
 from specialists.training.florence2 import Florence2Budget
 from specialists.training.registry import trainer_for
 from specialists.training.sam import SamBudget
@@ -37,11 +40,17 @@ class Profile:
     refine: Budgets
     refinement_rounds: int = 1
     device: str = "cpu"
+    seed_gold_fraction: float = 0.0
+    """The seed domain's held-out gold (round 0's quality where it was trained)."""
+    shift: str = "none"
+    """The world's domain shift (``engine.world.shift.SHIFTS``): pool and gold from the target domain."""
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.world_images < 3 or self.refinement_rounds < 0:
             raise ValueError("a profile needs >= 3 world images and >= 0 refinement rounds")
+        if self.shift not in SHIFTS:
+            raise ValueError(f"unknown shift {self.shift!r}; known: {', '.join(SHIFTS)}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -59,17 +68,20 @@ class Profile:
 
 
 PROFILES = {
-    "quick": Profile("quick", world_images=160, seed_fraction=0.5, gold_fraction=0.2,
+    "quick": Profile("quick", world_images=160, seed_fraction=0.45, gold_fraction=0.2, seed_gold_fraction=0.1,
+                     shift="field",
                      bootstrap={"yolo": YoloBudget(epochs=3, imgsz=160), "sam": SamBudget(steps=40),
                                 "florence2": Florence2Budget(steps=40)},
                      refine={"yolo": YoloBudget(epochs=1, imgsz=160), "sam": SamBudget(steps=10),
                              "florence2": Florence2Budget(steps=10)}),
-    "default": Profile("default", world_images=400, seed_fraction=0.6, gold_fraction=0.1,
+    "default": Profile("default", world_images=560, seed_fraction=0.43, gold_fraction=0.27, seed_gold_fraction=0.07,
+                       shift="field",
                        bootstrap={"yolo": YoloBudget(epochs=14, imgsz=160), "sam": SamBudget(steps=100),
                                   "florence2": Florence2Budget(steps=300)},
                        refine={"yolo": YoloBudget(epochs=3, imgsz=160), "sam": SamBudget(steps=30),
                                "florence2": Florence2Budget(steps=80)}),
-    "large": Profile("large", world_images=5000, seed_fraction=0.4, gold_fraction=0.1,
+    "large": Profile("large", world_images=5000, seed_fraction=0.4, gold_fraction=0.1, seed_gold_fraction=0.05,
+                     shift="field",
                      bootstrap={"yolo": YoloBudget(epochs=60, imgsz=320), "sam": SamBudget(steps=2000),
                                 "florence2": Florence2Budget(steps=6000, batch=32)},
                      refine={"yolo": YoloBudget(epochs=10, imgsz=320), "sam": SamBudget(steps=500),

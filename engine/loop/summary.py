@@ -5,6 +5,7 @@ why, and how many labels changed from the round before. Written as ``metrics`` r
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 
 import duckdb
 import pyarrow as pa
@@ -39,9 +40,24 @@ def drops(store: Store, round_id: int) -> list[dict]:
     return [_row(round_id, "dropped", f"{f}.{code}", n) for f, code, n in found]
 
 
-def changes(store: Store, round_id: int, iou: float = 0.5) -> list[dict]:
-    """Objects added or removed (no same-label match at ``iou``) and descriptions reworded, on the
-    images both rounds annotated."""
+@dataclass(frozen=True)
+class ImageChange:
+    """What changed on one image from round ``round - 1`` to ``round``."""
+
+    image_id: str
+    added: int
+    removed: int
+    reworded: int
+    new_texts: int
+
+    @property
+    def total(self) -> int:
+        return self.added + self.removed + self.reworded + self.new_texts
+
+
+def image_changes(store: Store, round_id: int, iou: float = 0.5) -> list[ImageChange]:
+    """Objects added or removed (no same-label match at ``iou``) and descriptions reworded or new,
+    per image that both rounds annotated."""
     if round_id <= 1:
         return []
     now = {t: store.read(t, round_id) for t in ("regions", "texts")}
@@ -53,17 +69,31 @@ def changes(store: Store, round_id: int, iou: float = 0.5) -> list[dict]:
     keep = lambda t: t.filter(pc.is_in(t.column("image_id"), pa.array(sorted(images), pa.string())))  # noqa: E731
     objects = lambda t: rows_by_image(keep(t).filter(pc.equal(t.column("kind"), "object")))  # noqa: E731
     a, b = objects(now["regions"]), objects(before["regions"])
-    added = removed = 0
-    for image in images:
-        p, g = a.get(image, []), b.get(image, [])
-        matched = len(match_boxes(p, g, iou))
-        added, removed = added + len(p) - matched, removed + len(g) - matched
     text = lambda t: {(r["image_id"], r["granularity"]): r["text"] for r in keep(t).to_pylist()}  # noqa: E731
     tn, tb = text(now["texts"]), text(before["texts"])
-    reworded = sum(1 for k in tn.keys() & tb.keys() if tn[k] != tb[k])
-    return [_row(round_id, "changes", "objects_added", added), _row(round_id, "changes", "objects_removed", removed),
-            _row(round_id, "changes", "texts_reworded", reworded),
-            _row(round_id, "changes", "texts_new", len(tn.keys() - tb.keys()))]
+    texts_of: dict[str, list] = {}
+    for key in tn:
+        texts_of.setdefault(key[0], []).append(key)
+    out = []
+    for image in sorted(images):
+        p, g = a.get(image, []), b.get(image, [])
+        matched = len(match_boxes(p, g, iou))
+        mine = texts_of.get(image, [])
+        reworded = sum(1 for k in mine if k in tb and tn[k] != tb[k])
+        out.append(ImageChange(image, len(p) - matched, len(g) - matched, reworded, sum(1 for k in mine if k not in tb)))
+    return out
+
+
+def changes(store: Store, round_id: int, iou: float = 0.5) -> list[dict]:
+    """The round's ``image_changes`` summed: objects added and removed, texts reworded and new."""
+    found = image_changes(store, round_id, iou)
+    if not found:
+        return []
+    total = lambda name: sum(getattr(c, name) for c in found)  # noqa: E731
+    return [_row(round_id, "changes", "objects_added", total("added")),
+            _row(round_id, "changes", "objects_removed", total("removed")),
+            _row(round_id, "changes", "texts_reworded", total("reworded")),
+            _row(round_id, "changes", "texts_new", total("new_texts"))]
 
 
 def write_summary(store: Store, round_id: int) -> pa.Table:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.dataset.store import Store
+from engine.evaluation.evaluate import Measurement
 from engine.evaluation.measure import GoldBoxes, gold_images, measure_specs
 from engine.loop.serving import SHARD_SIZE, round_filters, specs
 from schemas.hashing import fingerprint
@@ -27,7 +28,7 @@ from specialists.training.trainer import Trainer, TrainingSet
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
-TRAINER_VERSION = "2"
+TRAINER_VERSION = "3"
 """Bump when training or measuring changes what a trained model's manifest would be."""
 
 
@@ -43,7 +44,12 @@ class Trained:
 
     @property
     def gold(self) -> dict[str, float | None]:
+        """Gold metrics (the target domain's), by ``family/metric``."""
         return self.manifest.get("gold", {})
+
+    def measured(self, split: str = "gold") -> dict[str, dict]:
+        """Value and interval of each metric on ``gold`` or ``seed-gold`` (see ``measured``)."""
+        return self.manifest.get("measured", {}).get(split, {})
 
 
 def load_trained(folder: Path) -> Trained:
@@ -77,28 +83,39 @@ def _family(metric: str) -> str:
     return f"{family}/{re.split(r'[_.]', name)[0]}"
 
 
-def measure_on_gold(trainer: Trainer, manifest: dict, gold: Store, device: str = "cpu") -> dict[str, float | None]:
+def measure_on_gold(trainer: Trainer, manifest: dict, gold: Store, device: str = "cpu") -> list[Measurement]:
     """Gold metrics of a trained model's tasks: the model alone in a round (gold boxes as prompts
     for a segmenter), filtered as the round filters it."""
     tasks = trainer.served_tasks(manifest)
     servings = trainer.serve(manifest, tasks, device)
     if not servings:
-        return {}
+        return []
     prompts = [("gold-boxes", GoldBoxes(gold))] if trainer.prompted_by_gold_boxes else []
     metrics = measure_specs(specs(servings), round_filters(servings), gold, prompts, SHARD_SIZE)
     wanted = {_family(trainer.metric(t)) for t in tasks}
-    return {k: v for k, v in metrics.items() if _family(k) in wanted}
+    return [m for m in metrics if _family(m.key) in wanted]
+
+
+def measured(found: list[Measurement]) -> dict[str, dict]:
+    """A manifest's record of measurements: value and 95% interval (None where it has none)."""
+    out = {}
+    for m in found:
+        interval = m.interval()
+        out[m.key] = {"value": m.value, "low": interval.low if interval else None,
+                      "high": interval.high if interval else None, "images": m.units.measured if m.units else None}
+    return out
 
 
 def train_and_measure(trainer: Trainer, data: TrainingSet, root: Path, budget: Any, gold: Store,
-                      previous: Trained | None = None, device: str = "cpu") -> Trained:
+                      previous: Trained | None = None, device: str = "cpu", seed_gold: Store | None = None) -> Trained:
     """``trainer``'s model trained on ``data`` into ``root/<name>`` (reused when its inputs are
-    unchanged), measured on ``gold``."""
+    unchanged), measured on ``gold`` (and on the seed domain's ``seed_gold``, when given)."""
     before = previous.manifest if previous else None
     settings = trainer.settings(data, budget, before, device)
     key = fingerprint({"trainer": TRAINER_VERSION, "name": trainer.name, "images": data.ids(), "counts": data.counts(),
                        "settings": settings, "previous": before["key"] if before else None,
-                       "gold": sorted(gold_images(gold))})
+                       "gold": sorted(gold_images(gold)),
+                       "seed_gold": sorted(gold_images(seed_gold)) if seed_gold else None})
     folder = Path(root) / trainer.name
     if found := _cached(folder, key):
         return found
@@ -107,5 +124,9 @@ def train_and_measure(trainer: Trainer, data: TrainingSet, root: Path, budget: A
     facts = trainer.train(data, folder, budget, before, device)
     seconds = time.monotonic() - start
     manifest = {"name": trainer.name, "key": key, **facts, "seconds": seconds}
-    manifest["gold"] = measure_on_gold(trainer, manifest, gold, device)
+    on_gold = measure_on_gold(trainer, manifest, gold, device)
+    manifest["gold"] = {m.key: m.value for m in on_gold}
+    manifest["measured"] = {"gold": measured(on_gold)}
+    if seed_gold is not None:
+        manifest["measured"]["seed-gold"] = measured(measure_on_gold(trainer, manifest, seed_gold, device))
     return _write_manifest(folder, manifest)

@@ -1,6 +1,8 @@
-"""``fld report``: one self-contained HTML file of a run (no external files, scripts or fonts):
-per-round metric plots, the FLD-5B statistics table, what the filters dropped and why, and
-sample images with their boxes, masks and grounded phrases drawn on them."""
+"""``fld report``: one self-contained HTML file of a run (no external files, scripts or fonts). It
+opens with what a person inspecting refinement wants first: the headline metric of each family per
+round with its interval and its change (marked when within the noise), the gates, and the images
+that changed most between the last two rounds drawn in both; then plots, every metric, the
+FLD-5B statistics, what the filters dropped and why, and samples with boxes, masks and phrases."""
 
 from __future__ import annotations
 
@@ -14,12 +16,13 @@ import numpy as np
 import pyarrow.compute as pc
 from PIL import Image, ImageDraw
 
-from engine.dataset.metrics import metrics_table
+from engine.dataset.metrics import Cell, headline, metric_rows, metrics_table
 from engine.dataset.query import QueryResult, connect
 from engine.dataset.rounds import rounds_table
 from engine.dataset.sources import load_rgb
 from engine.dataset.stats import dataset_stats
 from engine.dataset.store import Store, StoreError
+from engine.loop.summary import image_changes
 from engine.report.plots import plot_metrics
 from schemas.masks import decode_rle
 
@@ -29,7 +32,8 @@ CSS = """body{font-family:sans-serif;margin:24px;color:#222;max-width:1200px}h1{
 border-bottom:1px solid #ccc;padding-bottom:4px;margin-top:32px}table{border-collapse:collapse;font-size:12px;margin:8px 0}
 td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}th{background:#f3f3f3}td.l,th.l{text-align:left}
 .plots img{margin:4px;border:1px solid #eee}.sample{display:inline-block;vertical-align:top;margin:8px;width:340px;font-size:12px}
-.sample img{width:340px;border:1px solid #ccc}.swatch{display:inline-block;width:10px;height:10px;margin-right:4px}"""
+.sample img{width:340px;border:1px solid #ccc}.ci{color:#666;font-size:11px}.noise{color:#999}
+.change{border-top:1px solid #eee;margin:6px 0}.swatch{display:inline-block;width:10px;height:10px;margin-right:4px}"""
 
 
 def _png(image: Image.Image) -> str:
@@ -85,25 +89,90 @@ def draw_sample(store: Store, round_id: int, image_id: str, uri: str) -> tuple[s
     return _png(Image.alpha_composite(image, overlay).convert("RGB")), legend
 
 
+def _cell_text(cell: Cell | None) -> str:
+    if cell is None or cell.value is None:
+        return "<td>-</td>"
+    text = f"{cell.value:.3f}"
+    if cell.low is not None and cell.high is not None:
+        text += f" <span class=ci>[{cell.low:.3f}, {cell.high:.3f}]</span>"
+    elif cell.too_few:
+        text += f" <span class=ci>(no interval: {cell.images} images)</span>"
+    if cell.change is not None:
+        noise = {True: " <span class=noise>within noise</span>", False: " <b>beyond noise</b>"}.get(cell.within_noise, "")
+        text += f"<br><span class=ci>{cell.change:+.3f}</span>{noise}"
+    return f"<td>{text}</td>"
+
+
+def _headline(store: Store) -> str:
+    head = headline(store)
+    if not head.rows:
+        return "<p><em>no gold metrics yet</em></p>"
+    cols = "".join(f"<th>{html.escape(c)}</th>" for c in head.columns)
+    body = "".join(f"<tr><td class=l>{html.escape(m)}</td>" + "".join(_cell_text(cells.get(c)) for c in head.columns)
+                   + "</tr>" for m, cells in head.rows)
+    return (f"<table><tr><th class=l>metric</th>{cols}</tr>{body}</table><p class=ci>value [95% interval, bootstrap "
+            "over gold images]; below: change from the round before, <em>within noise</em> when its paired interval "
+            "holds 0. Round 0: the bootstrapped models alone, on the target domain's gold and on the seed domain's "
+            "(seed-gold) where they were trained.</p>")
+
+
+def _gates(store: Store) -> str:
+    rows = [r for r in metric_rows(store) if r.family == "gates"]
+    rounds = sorted({k for r in rows for k in r.cells})
+    result = QueryResult(["gate", *[f"round {k}" for k in rounds]],
+                         [(r.metric, *(r.cells[k].value if k in r.cells else None for k in rounds)) for r in rows])
+    return _table(result, "gates")
+
+
+def _changed_samples(store: Store, rounds: list[int], uris: dict[str, str], samples: int) -> str:
+    """The images that changed most from the round before to the last round, drawn in both."""
+    if len(rounds) < 2:
+        return "<p><em>one round only: nothing changed yet</em></p>"
+    before, last = rounds[-2], rounds[-1]
+    found = sorted((c for c in image_changes(store, last) if c.total and c.image_id in uris),
+                   key=lambda c: (-c.total, c.image_id))[:samples]
+    if not found:
+        return f"<p><em>round {last} changed nothing from round {before}</em></p>"
+    parts = []
+    for change in found:
+        cells = []
+        for r in (before, last):
+            src, _ = draw_sample(store, r, change.image_id, uris[change.image_id])
+            cells.append(f"<div class=sample><img alt='round {r} {html.escape(change.image_id[:8])}' src='{src}'>"
+                         f"<div>round {r}</div></div>")
+        note = (f"{html.escape(change.image_id[:12])}: {change.added} object(s) added, {change.removed} removed, "
+                f"{change.reworded} description(s) reworded, {change.new_texts} new")
+        parts.append(f"<div class=change><div>{note}</div>{''.join(cells)}</div>")
+    return "".join(parts)
+
+
 def build_report(store: Store, out: Path, samples: int = 6, round_id: int | None = None) -> Path:
-    """Writes the report to ``out`` (an .html file) and returns it."""
+    """Writes the report to ``out`` (an .html file) and returns it: the headline metrics with their
+    intervals first, then the gates, what changed between the last two rounds, and the rest."""
     rounds = sorted(set(store.rounds("regions")) | set(store.rounds("texts")))
     if not rounds:
         raise StoreError(f"{store.root} has no annotation rounds to report on")
     shown = round_id if round_id is not None else rounds[-1]
     if shown not in rounds:
         raise StoreError(f"round {shown} does not exist in {store.root} (rounds: {', '.join(map(str, rounds))})")
+    images = store.read("images")
+    images = images.filter(pc.equal(images.column("status"), "ok"))
+    uris = dict(zip(images.column("image_id").to_pylist(), images.column("uri").to_pylist()))
     parts = [f"<h1>fld-engine report: {html.escape(str(store.root))}</h1>",
-             f"<p>{len(rounds)} round(s) with annotations: {', '.join(map(str, rounds))}; samples from round {shown}.</p>"]
-    parts += ["<h2>Rounds</h2>", _table(rounds_table(store), "rounds")]
+             f"<p>{len(rounds)} round(s) with annotations: {', '.join(map(str, rounds))}; samples from round {shown}.</p>",
+             "<h2>Headline: one metric per family, per round</h2>", _headline(store),
+             "<h2>Gates (1 = the task's new model entered the round)</h2>", _gates(store),
+             f"<h2>What changed (round {rounds[-2] if len(rounds) > 1 else rounds[-1]} to {rounds[-1]})</h2>",
+             _changed_samples(store, rounds, uris, samples)]
     metrics = metrics_table(store)
-    parts.append("<h2>Metrics by round</h2>")
+    parts.append("<h2>Headline metrics by round</h2>")
     with tempfile.TemporaryDirectory() as tmp:
-        plots = plot_metrics(metrics, tmp)
+        plots = plot_metrics(metric_rows(store), tmp)
         parts.append("<div class=plots>" + "".join(
             f"<img alt='{html.escape(p.stem)}' src='{_png(Image.open(p))}'>" for p in plots) + "</div>"
                      if plots else "<p><em>no gold metrics yet</em></p>")
-    parts.append(_table(metrics, "metrics"))
+    parts += ["<h2>All metrics by round</h2>", _table(metrics, "metrics")]
+    parts += ["<h2>Rounds</h2>", _table(rounds_table(store), "rounds")]
     stats = dataset_stats(store)
     parts += ["<h2>FLD-5B statistics</h2>", f"<p>{stats.images_ok} images ({stats.images_error} unreadable)</p>",
               _table(stats.table)]
@@ -115,17 +184,14 @@ def build_report(store: Store, out: Path, samples: int = 6, round_id: int | None
         con.close()
     parts += ["<h2>What the filters dropped</h2>", _table(QueryResult(["round", "filter", "reason", "rows"], found), "drops")]
     parts.append(f"<h2>Samples (round {shown})</h2>")
-    images = store.read("images")
-    images = images.filter(pc.equal(images.column("status"), "ok"))
     annotated = set(store.read("regions", shown, columns=["image_id"]).column("image_id").to_pylist())
     texts = {r["image_id"]: r["text"] for r in store.read("texts", shown).to_pylist() if r["granularity"] == "brief"}
-    chosen = [(i, u) for i, u in zip(images.column("image_id").to_pylist(), images.column("uri").to_pylist())
-              if i in annotated or i in texts][:samples]
+    chosen = [(i, u) for i, u in uris.items() if i in annotated or i in texts][:samples]
     for image_id, uri in chosen:
         src, legend = draw_sample(store, shown, image_id, uri)
         phrases = "".join(f"<div><span class=swatch style='background:rgb{c}'></span>{html.escape(p)}</div>" for p, c in legend)
         caption = html.escape(texts.get(image_id, ""))
-        parts.append(f"<div class=sample><img alt='sample {image_id[:8]}' src='{src}'><div><b>{caption}</b></div>{phrases}</div>")
+        parts.append(f"<div class=sample><img alt='sample {html.escape(image_id[:8])}' src='{src}'><div><b>{caption}</b></div>{phrases}</div>")
     doc = f"<!doctype html><html><head><meta charset=utf-8><title>fld-engine report</title><style>{CSS}</style></head><body>{''.join(parts)}</body></html>"
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+
+from engine.world.shift import Domain, Shift, domain_for
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,11 @@ class WorldConfig:
     sign_probability: float = 0.4
     min_visible: float = 0.5
     """An object may be occluded by later ones only while this share of it stays visible."""
+    seed_gold_fraction: float = 0.0
+    """Held-out truth of the seed domain (split ``seed-gold``): round 0's quality where it was
+    trained, beside its quality on the target domain's gold."""
+    shift: Shift = field(default_factory=Shift)
+    """How the pool and gold (target domain) differ from the seed and seed-gold (seed domain)."""
 
     def __post_init__(self) -> None:
         if self.images < 3:
@@ -37,20 +44,30 @@ class WorldConfig:
             raise ValueError(
                 f"need 1 <= min_objects <= max_objects <= 12, got {self.min_objects}..{self.max_objects}"
             )
-        for name in ("seed_fraction", "gold_fraction", "jpeg_fraction", "sign_probability", "min_visible"):
+        if isinstance(self.shift, dict):
+            object.__setattr__(self, "shift", Shift.from_dict(self.shift))
+        for name in ("seed_fraction", "gold_fraction", "jpeg_fraction", "sign_probability", "min_visible",
+                     "seed_gold_fraction"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be within [0, 1], got {value}")
-        if self.seed_fraction + self.gold_fraction >= 1.0:
-            raise ValueError("seed_fraction + gold_fraction must leave room for the pool (< 1)")
+        if self.seed_fraction + self.gold_fraction + self.seed_gold_fraction >= 1.0:
+            raise ValueError("seed_fraction + gold_fraction + seed_gold_fraction must leave room for the pool (< 1)")
 
     def split_counts(self) -> dict[str, int]:
+        """Images per split; ``seed-gold`` only when the world has one."""
         gold = max(1, round(self.images * self.gold_fraction))
         seed = max(1, round(self.images * self.seed_fraction))
-        pool = self.images - gold - seed
+        seed_gold = round(self.images * self.seed_gold_fraction)
+        pool = self.images - gold - seed - seed_gold
         if pool < 1:
-            raise ValueError(f"{self.images} images leave no pool after {seed} seed and {gold} gold")
-        return {"seed": seed, "pool": pool, "gold": gold}
+            raise ValueError(f"{self.images} images leave no pool after {seed} seed, {gold} gold and {seed_gold} seed-gold")
+        counts = {"seed": seed, "pool": pool, "gold": gold}
+        return {**counts, "seed-gold": seed_gold} if seed_gold else counts
+
+    def domain(self, split: str) -> Domain:
+        """What ``split``'s scenes are drawn from (seed domain: seed, seed-gold; target: pool, gold)."""
+        return domain_for(split, self.seed, self.min_objects, self.max_objects, self.min_visible, self.shift)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -183,9 +183,28 @@ def background(scene: Scene, rng: np.random.Generator) -> np.ndarray:
     return canvas
 
 
-def render(scene: Scene, rng: np.random.Generator) -> np.ndarray:
-    """The scene as an RGB uint8 array (height x width x 3); later objects cover earlier ones."""
+def clutter(canvas: np.ndarray, rng: np.random.Generator, strokes: int) -> np.ndarray:
+    """Thin random strokes in muted colours over the background (drawn before the objects)."""
+    h, w = canvas.shape[:2]
+    layer = Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(layer)
+    for _ in range(strokes):
+        points = [(float(rng.uniform(0, w)), float(rng.uniform(0, h)))]
+        for _ in range(int(rng.integers(2, 5))):
+            x, y = points[-1]
+            angle, length = rng.uniform(0, 2 * math.pi), rng.uniform(8, 40)
+            points.append((x + length * math.cos(angle), y + length * math.sin(angle)))
+        tone = rng.integers(70, 200, size=3)
+        draw.line(points, fill=tuple(int(t) for t in tone), width=int(rng.integers(1, 4)))
+    return np.asarray(layer, np.float32)
+
+
+def render(scene: Scene, rng: np.random.Generator, strokes: int = 0) -> np.ndarray:
+    """The scene as an RGB uint8 array (height x width x 3); later objects cover earlier ones,
+    and all cover the background's ``strokes`` of clutter."""
     canvas = background(scene, rng)
+    if strokes:
+        canvas = clutter(canvas, rng, strokes)
     for obj in scene.objects:
         for shape, coords, fill in parts(obj):
             ys, xs = np.nonzero(_raster(shape, coords, scene.width, scene.height))

@@ -4,6 +4,10 @@
     <out>/images/<split>/NNNNNN.png  the images (some JPEG), split into seed / pool / gold
     <out>/truth/                     a dataset of the seed and pool truth (round 0)
     <out>/gold/                      the gold truth, kept apart: only the evaluator reads it
+    <out>/seed-gold/                 the seed domain's held-out truth (when the world has one)
+
+The seed and seed-gold splits are drawn from the seed domain, the pool and gold splits from the
+target domain (``engine.world.shift``: the same as the seed's unless the world has a shift).
 
 Image ``i`` is drawn from its own generator (``seed``, ``i``), so worlds are identical whatever
 the number of worker processes.
@@ -11,7 +15,7 @@ the number of worker processes.
 
 from __future__ import annotations
 
-import io
+import contextlib
 import json
 import logging
 import os
@@ -23,13 +27,13 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-from PIL import Image
 
 from engine.dataset.store import Store, StoreError
 from engine.world.config import WorldConfig
 from engine.world.describe import describe
 from engine.world.draw import render
 from engine.world.sample import sample_scene
+from engine.world.shift import capture, encode
 from engine.world.truth import truth_rows
 from schemas import schema_for
 from schemas.hashing import content_id, fingerprint
@@ -71,14 +75,22 @@ class World:
         meta = json.loads(manifest.read_text())
         return cls(root, WorldConfig(**meta["config"]), meta["version"])
 
+    @property
+    def seed_gold(self) -> Path | None:
+        """The seed domain's held-out truth, when the world has a ``seed-gold`` split."""
+        path = self.root / "seed-gold"
+        return path if path.is_dir() else None
+
 
 def assign_splits(config: WorldConfig) -> list[str]:
-    """The split of each image index: a seeded permutation cut into gold, seed and pool."""
+    """The split of each image index: a seeded permutation cut into gold, seed, seed-gold and pool."""
     counts = config.split_counts()
     order = np.random.default_rng([config.seed, 2**31]).permutation(config.images)
+    cuts = np.cumsum([counts["gold"], counts["seed"], counts.get("seed-gold", 0)])
+    names = ("gold", "seed", "seed-gold", "pool")
     splits = [""] * config.images
     for rank, index in enumerate(order):
-        splits[index] = "gold" if rank < counts["gold"] else "seed" if rank < counts["gold"] + counts["seed"] else "pool"
+        splits[index] = names[int(np.searchsorted(cuts, rank, side="right"))]
     return splits
 
 
@@ -87,12 +99,16 @@ def _draw_chunk(config: WorldConfig, indices: list[int], splits: list[str], root
     images, truth = [], {t: [] for t in TRUTH_TABLES}
     for i, split in zip(indices, splits):
         rng = np.random.default_rng([config.seed, i])
-        scene = sample_scene(rng, config)
-        pixels = render(scene, rng)
+        domain = config.domain(split)
+        scene = sample_scene(rng, config, domain)
+        pixels = render(scene, rng, domain.shift.clutter if domain.shift else 0)
         jpeg = rng.random() < config.jpeg_fraction
-        buffer = io.BytesIO()
-        Image.fromarray(pixels).save(buffer, format="JPEG" if jpeg else "PNG", **({"quality": 92} if jpeg else {}))
-        data = buffer.getvalue()
+        quality = 92
+        if domain.shift:
+            pixels = capture(pixels, rng, domain.shift)
+            if domain.shift.jpeg_quality:
+                jpeg, quality = True, domain.shift.jpeg_quality
+        data = encode(pixels, jpeg, quality)
         path = Path(root) / "images" / split / f"{i:06d}.{'jpg' if jpeg else 'png'}"
         path.write_bytes(data)
         image_id = content_id(data)
@@ -111,28 +127,31 @@ def make_world(config: WorldConfig, out: str | Path, overwrite: bool = False, wo
     _prepare(root, overwrite)
     version = fingerprint({"world": WORLD_VERSION, "config": config.to_dict()})
     splits = assign_splits(config)
-    for split in ("seed", "pool", "gold"):
+    names = list(config.split_counts())
+    for split in names:
         (root / "images" / split).mkdir(parents=True, exist_ok=True)
     chunks = [list(range(s, min(s + CHUNK, config.images))) for s in range(0, config.images, CHUNK)]
     workers = workers or min(os.cpu_count() or 1, len(chunks))
-    truth_store, gold_store = Store(root / "truth", create=True), Store(root / "gold", create=True)
+    stores = {"truth": ("seed", "pool"), "gold": ("gold",), "seed-gold": ("seed-gold",)}
+    stores = {folder: held for folder, held in stores.items() if any(s in names for s in held)}
     seen: dict[str, str] = {}
-    with truth_store.writer(0) as truth_writer, gold_store.writer(0) as gold_writer:
+    with contextlib.ExitStack() as stack:
+        writers = {folder: stack.enter_context(Store(root / folder, create=True).writer(0)) for folder in stores}
         results = _run(chunks, splits, config, root, version, workers)
         for n, (chunk, (images, truth)) in enumerate(zip(chunks, results)):
             for row in images:
                 if row["image_id"] in seen:
                     raise RuntimeError(f"{row['uri']} has the same content as {seen[row['image_id']]}")
                 seen[row["image_id"]] = row["uri"]
-            gold_ids = {r["image_id"] for r in images if r["split"] == "gold"}
-            for writer, keep in ((truth_writer, lambda r: r["image_id"] not in gold_ids),
-                                 (gold_writer, lambda r: r["image_id"] in gold_ids)):
-                writer.write("images", n, _table("images", [r for r in images if keep(r)]))
+            split_of = {r["image_id"]: r["split"] for r in images}
+            for folder, held in stores.items():
+                keep = lambda r: split_of[r["image_id"]] in held  # noqa: E731
+                writers[folder].write("images", n, _table("images", [r for r in images if keep(r)]))
                 for table, rows in truth.items():
-                    writer.write(table, n, _table(table, [r for r in rows if keep(r)]))
+                    writers[folder].write(table, n, _table(table, [r for r in rows if keep(r)]))
             if progress:
                 progress(len(chunk))
-    counts = {s: splits.count(s) for s in ("seed", "pool", "gold")}
+    counts = {s: splits.count(s) for s in names}
     manifest = {"version": version, "world_version": WORLD_VERSION, "config": config.to_dict(), "splits": counts}
     (root / MANIFEST).write_text(json.dumps(manifest, indent=2))
     log.info("world of %d images in %s: %s", config.images, root, counts)
@@ -158,7 +177,7 @@ def _prepare(root: Path, overwrite: bool) -> None:
             raise StoreError(f"{root} already exists and is not empty; pass --overwrite to replace a world")
         if not (root / MANIFEST).is_file():
             raise StoreError(f"{root} is not empty and not a world made by fld; refusing to overwrite it")
-        for part in ("images", "truth", "gold", MANIFEST):
+        for part in ("images", "truth", "gold", "seed-gold", MANIFEST):
             target = root / part
             if target.is_dir():
                 shutil.rmtree(target)

@@ -10,11 +10,11 @@ import numpy as np
 from engine.world.config import WorldConfig
 from engine.world.draw import object_mask
 from engine.world.scene import Scene, SceneObject
+from engine.world.shift import Domain
 from engine.world.vocab import (
     BACKGROUND_COLOURS,
     BACKGROUNDS,
     CATEGORIES,
-    COLOURS,
     PATTERNS,
     SIGN_WORDS,
     SIZE_FRACTION,
@@ -52,15 +52,17 @@ def _keeps_others_visible(objects: list[SceneObject], full: list[np.ndarray], ma
     return True
 
 
-def sample_scene(rng: np.random.Generator, config: WorldConfig) -> Scene:
-    """``min_objects``..``max_objects`` objects (fewer when no room is left), a sign drawn last."""
+def sample_scene(rng: np.random.Generator, config: WorldConfig, domain: Domain | None = None) -> Scene:
+    """``min_objects``..``max_objects`` objects of ``domain`` (default: the seed domain; fewer when
+    no room is left), a sign drawn last."""
+    domain = domain or config.domain("seed")
     scene = Scene(
         config.width,
         config.height,
         BACKGROUNDS[rng.integers(len(BACKGROUNDS))],
         list(BACKGROUND_COLOURS)[rng.integers(len(BACKGROUND_COLOURS))],
     )
-    count = int(rng.integers(config.min_objects, config.max_objects + 1))
+    count = int(rng.integers(domain.min_objects, domain.max_objects + 1))
     with_sign = bool(rng.random() < config.sign_probability)
     plain = [c for c in CATEGORIES if c != "sign"]
     wanted = [plain[rng.integers(len(plain))] for _ in range(count - int(with_sign))]
@@ -69,14 +71,15 @@ def sample_scene(rng: np.random.Generator, config: WorldConfig) -> Scene:
     full: list[np.ndarray] = []
     for category in wanted:
         is_sign = category == "sign"
-        size = SIZES[rng.integers(1, 3)] if is_sign else SIZES[rng.integers(len(SIZES))]
-        colour = list(COLOURS)[rng.integers(len(COLOURS))]
+        size = domain.draw_size(rng, SIZES[1:3] if is_sign else SIZES)
+        colours = domain.colours[category]
+        colour = colours[rng.integers(len(colours))]
         pattern = "solid" if is_sign else PATTERNS[rng.integers(len(PATTERNS))]
         text = SIGN_WORDS[rng.integers(len(SIGN_WORDS))] if is_sign else None
         for _ in range(PLACEMENT_TRIES):
             obj = SceneObject(category, colour, size, pattern, _extent(rng, category, size, config), text)
             mask, text_box = object_mask(obj, config.width, config.height)
-            if mask.any() and _keeps_others_visible(scene.objects, full, mask, config.min_visible):
+            if mask.any() and _keeps_others_visible(scene.objects, full, mask, domain.min_visible):
                 for other in scene.objects:
                     other.mask = other.mask & ~mask
                 obj.mask, obj.text_box = mask, text_box

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from PIL import Image
 from typer.testing import CliRunner
@@ -21,11 +22,44 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 def test_report_is_self_contained(small_world, tmp_path):
     path = build_report(Store(small_world.truth), tmp_path / "r.html", samples=3)
     text = path.read_text()
-    for heading in ("Rounds", "Metrics by round", "FLD-5B statistics", "What the filters dropped", "Samples (round 0)"):
+    for heading in ("Headline", "Gates", "What changed", "Rounds", "All metrics by round", "FLD-5B statistics",
+                    "What the filters dropped", "Samples (round 0)"):
         assert heading in text
     sources = re.findall(r"src='([^']*)'", text)
     assert len(sources) >= 3 and all(s.startswith("data:image/png;base64,") for s in sources)
     assert not re.search(r"(href|src)=['\"]?(https?:|file:|/)", text)  # nothing fetched from outside the file
+
+
+def test_report_opens_with_the_headline_then_gates_then_what_changed(small_world, tmp_path):
+    """Two rounds on the gold images (the truth, then the truth less some objects): the headline
+    carries intervals and the change, the changed images are drawn in both rounds, and annotation
+    text is escaped."""
+    from engine.evaluation.evaluate import evaluate_round
+
+    gold = Store(small_world.gold)
+    data = Store(tmp_path / "data", create=True)
+    regions = gold.read("regions")
+    texts = gold.read("texts")
+    odd = texts.set_column(texts.schema.get_field_index("text"), "text",
+                           pa.array(["<script>alert(1)</script> & co"] * texts.num_rows))
+    with data.writer(0) as writer:
+        writer.write("images", "gold", gold.read("images"))
+    for round_id, (kept, said) in {1: (regions, texts), 2: (regions.slice(0, regions.num_rows // 2), odd)}.items():
+        with data.writer(round_id) as writer:
+            writer.write("regions", "r", kept.set_column(kept.schema.get_field_index("round"), "round",
+                                                         pa.array([round_id] * kept.num_rows, pa.int32())))
+            writer.write("texts", "t", said.set_column(said.schema.get_field_index("round"), "round",
+                                                        pa.array([round_id] * said.num_rows, pa.int32())))
+        evaluate_round(data, round_id, gold)
+    text = build_report(data, tmp_path / "r.html", samples=2).read_text()
+    order = [text.index(h) for h in ("Headline:", "Gates", "What changed (round 1 to 2)", "Headline metrics by round")]
+    assert order == sorted(order)
+    headline = text[order[0]:order[1]]
+    assert "region-text/detection_f1" in headline and "1.000" in headline and "-0." in headline
+    assert "(no interval: 6 images)" in headline  # a gold split this small gives no interval, and says so
+    changed = text[order[2]:order[3]]
+    assert changed.count("<img") == 4 and "object(s) added" in changed  # two images, each in both rounds
+    assert "<script>alert" not in text and "&lt;script&gt;alert(1)&lt;/script&gt; &amp; co" in text
 
 
 def test_report_refuses_a_dataset_without_rounds_and_an_existing_file(tmp_path, small_world):

@@ -47,7 +47,7 @@ def truth(tmp_path):
 def metrics(truth, regions=(), texts=(), triplets=(), **config):
     predictions = {"regions": table_of("regions", list(regions)), "texts": table_of("texts", list(texts)),
                    "triplets": table_of("triplets", list(triplets))}
-    return {m: v for _, m, v in Evaluator(truth, EvalConfig(**config)).evaluate(predictions)}
+    return {m.metric: m.value for m in Evaluator(truth, EvalConfig(**config)).evaluate(predictions)}
 
 
 def shifted(rows, dx_fraction, score=0.9):
@@ -173,7 +173,7 @@ def test_grounding_recall_at_one(truth, tmp_path):
 def test_world_truth_as_predictions_is_perfect(small_world):
     gold = Store(small_world.gold)
     predictions = {t: gold.read(t) for t in ("texts", "regions", "triplets")}
-    m = {k: v for _, k, v in Evaluator(gold).evaluate(predictions)}
+    m = {x.metric: x.value for x in Evaluator(gold).evaluate(predictions)}
     for key in ("detection_f1", "mask_iou", "ocr_word_precision", "ocr_word_recall", "grounding_recall@1",
                 "brief.rouge_l", "more_detailed.rouge_l", "brief.coverage"):
         assert m[key] == pytest.approx(1.0), key
@@ -195,9 +195,25 @@ def test_evaluate_round_writes_metrics_that_fld_metrics_shows(truth, tmp_path):
     assert isinstance(table, pa.Table) and data.files("metrics", 2)
     result = CliRunner().invoke(app, ["metrics", "--data", str(data.root), "--json"])
     rows = {r["metric"]: r for r in __import__("json").loads(result.output)}
-    assert rows["detection_f1"]["round 2"] == 1.0
+    assert rows["detection_f1"]["rounds"]["2"]["value"] == 1.0
 
 
 def test_bad_eval_config():
     with pytest.raises(ValueError, match="iou"):
         EvalConfig(iou=1.5)
+
+
+def test_per_image_units_add_up_to_each_metric(small_world):
+    """The units behind an interval are the metric itself, split by image: their ratio of sums
+    is the reported value, for a perfect and for a damaged prediction."""
+    gold = Store(small_world.gold)
+    regions = gold.read("regions")
+    half = regions.slice(0, regions.num_rows // 2)
+    texts = gold.read("texts")
+    for predictions in ({t: gold.read(t) for t in ("texts", "regions", "triplets")},
+                        {"regions": half, "texts": texts.slice(0, texts.num_rows // 3)}):
+        found = Evaluator(gold).evaluate(predictions)
+        with_units = [m for m in found if m.units is not None and m.value is not None]
+        assert {m.metric for m in with_units} >= {"detection_f1", "detection_recall", "brief.cider", "grounding_recall@1"}
+        for m in with_units:
+            assert m.units.value == pytest.approx(m.value), m.key

@@ -32,11 +32,18 @@ def test_fld_run_quick_profile_end_to_end(tmp_path):
     assert kinds == {1: ("specialists", "completed"), 2: ("refinement", "completed")}
     families = set(store.read("metrics", 2).column("family").to_pylist())
     assert {"region-text", "text", "gates", "counts", "changes"} <= families
+    # round 0: each bootstrapped model on the target gold and on the seed domain's gold
+    zero = store.read("metrics", 0).to_pylist()
+    assert {(r["source"], r["split"]) for r in zero if r["metric"] == "detection_f1"} == {
+        ("model:yolo", "gold"), ("model:yolo", "seed-gold")}
+    assert (out / "world" / "seed-gold").is_dir() and json.loads((out / "world" / "world.json").read_text())[
+        "config"]["shift"]["name"] == "field"
     for name in ("yolo", "sam", "florence2"):
         assert (out / "models" / "round-0" / name / "manifest.json").is_file()
         assert (out / "models" / "round-2" / name / "manifest.json").is_file()
     again = subprocess.run([FLD, "run", "--out", str(out), "--profile", "quick"], capture_output=True, text=True,
                            env=env, timeout=1800)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "gold quality" in again.stdout  # the metrics tables
+    assert "gold quality" in again.stdout and "headline" in again.stdout  # the metrics tables
+    assert "round 0 (seed-gold)" in again.stdout
     assert Store(out / "dataset").rounds("rounds") == [1, 2]  # nothing ran twice

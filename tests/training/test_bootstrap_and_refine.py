@@ -11,7 +11,7 @@ import pytest
 
 from engine.dataset.ingest import IngestConfig, ingest
 from engine.dataset.store import Store
-from engine.loop.bootstrap import bootstrap, models_dir
+from engine.loop.bootstrap import bootstrap, models_dir, oracle, train_specialists
 from engine.loop.profiles import Profile
 from engine.loop.refine import Refinement, carry_unchanged, config_path, first_round, prepare_refinement
 from engine.loop.training import MANIFEST
@@ -46,6 +46,31 @@ def test_bootstrap_trains_measures_and_reuses(small_world, booted):
     mtimes = {n: (t.folder / MANIFEST).stat().st_mtime_ns for n, t in result.models.items()}
     again = bootstrap(small_world, models, PROFILE)  # unchanged inputs: reused, not retrained
     assert {n: (t.folder / MANIFEST).stat().st_mtime_ns for n, t in again.models.items()} == mtimes
+
+
+def test_the_oracle_trains_on_pool_truth_into_its_own_folder_and_round_zero_goes_on_record(small_world, booted,
+                                                                                         tmp_path):
+    root, models, result = booted
+    ceiling = oracle(small_world, models, PROFILE, only=("yolo",))
+    trained = ceiling.models["yolo"]
+    assert trained.folder == models / "oracle" / "yolo"
+    assert trained.manifest["train_images"] == small_world.config.split_counts()["pool"]
+    assert trained.measured("gold")["region-text/detection_f1"]["value"] == trained.gold["region-text/detection_f1"]
+    store = Store(tmp_path / "data", create=True)
+    result.write_metrics(store)
+    rows = store.read("metrics", 0).to_pylist()
+    assert {r["source"] for r in rows} == {f"model:{n}" for n in result.models}
+    assert {r["split"] for r in rows} == {"gold"}  # this world has no seed-gold split
+
+
+def test_training_refuses_a_world_without_the_truth_asked_for(small_world, tmp_path):
+    with pytest.raises(ValueError, match="has no unlabelled truth to train on"):
+        train_specialists(small_world, tmp_path, PROFILE, ("unlabelled",), only=("yolo",))
+    from engine.dataset.store import StoreError
+    from engine.world.make import World
+
+    with pytest.raises(StoreError, match="is not a world"):
+        World.open(tmp_path)
 
 
 def test_bootstrap_refuses_unknown_specialists_and_bad_pretrained(small_world, booted, tmp_path):
