@@ -19,7 +19,7 @@ MIN_IMAGES = 20
 """Fewer gold images than this (with something to measure) give no interval: it would mislead."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Units:
     """A metric's per-image numerators and denominators, by gold image id."""
 

@@ -41,11 +41,15 @@ def round_metrics(store: Store, round_id: int, gold: Store) -> dict[str, float |
     return {f"{r['family']}/{r['metric']}": r["value"] for r in evaluate_round(store, round_id, gold).to_pylist()}
 
 
+def values(found) -> dict:
+    return {m.key: m.value for m in found}
+
+
 def test_a_gate_reads_what_a_round_with_that_model_alone_keeps(ray_session, small_world, tiny_florence2, tmp_path):
     trainer = trainer_for("florence2")
     manifest = {"weights": str(tiny_florence2), "tasks": ["<CAPTION>", "<CAPTION_TO_PHRASE_GROUNDING>", "<OD>"]}
     gold = Store(small_world.gold)
-    gate = measure_on_gold(trainer, manifest, gold)  # what the gate of this model reads
+    gate = {m.key: m.value for m in measure_on_gold(trainer, manifest, gold)}  # what the gate of this model reads
     assert {"region-text/detection_f1", "text/brief.cider", "text-phrase-region/grounding_recall@1"} <= set(gate)
     config = round_config(trainer.serve(manifest, manifest["tasks"], "cpu"), splits=("gold",))
     store = gold_dataset(small_world, tmp_path / "ds")
@@ -60,9 +64,9 @@ def test_a_gate_sees_the_filters_not_the_raw_output(small_world, tiny_florence2)
     """A captioner whose every description the round's filters drop has nothing on gold."""
     servings = trainer_for("florence2").serve({"weights": str(tiny_florence2)}, ["<CAPTION>"], "cpu")
     gold = Store(small_world.gold)
-    kept = measure_specs(specs(servings), round_filters(servings), gold)
+    kept = values(measure_specs(specs(servings), round_filters(servings), gold))
     strict = dataclasses.replace(round_filters(servings), text=TextFilterConfig(min_tokens=50))
-    dropped = measure_specs(specs(servings), strict, gold)
+    dropped = values(measure_specs(specs(servings), strict, gold))
     assert kept["text/brief.coverage"] == 1.0 and kept["text/brief.cider"] is not None
     assert dropped["text/brief.coverage"] == 0.0 and dropped["text/brief.cider"] is None
 
@@ -129,7 +133,7 @@ def test_a_new_specialist_is_one_module_one_trainer_one_registry_line(ray_sessio
     gold = Store(small_world.gold)
     assert round_metrics(store, 1, gold)["region-text/detection_f1"] is not None
     toy_spec = next(s for s in config.specialists if s.key == "toy")
-    alone = measure_specs([toy_spec], config.filters, gold, batch_size=config.shard_size)
+    alone = values(measure_specs([toy_spec], config.filters, gold, batch_size=config.shard_size))
     assert alone["region-text/detection_f1"] == toy.gold["region-text/detection_f1"]
 
 

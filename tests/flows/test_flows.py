@@ -60,3 +60,18 @@ def test_a_round_outcome_prints_as_json_with_its_counts(small_world, tmp_path, o
     printed = json.loads(to_json(outcome.to_dict()))
     assert printed["summary"]["kept"]["regions"] == outcome.summary.kept["regions"] > 0
     assert printed["summary"]["filter_counts"]["geometry"]["kept"] == outcome.summary.filter_counts["geometry"]["kept"]
+
+
+def test_a_round_publishes_its_headline_table_as_a_prefect_artifact(small_world, tmp_path, ocr_config):
+    """A user who schedules rounds on a Prefect server reads the headline metrics in its UI."""
+    from prefect.artifacts import Artifact
+
+    from flows.engine import annotation_round
+
+    data = Store(tmp_path / "ds", create=True)
+    ingest(str(small_world.images("gold")), data, IngestConfig(split="gold"))
+    annotation_round(str(data.root), str(ocr_config), 1, gold=str(small_world.gold))
+    found = Artifact.get("fld-headline")
+    assert found is not None and str(data.root) in found.description
+    assert found.type == "markdown" and "| ocr_word_recall" not in found.data  # names keep their family
+    assert "| region-text/ocr_word_recall | " in found.data and "no interval: 6 images" in found.data
