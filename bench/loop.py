@@ -34,49 +34,11 @@ def _cell(cell) -> dict:
             "change_low": cell.change_low, "change_high": cell.change_high, "within_noise": cell.within_noise}
 
 
-def trivial(world_root: Path) -> dict[str, float | None]:
-    """The trivial answer of each task on the target gold, learnt from the seed truth: the box
-    prior (the mean relative box with the most common label, on every image) for detection, and
-    the most common seed description of each granularity for every image."""
-    from collections import Counter
-
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    from engine.dataset.store import Store
-    from engine.evaluation.evaluate import Evaluator
-    from engine.world.make import World
-    from schemas import schema_for
-
-    world = World.open(world_root)
-    truth, gold = Store(world.truth), Store(world.gold)
-    images = truth.read("images")
-    sizes = {i: (w, h) for i, w, h in zip(*(images.column(c).to_pylist() for c in ("image_id", "width", "height")))}
-    regions = truth.read("regions").filter(pc.equal(truth.read("regions").column("kind"), "object"))
-    rel = np.array([[b[0] / sizes[i][0], b[1] / sizes[i][1], b[2] / sizes[i][0], b[3] / sizes[i][1]]
-                    for i, b in zip(regions.column("image_id").to_pylist(), regions.column("box").to_pylist())])
-    prior, label = rel.mean(axis=0), Counter(regions.column("label").to_pylist()).most_common(1)[0][0]
-    gold_images = gold.read("images").to_pylist()
-    boxes = [{"image_id": g["image_id"], "region_id": f"prior-{g['image_id']}", "kind": "object",
-              "box": (prior * [g["width"], g["height"], g["width"], g["height"]]).tolist(), "label": label,
-              "score": 1.0, "round": 1, "specialist": "box-prior", "specialist_version": "1",
-              "score_source": "none"} for g in gold_images]
-    texts = truth.read("texts").to_pylist()
-    common = {g: Counter(t["text"] for t in texts if t["granularity"] == g).most_common(1)[0][0]
-              for g in {t["granularity"] for t in texts}}
-    said = [{"image_id": g["image_id"], "text_id": f"const-{k}-{g['image_id']}", "granularity": k, "text": text,
-             "score": 1.0, "round": 1, "specialist": "constant", "specialist_version": "1", "score_source": "none"}
-            for g in gold_images for k, text in common.items()]
-    found = Evaluator(gold).evaluate({"regions": pa.Table.from_pylist(boxes, schema=schema_for("regions")),
-                                      "texts": pa.Table.from_pylist(said, schema=schema_for("texts"))})
-    return {m.key: m.value for m in found if m.key in FAMILIES or m.key == "text/detailed.cider"}
-
-
 def seed_run(out: Path, profile: str, seed: int) -> dict:
     """One world seed: the whole engine, then the oracle; per headline metric, every figure."""
     from engine.dataset.metrics import headline
     from engine.dataset.store import Store
+    from engine.evaluation.trivial import trivial_answers, trivial_measurements
     from engine.loop.bootstrap import oracle
     from engine.loop.profiles import profile as get_profile
     from engine.world.make import World
@@ -94,7 +56,8 @@ def seed_run(out: Path, profile: str, seed: int) -> dict:
             if found["value"] is not None and (key not in best or found["value"] > best[key]["value"]):
                 best[key] = {**found, "model": name}
     head = headline(Store(out / "dataset"))
-    baseline = trivial(out / "world")
+    world = World.open(out / "world")
+    baseline = trivial_answers(trivial_measurements(Store(world.truth), Store(world.gold)))
     rows = []
     for metric, cells in head.rows:
         if metric not in FAMILIES:

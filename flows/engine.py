@@ -77,8 +77,11 @@ def retrain_task(data: str, models: str, world: str, round_id: int, profile: str
     from engine.loop.refine import prepare_refinement
     from engine.world.make import World
 
+    from engine.loop.gates import with_trivial
+
     w = World.open(world)
-    result = prepare_refinement(data, models, round_id, Store(w.truth), Store(w.gold), get_profile(profile))
+    truth, gold = Store(w.truth), Store(w.gold)
+    result = prepare_refinement(data, models, round_id, truth, gold, get_profile(profile), with_trivial(truth, gold))
     return {"config": str(result.config), "gates": {k: g.row() for k, (g, _) in result.gates.items()}}
 
 
@@ -197,9 +200,18 @@ def bootstrap_task(data: str, world: str, models: str, profile: str, pretrained_
     chosen = get_profile(profile)
     if pretrained_florence2:
         chosen = chosen.pretrained("florence2", pretrained_florence2)
-    models_set = bootstrap(World.open(world), models, chosen)
+    from engine.evaluation.evaluate import metric_rows
+    from engine.evaluation.trivial import SOURCE, trivial_measurements
+    from engine.loop.gates import GateConfig
+
+    w = World.open(world)
+    models_set = bootstrap(w, models, chosen)
     models_set.write_metrics(Store(data))
-    first = first_round(data, models, models_set, device=chosen.device)
+    trivial = trivial_measurements(Store(w.truth), Store(w.gold))
+    with Store(data).writer(0) as writer:  # the trivial answers, beside round 0's models
+        writer.write("metrics", SOURCE, metric_rows(trivial, 0, SOURCE))
+    gates = GateConfig(trivial={m.key: m.value for m in trivial if m.value is not None})
+    first = first_round(data, models, models_set, gates, device=chosen.device)
     return {"gold": {n: t.gold for n, t in models_set.models.items()},
             "gates": {k: g.row() for k, (g, _) in first.gates.items()}}
 

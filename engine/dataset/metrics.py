@@ -127,17 +127,19 @@ def metrics_table(store: Store, source: str | None = None) -> QueryResult:
 
 @dataclass(frozen=True)
 class Headline:
-    """The headline metric of each family, per round: round 0 is the best bootstrapped model of
+    """The headline metric of each family, per round, beside the trivial answer (the box prior, a
+    constant description: what a model must beat): round 0 is the best bootstrapped model of
     the family (on the target gold, and on the seed domain's gold when the world has one);
     rounds from 1 are the dataset's annotations."""
 
     rounds: list[int]
     rows: list[tuple[str, dict[str, Cell]]]
-    """(metric, {column: cell}); columns ``round 0 (seed-gold)``, ``round 0``, ``round 1``, ..."""
+    """(metric, {column: cell}); columns ``trivial`` (the trivial answer on gold),
+    ``round 0 (seed-gold)``, ``round 0``, ``round 1``, ..."""
 
     @property
     def columns(self) -> list[str]:
-        return [c for c in ["round 0 (seed-gold)", *(f"round {r}" for r in self.rounds)]
+        return [c for c in ["trivial", "round 0 (seed-gold)", *(f"round {r}" for r in self.rounds)]
                 if any(c in cells for _, cells in self.rows)]
 
     def to_dict(self) -> list[dict]:
@@ -151,6 +153,9 @@ def headline(store: Store) -> Headline:
     rows = []
     for metric in HEADLINE:
         cells: dict[str, Cell] = {}
+        trivial = next((r for r in found if r.source == "trivial" and r.split == "gold" and r.key == metric), None)
+        if trivial is not None and 0 in trivial.cells and trivial.cells[0].value is not None:
+            cells["trivial"] = trivial.cells[0]
         for split, column in (("seed-gold", "round 0 (seed-gold)"), ("gold", "round 0")):
             models = [r.cells[0] for r in found if r.source.startswith("model:") and r.split == split
                       and r.key == metric and 0 in r.cells and r.cells[0].value is not None]

@@ -4,13 +4,16 @@ quality, so that a weak model cannot degrade the dataset.
 For each task, the candidate (the model retrained this round) is compared with the incumbent (the
 model whose predictions entered the round before): the candidate replaces it only when its gold
 metric is no worse than the incumbent's minus ``tolerance``; and whichever wins must reach the
-task's floor, or the task is left out of the round. Every decision is recorded in the round.
+task's floor and beat the task's trivial answer (the box prior, a constant description), or the
+task is left out of the round. Every decision is recorded in the round.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
+from engine.dataset.store import Store
+from engine.evaluation.trivial import trivial_answers, trivial_measurements
 from engine.loop.training import Trained
 from specialists.training.registry import task_metrics, trainer_for
 
@@ -22,6 +25,9 @@ class GateConfig:
         "text/detailed.cider": 0.1, "text/more_detailed.cider": 0.1, "text-phrase-region/grounding_recall@1": 0.2,
     })
     tolerance: float = 0.01
+    trivial: dict = field(default_factory=dict)
+    """The trivial answer's gold value per metric (``engine.evaluation.trivial``): a model must
+    beat it, whatever the fixed floor (a constant caption clears CIDEr 0.1 on gold)."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.tolerance <= 1.0 or any(v < 0.0 for v in self.floors.values()):
@@ -41,9 +47,16 @@ class Gate:
     floor: float
     chosen: str
     """``candidate``, ``incumbent`` or ``none`` (the task is left out of the round)."""
+    trivial: float | None = None
+    """The trivial answer's value, which the chosen model had to beat."""
 
     def row(self) -> dict:
         return asdict(self)
+
+
+def with_trivial(truth: Store, gold: Store, config: GateConfig = GateConfig()) -> GateConfig:
+    """``config`` whose gates must also beat the trivial answers learnt from the seed truth."""
+    return replace(config, trivial=trivial_answers(trivial_measurements(truth, gold)))
 
 
 def tasks_of(trained: Trained) -> list[str]:
@@ -62,7 +75,7 @@ def decide(candidates: dict[str, Trained], incumbents: dict[str, Trained], confi
     offered = {task: model for model in candidates.values() for task in tasks_of(model)}
     for task in sorted(set(offered) | set(incumbents)):
         metric = metrics[task]
-        floor = config.floors.get(metric, 0.0)
+        floor, trivial = config.floors.get(metric, 0.0), config.trivial.get(metric)
         cand, inc = offered.get(task), incumbents.get(task)
         c = cand.gold.get(metric) if cand else None
         i = inc.gold.get(metric) if inc else None
@@ -73,9 +86,9 @@ def decide(candidates: dict[str, Trained], incumbents: dict[str, Trained], confi
         else:
             chosen, model, value = "none", None, None
         served = model
-        if value is None or value < floor:
+        if value is None or value < floor or (trivial is not None and value <= trivial):
             chosen, model = "none", None
-        out[task] = (Gate(task, metric, c, i, floor, chosen), model if model else served)
+        out[task] = (Gate(task, metric, c, i, floor, chosen, trivial), model if model else served)
     return out
 
 

@@ -97,11 +97,12 @@ def write_round_config(data: str | Path, round_id: int, config: RoundConfig) -> 
 
 def gate_rows(gates: dict[str, tuple[Gate, Trained | None]], round_id: int) -> pa.Table:
     """Per gate: ``<task>`` 1.0 when its predictions enter the round (else 0.0), and the gold
-    metric of the ``<task>.candidate`` and ``<task>.incumbent`` it was decided on."""
+    metric of the ``<task>.candidate`` and ``<task>.incumbent`` it was decided on, and of the
+    ``<task>.trivial`` answer the winner had to beat."""
     rows = []
     for task, (gate, _) in sorted(gates.items()):
         for metric, value in ((task, 0.0 if gate.chosen == "none" else 1.0), (f"{task}.candidate", gate.candidate),
-                              (f"{task}.incumbent", gate.incumbent)):
+                              (f"{task}.incumbent", gate.incumbent), (f"{task}.trivial", gate.trivial)):
             rows.append({"round": round_id, "split": "gold", "family": "gates", "metric": metric,
                          "value": value, "source": "gate"})
     return pa.Table.from_pylist(rows, schema=schema_for("metrics"))

@@ -45,5 +45,7 @@ def test_fld_run_quick_profile_end_to_end(tmp_path):
                            env=env, timeout=1800)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "gold quality" in again.stdout and "headline" in again.stdout  # the metrics tables
-    assert "round 0 (seed-gold)" in again.stdout
+    assert "round 0 (seed-gold)" in again.stdout and "trivial" in again.stdout
+    gates = {r["metric"]: r["value"] for r in store.read("metrics", 1).to_pylist() if r["family"] == "gates"}
+    assert gates["florence2:<CAPTION>.trivial"] > 0.1  # a constant description clears the old CIDEr floor
     assert Store(out / "dataset").rounds("rounds") == [1, 2]  # nothing ran twice

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -56,7 +57,33 @@ def test_gate_rows_record_the_decision():
     old = model("yolo", "old", **{F1: 0.6})
     table = gate_rows(decide({"yolo": model("yolo", "w", **{F1: 0.5})}, {"yolo:<OD>": old}, CONFIG), 3)
     rows = {r["metric"]: r["value"] for r in table.to_pylist()}
-    assert rows == {"yolo:<OD>": 1.0, "yolo:<OD>.candidate": 0.5, "yolo:<OD>.incumbent": 0.6}
+    assert rows == {"yolo:<OD>": 1.0, "yolo:<OD>.candidate": 0.5, "yolo:<OD>.incumbent": 0.6, "yolo:<OD>.trivial": None}
+
+
+def test_a_captioner_must_beat_the_constant_description_whatever_the_floor():
+    """A CIDEr floor of 0.1 that a constant sentence clears (0.36 on the shifted gold) is no gate."""
+    trivial = dataclasses.replace(CONFIG, trivial={CIDER: 0.36, F1: 0.0})
+    parrot = model("florence2", "p", **{F1: 0.0, CIDER: 0.36, GROUND: None})
+    gates = decide({"florence2": parrot}, {}, trivial)
+    assert gates["florence2:<CAPTION>"][0].chosen == "none" and gates["florence2:<CAPTION>"][0].trivial == 0.36
+    assert decide({"florence2": parrot}, {}, CONFIG)["florence2:<CAPTION>"][0].chosen == "candidate"
+    seeing = model("florence2", "s", **{F1: 0.0, CIDER: 0.5, GROUND: None})
+    assert decide({"florence2": seeing}, {}, trivial)["florence2:<CAPTION>"][0].chosen == "candidate"
+
+
+def test_the_trivial_answers_are_learnt_from_the_seed_and_scored_on_gold(small_world):
+    from engine.dataset.store import Store
+    from engine.evaluation.trivial import box_prior, constant_texts, trivial_answers, trivial_measurements
+    from engine.loop.gates import with_trivial
+
+    truth, gold = Store(small_world.truth), Store(small_world.gold)
+    box, label = box_prior(truth)
+    assert 0.0 <= box[0] < box[2] <= 1.0 and 0.0 <= box[1] < box[3] <= 1.0
+    seed_texts = [r["text"] for r in truth.read("texts").to_pylist() if r["granularity"] == "brief"]
+    assert constant_texts(truth)["brief"] in seed_texts
+    found = trivial_answers(trivial_measurements(truth, gold))
+    assert found["text/brief.coverage"] == 1.0 and 0.0 <= found["region-text/detection_f1"] < 0.5
+    assert with_trivial(truth, gold).trivial == found
 
 
 def test_gate_config_validates():

@@ -34,7 +34,9 @@ def _store(tmp_path, rounds: dict[int, np.ndarray]) -> Store:
     model = pa.Table.from_pylist(
         [{"round": 0, "split": split, "family": "region-text", "metric": "detection_f1", "value": value,
           "source": "model:yolo", "low": value - 0.05, "high": value + 0.05, "images": 150}
-         for split, value in (("gold", 0.3), ("seed-gold", 0.6))], schema=schema_for("metrics"))
+         for split, value in (("gold", 0.3), ("seed-gold", 0.6))]
+        + [{"round": 0, "split": "gold", "family": "region-text", "metric": "detection_f1", "value": 0.01,
+            "source": "trivial"}], schema=schema_for("metrics"))
     with store.writer(0) as writer:
         writer.write("metrics", "bootstrap", model)
     return store
@@ -60,12 +62,13 @@ def test_the_headline_sets_round_zero_on_both_domains_beside_the_rounds(tmp_path
     rng = np.random.default_rng(1)
     store = _store(tmp_path, {1: rng.random(150) < 0.4, 2: rng.random(150) < 0.4})
     head = headline(store)
-    assert head.columns == ["round 0 (seed-gold)", "round 0", "round 1", "round 2"]
+    assert head.columns == ["trivial", "round 0 (seed-gold)", "round 0", "round 1", "round 2"]
     metric, cells = head.rows[0]
     assert metric == HEADLINE[0]
     assert cells["round 0 (seed-gold)"].value == 0.6 and cells["round 0"].value == 0.3
+    assert cells["trivial"].value == 0.01
     markdown = headline_markdown(store)
-    assert markdown.splitlines()[0] == "| metric | round 0 (seed-gold) | round 0 | round 1 | round 2 |"
+    assert markdown.splitlines()[0] == "| metric | trivial | round 0 (seed-gold) | round 0 | round 1 | round 2 |"
 
 
 def test_fld_metrics_shows_intervals_and_marks_changes(tmp_path):
