@@ -57,6 +57,17 @@ def round_run(
                     title=f"round {round_id} on gold")
 
 
+def print_models(result, title: str, as_json: bool) -> None:
+    """Trained models' gold metrics (with intervals) and seed-gold figures, as a table or JSON."""
+    rows = result.gold_table()
+    if as_json:
+        print_json({"models": {n: str(t.folder) for n, t in result.models.items()}, "gold": rows})
+        return
+    print_table(["specialist", "gold metric", "value", "95% low", "95% high", "seed-gold"],
+                [(r["specialist"], r["metric"], r["value"], r["low"], r["high"], r["seed_gold"]) for r in rows],
+                title=title)
+
+
 def bootstrap(
     world: Annotated[Path, typer.Option("--world", "-w", help="A world made by `fld world make`.")],
     models: Annotated[Path, typer.Option("--models", "-m", help="Folder for the trained models.")] = Path("fld-data/models"),
@@ -82,13 +93,8 @@ def bootstrap(
                                step=lambda what: err_console().print(f"[bold]{what}[/bold] ..."))
     except USER_ERRORS as err:
         raise fail(str(err)) from None
-    rows = result.gold_table()
-    if as_json:
-        print_json({"models": {n: str(t.folder) for n, t in result.models.items()}, "gold": rows})
-        return
-    print_table(["specialist", "gold metric", "value", "95% low", "95% high", "seed-gold"],
-                [(r["specialist"], r["metric"], r["value"], r["low"], r["high"], r["seed_gold"]) for r in rows],
-                title=f"bootstrapped specialists in {models} (gold: target domain; seed-gold: where they trained)")
+    print_models(result, f"bootstrapped specialists in {models} (gold: target domain; seed-gold: where they trained)",
+                 as_json)
 
 
 def oracle(
@@ -112,13 +118,7 @@ def oracle(
                             step=lambda what: err_console().print(f"[bold]{what}[/bold] ..."))
     except USER_ERRORS as err:
         raise fail(str(err)) from None
-    rows = result.gold_table()
-    if as_json:
-        print_json({"models": {n: str(t.folder) for n, t in result.models.items()}, "gold": rows})
-        return
-    print_table(["specialist", "gold metric", "value", "95% low", "95% high", "seed-gold"],
-                [(r["specialist"], r["metric"], r["value"], r["low"], r["high"], r["seed_gold"]) for r in rows],
-                title=f"oracle specialists (trained on pool truth) in {models}/oracle")
+    print_models(result, f"oracle specialists (trained on pool truth) in {models}/oracle", as_json)
 
 
 def run_command(
