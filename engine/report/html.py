@@ -117,10 +117,15 @@ def _headline(store: Store) -> str:
 
 
 def _gates(store: Store) -> str:
+    """One row per round and task: the gold values the gate compared and whether it let the task in."""
     rows = [r for r in metric_rows(store) if r.family == "gates"]
-    rounds = sorted({k for r in rows for k in r.cells})
-    result = QueryResult(["gate", *[f"round {k}" for k in rounds]],
-                         [(r.metric, *(r.cells[k].value if k in r.cells else None for k in rounds)) for r in rows])
+    value = {(k, r.metric): c.value for r in rows for k, c in r.cells.items()}
+    tasks = sorted({(k, r.metric) for r in rows for k in r.cells if "." not in r.metric.rsplit(">", 1)[-1]},
+                   key=lambda kt: (-kt[0], kt[1]))
+    result = QueryResult(["round", "task", "candidate", "incumbent", "trivial answer", "entered"],
+                         [(k, task, value.get((k, f"{task}.candidate")), value.get((k, f"{task}.incumbent")),
+                           value.get((k, f"{task}.trivial")), "yes" if value.get((k, task)) else "no")
+                          for k, task in tasks])
     return _table(result, "gates")
 
 
@@ -161,7 +166,7 @@ def build_report(store: Store, out: Path, samples: int = 6, round_id: int | None
     parts = [f"<h1>fld-engine report: {html.escape(str(store.root))}</h1>",
              f"<p>{len(rounds)} round(s) with annotations: {', '.join(map(str, rounds))}; samples from round {shown}.</p>",
              "<h2>Headline: one metric per family, per round</h2>", _headline(store),
-             "<h2>Gates (1 = the task's new model entered the round)</h2>", _gates(store),
+             "<h2>Gates: what each task's decision compared on gold</h2>", _gates(store),
              f"<h2>What changed (round {rounds[-2] if len(rounds) > 1 else rounds[-1]} to {rounds[-1]})</h2>",
              _changed_samples(store, rounds, uris, samples)]
     metrics = metrics_table(store)
