@@ -67,7 +67,10 @@ def image_changes(store: Store, round_id: int, iou: float = 0.5) -> list[ImageCh
     if not images:
         return []
     keep = lambda t: t.filter(pc.is_in(t.column("image_id"), pa.array(sorted(images), pa.string())))  # noqa: E731
-    objects = lambda t: rows_by_image(keep(t).filter(pc.equal(t.column("kind"), "object")))  # noqa: E731
+    def objects(table: pa.Table) -> dict[str, list[dict]]:
+        kept = keep(table)
+        return rows_by_image(kept.filter(pc.equal(kept.column("kind"), "object")))
+
     a, b = objects(now["regions"]), objects(before["regions"])
     text = lambda t: {(r["image_id"], r["granularity"]): r["text"] for r in keep(t).to_pylist()}  # noqa: E731
     tn, tb = text(now["texts"]), text(before["texts"])

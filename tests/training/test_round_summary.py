@@ -42,3 +42,21 @@ def test_summary_counts_drops_and_changes(tmp_path):
     assert rows[("changes", "texts_reworded")] == 1 and rows[("changes", "texts_new")] == 0
     assert "changes" not in {f for f, _ in {(r["family"], r["metric"]) for r in write_summary(store, 1).to_pylist()}}
     assert store.read("metrics", 2).num_rows == len(rows)
+
+
+def test_changes_count_only_the_images_both_rounds_annotated(tmp_path):
+    """Round 2 annotates an image round 1 left empty: that image is not a change, and per-image
+    changes name each image once."""
+    from engine.loop.summary import image_changes
+
+    store = Store(tmp_path / "ds", create=True)
+    two = lambda rid, image, r: valid_row("regions", region_id=rid, image_id=image, box=[0, 0, 10, 10],  # noqa: E731
+                                          label="square", mask=None, round=r)
+    write(store, 1, [two("a", "img0", 1)], [valid_row("texts", text="a square", round=1)])
+    write(store, 2, [two("a2", "img0", 2), two("b2", "img1", 2), two("c2", "img1", 2), valid_row(
+        "regions", region_id="d2", image_id="img0", box=[50, 50, 60, 60], label="star", mask=None, round=2)],
+          [valid_row("texts", text="a square", round=2)])
+    found = image_changes(store, 2)
+    assert [(c.image_id, c.added, c.removed, c.total) for c in found] == [("img0", 1, 0, 1)]
+    rows = {(r["family"], r["metric"]): r["value"] for r in write_summary(store, 2).to_pylist()}
+    assert rows[("changes", "objects_added")] == 1 and rows[("changes", "objects_removed")] == 0
