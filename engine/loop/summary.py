@@ -57,13 +57,12 @@ class ImageChange:
 
 def image_changes(store: Store, round_id: int, iou: float = 0.5) -> list[ImageChange]:
     """Objects added or removed (no same-label match at ``iou``) and descriptions reworded or new,
-    per image that both rounds annotated."""
+    per image that either round annotated (an image a round left without rows had nothing)."""
     if round_id <= 1:
         return []
     now = {t: store.read(t, round_id) for t in ("regions", "texts")}
     before = {t: store.read(t, round_id - 1) for t in ("regions", "texts")}
-    images = set(now["regions"].column("image_id").to_pylist()) | set(now["texts"].column("image_id").to_pylist())
-    images &= set(before["regions"].column("image_id").to_pylist()) | set(before["texts"].column("image_id").to_pylist())
+    images = {i for rounds in (now, before) for t in rounds.values() for i in t.column("image_id").to_pylist()}
     if not images:
         return []
     keep = lambda t: t.filter(pc.is_in(t.column("image_id"), pa.array(sorted(images), pa.string())))  # noqa: E731

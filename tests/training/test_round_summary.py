@@ -44,8 +44,8 @@ def test_summary_counts_drops_and_changes(tmp_path):
     assert store.read("metrics", 2).num_rows == len(rows)
 
 
-def test_changes_count_only_the_images_both_rounds_annotated(tmp_path):
-    """Round 2 annotates an image round 1 left empty: that image is not a change, and per-image
+def test_changes_count_objects_found_on_images_the_round_before_left_empty(tmp_path):
+    """Round 2 finds objects on an image round 1 left empty: they are added objects, and per-image
     changes name each image once."""
     from engine.loop.summary import image_changes
 
@@ -57,6 +57,6 @@ def test_changes_count_only_the_images_both_rounds_annotated(tmp_path):
         "regions", region_id="d2", image_id="img0", box=[50, 50, 60, 60], label="star", mask=None, round=2)],
           [valid_row("texts", text="a square", round=2)])
     found = image_changes(store, 2)
-    assert [(c.image_id, c.added, c.removed, c.total) for c in found] == [("img0", 1, 0, 1)]
+    assert [(c.image_id, c.added, c.removed, c.total) for c in found] == [("img0", 1, 0, 1), ("img1", 2, 0, 2)]
     rows = {(r["family"], r["metric"]): r["value"] for r in write_summary(store, 2).to_pylist()}
-    assert rows[("changes", "objects_added")] == 1 and rows[("changes", "objects_removed")] == 0
+    assert rows[("changes", "objects_added")] == 3 and rows[("changes", "objects_removed")] == 0
