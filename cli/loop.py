@@ -105,8 +105,8 @@ def oracle(
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     as_json: JsonOption = False,
 ) -> None:
-    """The ceiling of each family: the bootstrap's models and budget, trained on the target
-    domain's pool truth (never gold) and measured on the same gold. Only a synthetic world has
+    """The ceiling of each family: the bootstrap's models and budget, trained on the seed and the
+    target domain's pool truth (never gold) and measured on the same gold. Only a synthetic world has
     pool truth; compare its figures with `fld metrics` to see how much of the gap a round closed."""
     from engine.loop.bootstrap import oracle as run_oracle
     from engine.loop.profiles import profile as get_profile

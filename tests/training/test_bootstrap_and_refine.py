@@ -48,13 +48,14 @@ def test_bootstrap_trains_measures_and_reuses(small_world, booted):
     assert {n: (t.folder / MANIFEST).stat().st_mtime_ns for n, t in again.models.items()} == mtimes
 
 
-def test_the_oracle_trains_on_pool_truth_into_its_own_folder_and_round_zero_goes_on_record(small_world, booted,
+def test_the_oracle_trains_on_seed_and_pool_truth_into_its_own_folder_and_round_zero_goes_on_record(small_world, booted,
                                                                                          tmp_path):
     root, models, result = booted
     ceiling = oracle(small_world, models, PROFILE, only=("yolo",))
     trained = ceiling.models["yolo"]
     assert trained.folder == models / "oracle" / "yolo"
-    assert trained.manifest["train_images"] == small_world.config.split_counts()["pool"]
+    counts = small_world.config.split_counts()
+    assert trained.manifest["train_images"] == counts["pool"] + counts["seed"]
     assert trained.measured("gold")["region-text/detection_f1"]["value"] == trained.gold["region-text/detection_f1"]
     store = Store(tmp_path / "data", create=True)
     result.write_metrics(store)
