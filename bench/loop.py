@@ -1,7 +1,7 @@
 """The data engine's loop, measured over world seeds: for each seed, round 0's quality on the seed
 domain's gold and on the target domain's gold (the gap the shift makes), each round's target-gold
 headline metrics with their 95% intervals, the oracle (the same models and budget trained on the
-pool's truth) and the share of the round-1-to-oracle gap each later round closed.
+seed's and the pool's truth) and the share of the round-1-to-oracle gap each later round closed.
 
     python bench/loop.py --profile default --seeds 0 1 2     # writes bench/results/loop-default.json
     python bench/loop.py --profile default --curve --steps 1200 --eval-every 100   # Florence-2's curve

@@ -118,7 +118,7 @@ def oracle(
                             step=lambda what: err_console().print(f"[bold]{what}[/bold] ..."))
     except USER_ERRORS as err:
         raise fail(str(err)) from None
-    print_models(result, f"oracle specialists (trained on pool truth) in {models}/oracle", as_json)
+    print_models(result, f"oracle specialists (trained on seed and pool truth) in {models}/oracle", as_json)
 
 
 def run_command(
