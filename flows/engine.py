@@ -74,10 +74,9 @@ def summary_task(data: str, round_id: int) -> dict[str, float | None]:
 def retrain_task(data: str, models: str, world: str, round_id: int, profile: str) -> dict:
     """Retrain the specialists on round ``round_id - 1`` and gate them; returns the round's config path."""
     from engine.loop.profiles import profile as get_profile
+    from engine.loop.gates import with_trivial
     from engine.loop.refine import prepare_refinement
     from engine.world.make import World
-
-    from engine.loop.gates import with_trivial
 
     w = World.open(world)
     truth, gold = Store(w.truth), Store(w.gold)
@@ -193,6 +192,7 @@ def world_task(out: str, images: int, seed_fraction: float, gold_fraction: float
 def bootstrap_task(data: str, world: str, models: str, profile: str, pretrained_florence2: str | None = None) -> dict:
     """Train the specialists on the seed split (reused when unchanged) and write round 1's config."""
     from engine.loop.bootstrap import bootstrap
+    from engine.loop.gates import with_trivial
     from engine.loop.profiles import profile as get_profile
     from engine.loop.refine import first_round
     from engine.world.make import World
@@ -200,17 +200,10 @@ def bootstrap_task(data: str, world: str, models: str, profile: str, pretrained_
     chosen = get_profile(profile)
     if pretrained_florence2:
         chosen = chosen.pretrained("florence2", pretrained_florence2)
-    from engine.evaluation.evaluate import metric_rows
-    from engine.evaluation.trivial import SOURCE, trivial_measurements
-    from engine.loop.gates import GateConfig
-
     w = World.open(world)
     models_set = bootstrap(w, models, chosen)
     models_set.write_metrics(Store(data))
-    trivial = trivial_measurements(Store(w.truth), Store(w.gold))
-    with Store(data).writer(0) as writer:  # the trivial answers, beside round 0's models
-        writer.write("metrics", SOURCE, metric_rows(trivial, 0, SOURCE))
-    gates = GateConfig(trivial={m.key: m.value for m in trivial if m.value is not None})
+    gates = with_trivial(Store(w.truth), Store(w.gold), record_in=Store(data))  # recorded beside round 0
     first = first_round(data, models, models_set, gates, device=chosen.device)
     return {"gold": {n: t.gold for n, t in models_set.models.items()},
             "gates": {k: g.row() for k, (g, _) in first.gates.items()}}

@@ -13,7 +13,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 
 from engine.dataset.store import Store
-from engine.evaluation.trivial import trivial_answers, trivial_measurements
+from engine.evaluation.evaluate import metric_rows
+from engine.evaluation.trivial import SOURCE, trivial_answers, trivial_measurements
 from engine.loop.training import Trained
 from specialists.training.registry import task_metrics, trainer_for
 
@@ -54,9 +55,15 @@ class Gate:
         return asdict(self)
 
 
-def with_trivial(truth: Store, gold: Store, config: GateConfig = GateConfig()) -> GateConfig:
-    """``config`` whose gates must also beat the trivial answers learnt from the seed truth."""
-    return replace(config, trivial=trivial_answers(trivial_measurements(truth, gold)))
+def with_trivial(truth: Store, gold: Store, config: GateConfig = GateConfig(),
+                 record_in: Store | None = None) -> GateConfig:
+    """``config`` whose gates must also beat the trivial answers learnt from the seed truth; with
+    ``record_in``, their gold metrics are written to that dataset as round 0 (source ``trivial``)."""
+    found = trivial_measurements(truth, gold)
+    if record_in is not None:
+        with record_in.writer(0) as writer:
+            writer.write("metrics", SOURCE, metric_rows(found, 0, SOURCE))
+    return replace(config, trivial=trivial_answers(found))
 
 
 def tasks_of(trained: Trained) -> list[str]:
