@@ -36,7 +36,7 @@ def _cell(cell) -> dict:
 
 def seed_run(out: Path, profile: str, seed: int) -> dict:
     """One world seed: the whole engine, then the oracle; per headline metric, every figure."""
-    from engine.dataset.metrics import headline
+    from engine.dataset.metrics import headline, metric_rows
     from engine.dataset.store import Store
     from engine.evaluation.trivial import trivial_answers, trivial_measurements
     from engine.loop.bootstrap import oracle
@@ -55,7 +55,7 @@ def seed_run(out: Path, profile: str, seed: int) -> dict:
         for key, found in trained.measured("gold").items():
             if found["value"] is not None and (key not in best or found["value"] > best[key]["value"]):
                 best[key] = {**found, "model": name}
-    head = headline(Store(out / "dataset"))
+    head = headline(metric_rows(Store(out / "dataset")))
     world = World.open(out / "world")
     baseline = trivial_answers(trivial_measurements(Store(world.truth), Store(world.gold)))
     rows = []

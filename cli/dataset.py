@@ -11,7 +11,7 @@ from cli.common import USER_ERRORS, DataOption, JsonOption, fail
 from cli.progress import progress_bar
 from cli.render import err_console, print_json, print_table
 from engine.dataset.ingest import IngestConfig, ingest
-from engine.dataset.metrics import NOISE_NOTE, NON_GOLD_FAMILIES, headline, metric_rows, metrics_table, text_of
+from engine.dataset.metrics import NOISE_NOTE, NON_GOLD_FAMILIES, MetricRow, headline, metric_rows, text_of
 from engine.dataset.query import run_query
 from engine.dataset.rounds import rounds_table
 from engine.dataset.stats import dataset_stats
@@ -133,34 +133,36 @@ def metrics(
     """Refinement metrics per round: gold-split quality per family, the gates, annotation counts,
     what the filters dropped and how many labels changed from the round before."""
     try:
-        table = metrics_table(Store(data), source)
-        if as_json:
-            print_json([row.to_dict() for row in metric_rows(Store(data), source)])
-            return
+        found = metric_rows(Store(data))
     except USER_ERRORS as err:
         raise fail(str(err)) from None
-    if not table.rows:
+    shown = [row for row in found if source is None or row.source == source]
+    if as_json:
+        print_json([row.to_dict() for row in shown])
+        return
+    if not shown:
         err_console().print("no metrics yet: run `fld evaluate` (or a round) first")
         return
-    print_metrics(Store(data), source, f"{data}: metrics by round")
+    print_metrics(found, source, f"{data}: metrics by round")
     if plot:
         from engine.report.plots import plot_metrics
 
-        written = plot_metrics(metric_rows(Store(data), source), plot)
+        written = plot_metrics(shown, plot)
         err_console().print(f"{len(written)} plot(s) in {plot}")
 
 
 
 
-def print_metrics(store: Store, source: str | None, title: str) -> None:
+def print_metrics(all_rows: list[MetricRow], source: str | None, title: str) -> None:
     """The headline table (one metric per family, round 0's seed-domain figure beside it), then
-    gold metrics with intervals, gates, counts, drops and changes, one column per round."""
-    head = headline(store)
+    gold metrics with intervals, gates, counts, drops and changes (of ``source``, or all), one
+    column per round. ``all_rows``: ``metric_rows`` of every source."""
+    head = headline(all_rows)
     if head.rows and source in (None, "dataset"):
         print_table(["metric", *head.columns], [(m.split("/", 1)[1], *(text_of(cells.get(c)) for c in head.columns))
                                                 for m, cells in head.rows],
                     title=f"{title}: headline (round 0 = the bootstrapped models alone)")
-    found = metric_rows(store, source)
+    found = [row for row in all_rows if source is None or row.source == source]
     rounds = sorted({r for row in found for r in row.cells})
     columns = ["source", "split", "family", "metric", *[f"round {r}" for r in rounds]]
     gold = [row for row in found if row.family not in NON_GOLD_FAMILIES]

@@ -10,6 +10,7 @@ import typer
 from cli.common import USER_ERRORS, DataOption, JsonOption, fail, round_progress
 from cli.dataset import print_metrics
 from cli.render import err_console, print_json, print_table
+from engine.dataset.metrics import metric_rows
 from engine.dataset.store import Store
 from engine.round.config import RoundConfig
 
@@ -147,7 +148,7 @@ def run_command(
     if as_json:
         print_json(result.to_dict())
         return
-    print_metrics(Store(result.data), None, f"{out}: per-round metrics")
+    print_metrics(metric_rows(Store(result.data)), None, f"{out}: per-round metrics")
 
 
 def schedule(

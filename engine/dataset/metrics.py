@@ -116,9 +116,8 @@ def metric_rows(store: Store, source: str | None = None) -> list[MetricRow]:
     return out
 
 
-def metrics_table(store: Store, source: str | None = None) -> QueryResult:
-    """The values alone: one row per (source, split, family, metric), one column per round."""
-    found = metric_rows(store, source)
+def values_table(found: list[MetricRow]) -> QueryResult:
+    """``metric_rows`` as values alone: one row per (source, split, family, metric), one column per round."""
     rounds = sorted({r for row in found for r in row.cells})
     columns = ["source", "split", "family", "metric", *[f"round {r}" for r in rounds]]
     return QueryResult(columns, [(row.source, row.split, row.family, row.metric,
@@ -146,8 +145,8 @@ class Headline:
         return [{"metric": m, **{c: cells[c].to_dict() for c in self.columns if c in cells}} for m, cells in self.rows]
 
 
-def headline(store: Store) -> Headline:
-    found = metric_rows(store)
+def headline(found: list[MetricRow]) -> Headline:
+    """The headline of ``metric_rows`` (all sources)."""
     rounds = sorted({r for row in found for r in row.cells if row.source == "dataset"} |
                     {0 for row in found if row.source.startswith("model:")})
     rows = []
@@ -171,7 +170,7 @@ def headline(store: Store) -> Headline:
 
 def headline_markdown(store: Store) -> str:
     """The headline table as Markdown (a Prefect artifact, a closing note)."""
-    head = headline(store)
+    head = headline(metric_rows(store))
     if not head.rows:
         return "no gold metrics yet"
     lines = ["| metric | " + " | ".join(head.columns) + " |", "|---" * (len(head.columns) + 1) + "|"]

@@ -70,10 +70,6 @@ class Measurement:
         return interval(self.units) if self.value is not None else None
 
 
-def _units(per_image: dict[str, tuple[float, float]]) -> Units:
-    return Units.of(per_image)
-
-
 def tokens(text: str) -> list[str]:
     return WORD.findall(text.lower())
 
@@ -170,7 +166,7 @@ class Evaluator:
             hit += words[image][0]
             said, truth_words = said + words[image][1], truth_words + words[image][2]
         family = "region-text"
-        per = lambda table, num, den: _units({i: (num(v), den(v)) for i, v in table.items()})  # noqa: E731
+        per = lambda table, num, den: Units.of({i: (num(v), den(v)) for i, v in table.items()})  # noqa: E731
         return [
             Measurement(family, "detection_precision", precision, per(counts, lambda c: c[0], lambda c: c[1])),
             Measurement(family, "detection_recall", recall, per(counts, lambda c: c[0], lambda c: c[2])),
@@ -197,7 +193,7 @@ class Evaluator:
             scored = [i for i in self.images if i in pred and i in gt]
             family, name = "text", granularity
             coverage = len(scored) / len(self.images) if self.images else None
-            covered = _units({i: (float(i in pred and i in gt), 1.0) for i in self.images})
+            covered = Units.of({i: (float(i in pred and i in gt), 1.0) for i in self.images})
             if not scored:
                 out += [Measurement(family, f"{name}.{m}", None)
                         for m in ("bleu4", "cider", "rouge_l", "object_recall", "hallucination")]
@@ -221,12 +217,12 @@ class Evaluator:
             out += [
                 Measurement(family, f"{name}.bleu4", float(bleu)),
                 Measurement(family, f"{name}.cider", float(cider),
-                            _units({i: (float(c), 1.0) for i, c in zip(order, cider_each)})),
+                            Units.of({i: (float(c), 1.0) for i, c in zip(order, cider_each)})),
                 Measurement(family, f"{name}.rouge_l", float(rouge),
-                            _units({i: (float(r), 1.0) for i, r in zip(order, rouge_each)})),
+                            Units.of({i: (float(r), 1.0) for i, r in zip(order, rouge_each)})),
                 Measurement(family, f"{name}.coverage", coverage, covered),
-                Measurement(family, f"{name}.object_recall", mean(recall), _units(recall)),
-                Measurement(family, f"{name}.hallucination", mean(hallucination) or 0.0, _units(hallucination)),
+                Measurement(family, f"{name}.object_recall", mean(recall), Units.of(recall)),
+                Measurement(family, f"{name}.hallucination", mean(hallucination) or 0.0, Units.of(hallucination)),
             ]
         return out
 
@@ -249,7 +245,7 @@ class Evaluator:
             counted[0], counted[1] = counted[0] + hit, counted[1] + 1
         recall = hits / len(gt_groups) if gt_groups else None
         return [Measurement("text-phrase-region", "grounding_recall@1", recall,
-                            _units({i: (a, b) for i, (a, b) in per_image.items()}))]
+                            Units.of({i: (a, b) for i, (a, b) in per_image.items()}))]
 
 
 def metric_rows(results: list[Measurement], round_id: int, source: str, split: str = "gold") -> pa.Table:

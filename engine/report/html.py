@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow.compute as pc
 from PIL import Image, ImageDraw
 
-from engine.dataset.metrics import Cell, headline, metric_rows, metrics_table
+from engine.dataset.metrics import Cell, MetricRow, headline, metric_rows, values_table
 from engine.dataset.query import QueryResult, connect
 from engine.dataset.rounds import rounds_table
 from engine.dataset.sources import load_rgb
@@ -103,8 +103,8 @@ def _cell_text(cell: Cell | None) -> str:
     return f"<td>{text}</td>"
 
 
-def _headline(store: Store) -> str:
-    head = headline(store)
+def _headline(rows: list[MetricRow]) -> str:
+    head = headline(rows)
     if not head.rows:
         return "<p><em>no gold metrics yet</em></p>"
     cols = "".join(f"<th>{html.escape(c)}</th>" for c in head.columns)
@@ -116,9 +116,9 @@ def _headline(store: Store) -> str:
             "(seed-gold) where they were trained.</p>")
 
 
-def _gates(store: Store) -> str:
+def _gates(found: list[MetricRow]) -> str:
     """One row per round and task: the gold values the gate compared and whether it let the task in."""
-    rows = [r for r in metric_rows(store) if r.family == "gates"]
+    rows = [r for r in found if r.family == "gates"]
     value = {(k, r.metric): c.value for r in rows for k, c in r.cells.items()}
     tasks = sorted({(k, r.metric) for r in rows for k in r.cells if "." not in r.metric.rsplit(">", 1)[-1]},
                    key=lambda kt: (-kt[0], kt[1]))
@@ -163,16 +163,17 @@ def build_report(store: Store, out: Path, samples: int = 6, round_id: int | None
     images = store.read("images")
     images = images.filter(pc.equal(images.column("status"), "ok"))
     uris = dict(zip(images.column("image_id").to_pylist(), images.column("uri").to_pylist()))
+    found = metric_rows(store)
     parts = [f"<h1>fld-engine report: {html.escape(str(store.root))}</h1>",
              f"<p>{len(rounds)} round(s) with annotations: {', '.join(map(str, rounds))}; samples from round {shown}.</p>",
-             "<h2>Headline: one metric per family, per round</h2>", _headline(store),
-             "<h2>Gates: what each task's decision compared on gold</h2>", _gates(store),
+             "<h2>Headline: one metric per family, per round</h2>", _headline(found),
+             "<h2>Gates: what each task's decision compared on gold</h2>", _gates(found),
              f"<h2>What changed (round {rounds[-2] if len(rounds) > 1 else rounds[-1]} to {rounds[-1]})</h2>",
              _changed_samples(store, rounds, uris, samples)]
-    metrics = metrics_table(store)
+    metrics = values_table(found)
     parts.append("<h2>Headline metrics by round</h2>")
     with tempfile.TemporaryDirectory() as tmp:
-        plots = plot_metrics(metric_rows(store), tmp)
+        plots = plot_metrics(found, tmp)
         parts.append("<div class=plots>" + "".join(
             f"<img alt='{html.escape(p.stem)}' src='{_png(Image.open(p))}'>" for p in plots) + "</div>"
                      if plots else "<p><em>no gold metrics yet</em></p>")

@@ -61,7 +61,7 @@ def test_each_gold_metric_keeps_its_interval_and_the_change_is_judged_paired(tmp
 def test_the_headline_sets_round_zero_on_both_domains_beside_the_rounds(tmp_path):
     rng = np.random.default_rng(1)
     store = _store(tmp_path, {1: rng.random(150) < 0.4, 2: rng.random(150) < 0.4})
-    head = headline(store)
+    head = headline(metric_rows(store))
     assert head.columns == ["trivial", "round 0 (seed-gold)", "round 0", "round 1", "round 2"]
     metric, cells = head.rows[0]
     assert metric == HEADLINE[0]
