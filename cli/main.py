@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from cli import dataset, loop, outputs, world
-from engine import settings
+from engine import reaper, settings
 
 app = typer.Typer(
     name="fld",
@@ -37,6 +37,7 @@ def main(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     settings.apply()  # offline, and each library's files under FLD_HOME (before Ray, Prefect, YOLO start)
+    reaper.watch()  # whatever ends this process ends the servers and workers it starts
 
 
 app.command()(dataset.query)

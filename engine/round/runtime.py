@@ -10,6 +10,7 @@ and Ray retries the call, so a killed worker costs time, not rows.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -19,6 +20,7 @@ from urllib.parse import urlparse
 from engine.round.annotate import Annotated
 from engine.round.config import RoundConfig
 from engine.round.shards import Shard
+from engine.reaper import watch
 from engine.round.workers import FilterWorker, SpecialistWorker, decode_shard
 from engine.settings import home
 
@@ -33,6 +35,32 @@ def _ray():
     import ray
 
     return ray
+
+
+LOCAL_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+"""Ray's switch for one-machine mode. On Linux, Ray replaces a node address of 127.0.0.1 by the
+machine's routable address (``services.resolve_ip_for_localhost``), so ``_node_ip_address`` alone
+leaves the GCS, the raylet, the workers and the agents listening on the network; with this switch
+off (read when Ray is imported) the node's address stays loopback and so do its servers."""
+
+
+@contextlib.contextmanager
+def loopback_node() -> Iterator[None]:
+    """While a local Ray starts: one-machine mode, for the processes it spawns and for this one
+    (whose copy of the switch was read when Ray was first imported)."""
+    previous = os.environ.get(LOCAL_ONLY)
+    os.environ[LOCAL_ONLY] = "0"
+    from ray._private import ray_constants
+
+    cluster_mode, ray_constants.ENABLE_RAY_CLUSTER = ray_constants.ENABLE_RAY_CLUSTER, False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = cluster_mode
+        if previous is None:
+            os.environ.pop(LOCAL_ONLY, None)
+        else:
+            os.environ[LOCAL_ONLY] = previous
 
 
 CONNECT_TIMEOUT_S = 5.0
@@ -74,12 +102,14 @@ class Runtime:
         try:
             if self.address:  # the driver takes the node IP the cluster registered, whatever it is
                 ray.init(address=self.address, logging_level=logging.WARNING, log_to_driver=False)
-            else:  # the embedded Ray listens on loopback only
+            else:  # the embedded Ray listens on loopback only, and stops when this process ends
+                watch()
                 temp = home() / "ray"
                 temp.mkdir(parents=True, exist_ok=True)
-                ray.init(num_cpus=self.num_cpus or os.cpu_count(), include_dashboard=False,
-                         logging_level=logging.WARNING, log_to_driver=False, _temp_dir=str(temp),
-                         _node_ip_address="127.0.0.1")
+                with loopback_node():
+                    ray.init(num_cpus=self.num_cpus or os.cpu_count(), include_dashboard=False,
+                             logging_level=logging.WARNING, log_to_driver=False, _temp_dir=str(temp),
+                             _node_ip_address="127.0.0.1")
         except Exception as err:  # ray raises ConnectionError, RuntimeError, ValueError ...
             where = f"the Ray cluster at {self.address}" if self.address else "a local Ray"
             raise ClusterError(f"could not start or reach {where}: {type(err).__name__}: {err}") from None

@@ -1,0 +1,111 @@
+"""However ``fld`` ends, nothing it started outlives it; and while a round runs on the embedded
+default, every socket its processes listen on is loopback and none talks off the machine."""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from engine.reaper import MARK
+from tests.engine.test_resume import config, dataset
+
+ROOT = Path(__file__).resolve().parents[2]
+FLD = Path(sys.executable).parent / "fld"
+
+
+def gone_within(processes: list[psutil.Process], seconds: float) -> list[psutil.Process]:
+    """The processes still running after ``seconds`` (waits no longer than it must)."""
+    _, alive = psutil.wait_procs(processes, timeout=seconds)
+    return alive
+
+
+def unmarked_environment() -> dict[str, str]:
+    """This process's environment without its own run mark (a child starts its own)."""
+    return {k: v for k, v in os.environ.items() if k != MARK}
+
+
+SLEEPER = [sys.executable, "-c", "import time; time.sleep(600)"]
+
+
+def test_a_killed_process_takes_what_it_started_with_it_and_nothing_else():
+    parent = textwrap.dedent(f"""
+        import subprocess, sys
+        from engine.reaper import watch
+        watch()
+        child = subprocess.Popen({SLEEPER!r}, start_new_session=True)  # not even in its process group
+        print(child.pid, flush=True)
+        child.wait()
+    """)
+    bystander = subprocess.Popen(SLEEPER, env=unmarked_environment())  # not started by the killed process
+    driver = subprocess.Popen([sys.executable, "-c", parent], cwd=ROOT, env=unmarked_environment(),
+                              stdout=subprocess.PIPE, text=True)
+    grandchild = psutil.Process(int(driver.stdout.readline()))
+    try:
+        driver.kill()
+        driver.wait(timeout=10)
+        assert not gone_within([grandchild], 20), "the grandchild outlived the killed process"
+        assert bystander.poll() is None, "the watcher stopped a process its fld process did not start"
+    finally:
+        bystander.kill()
+        with contextlib.suppress(psutil.Error):
+            grandchild.kill()
+
+
+def loopback(ip: str) -> bool:
+    address = ipaddress.ip_address(ip.split("%")[0])
+    return (getattr(address, "ipv4_mapped", None) or address).is_loopback
+
+
+def off_machine(process: psutil.Process) -> list[str]:
+    """Sockets of a process that listen on, or talk to, anything but loopback."""
+    found = []
+    try:
+        connections = process.net_connections(kind="inet")
+    except psutil.Error:
+        return found
+    for c in connections:
+        if c.status == psutil.CONN_LISTEN and not loopback(c.laddr.ip):
+            found.append(f"{process.name()} ({process.pid}) listens on {c.laddr.ip}:{c.laddr.port}")
+        elif c.raddr and not loopback(c.raddr.ip):
+            found.append(f"{process.name()} ({process.pid}) talks to {c.raddr.ip}:{c.raddr.port}")
+    return found
+
+
+@pytest.mark.parametrize("ending", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
+def test_a_round_on_the_embedded_default_is_loopback_only_and_leaves_nothing_behind(
+        ending, small_world, yolo_weights, tmp_path):
+    store = dataset(small_world, tmp_path / "ds", ("pool", "gold"))
+    round_config = tmp_path / "round.json"
+    round_config.write_text(config(str(yolo_weights)).to_json())
+    markers = store.root / "_markers" / "round=1"
+    driver = subprocess.Popen([str(FLD), "round", "run", "-c", str(round_config), "-d", str(store.root)], cwd=tmp_path,
+                              env=unmarked_environment(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    started: list[psutil.Process] = []
+    try:
+        deadline = time.monotonic() + 240
+        while driver.poll() is None and time.monotonic() < deadline and not list(markers.glob("shard-*.json")):
+            time.sleep(0.2)
+        assert driver.poll() is None, "the round finished (or failed) before it could be interrupted"
+        started = psutil.Process(driver.pid).children(recursive=True)
+        assert any("raylet" in p.name() for p in started), "no local Ray among the driver's processes"
+        exposed = [line for p in [psutil.Process(driver.pid), *started] for line in off_machine(p)]
+        assert not exposed, "\n".join(exposed)
+        os.kill(driver.pid, ending)
+        driver.wait(timeout=60)
+        left = gone_within(started, 30)
+        assert not left, f"still running after the driver ended: {[(p.pid, p.name()) for p in left]}"
+    finally:
+        driver.kill()
+        for process in started:
+            with contextlib.suppress(psutil.Error):
+                process.kill()
