@@ -18,7 +18,7 @@ from engine.dataset.query import QueryRefused
 from engine.dataset.sources import SourceError
 from engine.dataset.store import StoreError
 from engine.round.run import PROGRESS
-from engine.round.runtime import ClusterError
+from engine.round.runtime import ClusterError, WorkerDeaths
 from schemas import SchemaError
 
 DataOption = Annotated[
@@ -26,7 +26,7 @@ DataOption = Annotated[
     typer.Option("--data", "-d", envvar="FLD_DATA", help="Dataset folder.", show_default=True),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
-USER_ERRORS = (StoreError, QueryRefused, SchemaError, SourceError, ClusterError, duckdb.Error, ValueError,
+USER_ERRORS = (StoreError, QueryRefused, SchemaError, SourceError, ClusterError, WorkerDeaths, duckdb.Error, ValueError,
                FileNotFoundError)
 
 

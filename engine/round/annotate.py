@@ -104,6 +104,13 @@ class Annotated:
     images: int
 
     @staticmethod
+    def failed(failures: Sequence[Failure]) -> Annotated:
+        """A batch none of whose images could be annotated: its failures and nothing else."""
+        empty = {t: schema_for(t).empty_table() for t in ANNOTATIONS}
+        return Annotated(empty, schema_for("rejected").empty_table(), list(failures), {}, {},
+                         {t: 0 for t in ANNOTATIONS}, 0)
+
+    @staticmethod
     def concat(parts: Sequence[Annotated]) -> Annotated:
         """One result for several batches (counts and seconds added up)."""
         counts: dict[str, Counter] = defaultdict(Counter)

@@ -67,6 +67,10 @@ class RoundConfig:
     """Shards in the pipeline at once: enough to keep every pool busy, few enough to bound memory."""
     ray_address: str | None = None
     """None: start Ray on this machine. Else an existing cluster ("auto", "ray://host:10001", ...)."""
+    crash_tries: int = 2
+    """Times an image may kill a worker's process, run alone, before it gets a ``failures`` row."""
+    max_worker_deaths: int = 12
+    """Worker processes the round replaces in all; one more death stops it (a rerun resumes)."""
 
     def __post_init__(self) -> None:
         if not self.specialists:
@@ -77,8 +81,11 @@ class RoundConfig:
         unknown = [s for s in self.splits if s not in SPLITS]
         if unknown or "seed" in self.splits:
             raise ValueError(f"splits must be among {', '.join(s for s in SPLITS if s != 'seed')}, got {list(self.splits)}")
-        if self.shard_size < 1 or self.max_in_flight < 1:
-            raise ValueError("shard_size and max_in_flight must be >= 1")
+        if self.shard_size < 1 or self.max_in_flight < 1 or self.crash_tries < 1:
+            raise ValueError("shard_size, max_in_flight and crash_tries must be >= 1")
+        if self.max_worker_deaths < self.crash_tries:
+            raise ValueError(f"max_worker_deaths ({self.max_worker_deaths}) must be at least crash_tries "
+                             f"({self.crash_tries}): else no image could ever be marked failed")
         self.stages()  # specialists that need each other, or a table nobody makes: refused now, before any model loads
 
     def stages(self) -> list[list[str]]:

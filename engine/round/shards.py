@@ -30,6 +30,10 @@ class Shard:
         """``c`` + 16 hex digits of BLAKE2b over the shard's image ids."""
         return "c" + hashlib.blake2b("\n".join(self.image_ids).encode(), digest_size=8).hexdigest()
 
+    def split(self) -> list[Shard]:
+        """One shard per image (to find the image a crash belongs to)."""
+        return [Shard(self.index, (i,), (u,)) for i, u in zip(self.image_ids, self.uris)]
+
 
 def plan_shards(store: Store, splits: tuple[str, ...], shard_size: int, done: Collection[str] = ()) -> list[Shard]:
     """Shards of the readable images of ``splits`` that are not in ``done``."""

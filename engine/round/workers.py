@@ -55,5 +55,8 @@ class FilterWorker:
         self.config = config
         self.parser = PhraseParser()
 
+    def pid(self) -> int:
+        return os.getpid()
+
     def run(self, decoded: Decoded, round_id: int, shard: str, *outputs: StageOutput) -> Annotated:
         return finish(decoded, outputs, self.config, self.parser)
