@@ -75,7 +75,7 @@ def verify(data: DataOption = Path("fld-data")) -> None:
 
 
 def ingest_command(
-    source: Annotated[str, typer.Argument(help="A folder of images, or a text file listing image paths/URIs.")],
+    source: Annotated[str, typer.Argument(help="A folder of images, s3://bucket/prefix/, or a text file (local or s3://) listing image paths/URIs.")],
     data: DataOption = Path("fld-data"),
     split: Annotated[str, typer.Option(help="Split of these images: seed, pool, gold or unlabelled.")] = "pool",
     max_pixels: Annotated[int, typer.Option(help="Refuse images with more pixels (decompression bombs).")] = IngestConfig.max_pixels,

@@ -26,6 +26,8 @@ def offline_environment(base: Path) -> dict[str, str]:
         # ultralytics: no online checks, settings in our folder.
         "YOLO_OFFLINE": "1",
         "YOLO_CONFIG_DIR": str(base / "ultralytics"),
+        # AWS SDKs (S3 through pyarrow): never ask the EC2 metadata service for credentials or region.
+        "AWS_EC2_METADATA_DISABLED": "true",
         # Ray: no usage stats.
         "RAY_USAGE_STATS_ENABLED": "0",
         "RAY_USAGE_STATS_REPORT_URL": "http://127.0.0.1:9/",

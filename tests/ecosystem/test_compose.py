@@ -40,7 +40,12 @@ def test_services_agree_on_addresses_and_storage():
         assert f"--address=ray-head:{head_port}" in services[name]["command"]
     api = services["fld"]["environment"]["PREFECT_API_URL"]
     host, port = re.match(r"http://([\w-]+):(\d+)/api", api).groups()
-    assert host == "prefect" and f"{port}:{port}" in services["prefect"]["ports"]
+    assert host == "prefect" and f"127.0.0.1:{port}:{port}" in services["prefect"]["ports"]
+    published = [(name, p) for name, s in services.items() for p in s.get("ports", [])]
+    assert published and all(p.startswith("127.0.0.1:") for _, p in published), published  # loopback of the host only
+    for name in engine:  # S3 settings reach every container that reads images
+        assert {"AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= set(services[name]["environment"]), name
+    assert services["minio"]["environment"]["MINIO_ROOT_USER"] == services["fld"]["environment"]["AWS_ACCESS_KEY_ID"]
     assert services["ray-gpu-worker"]["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
 
 
