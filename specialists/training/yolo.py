@@ -8,6 +8,7 @@ class list is fixed by the caller, so a detector retrained on a later round keep
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -76,6 +77,9 @@ def split_ids(ids: list[str], val_fraction: float, seed: int = 0) -> tuple[list[
     val = {ids[k] for k in order[:n_val]}
     return [i for i in ids if i not in val], [i for i in ids if i in val]
 
+LINK_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+"""Suffixes ultralytics reads an image link by; any other name is linked as ``.jpg`` (it sniffs the bytes)."""
+
 
 def write_yolo_dataset(regions: pa.Table, uris: dict[str, str], sizes: dict[str, tuple[int, int]],
                        names: list[str], out: Path, val_fraction: float = 0.1, seed: int = 0) -> Path:
@@ -111,12 +115,14 @@ def write_yolo_dataset(regions: pa.Table, uris: dict[str, str], sizes: dict[str,
         source = Path(uris[image_id])
         (out / "images" / part).mkdir(parents=True, exist_ok=True)
         (out / "labels" / part).mkdir(parents=True, exist_ok=True)
-        stem = f"{k:07d}"
-        os.symlink(source.resolve(), out / "images" / part / f"{stem}{source.suffix.lower()}")
+        stem = f"{k:07d}"  # our name, never the image's: nothing it holds can leave ``out``
+        suffix = source.suffix.lower() if source.suffix.lower() in LINK_SUFFIXES else ".jpg"
+        os.symlink(source.resolve(), out / "images" / part / f"{stem}{suffix}")
         (out / "labels" / part / f"{stem}.txt").write_text("\n".join(per_image[image_id]) + ("\n" if per_image[image_id] else ""))
     data = out / "data.yaml"
-    data.write_text(f"path: {out.resolve()}\ntrain: images/train\nval: images/val\n"
-                    + "names:\n" + "".join(f"  {k}: {n}\n" for k, n in enumerate(names)))
+    # JSON strings are YAML strings: a name holding a colon, a quote or a newline stays one name
+    data.write_text(f"path: {json.dumps(str(out.resolve()))}\ntrain: images/train\nval: images/val\n"
+                    + "names:\n" + "".join(f"  {k}: {json.dumps(n)}\n" for k, n in enumerate(names)))
     return data
 
 

@@ -119,3 +119,30 @@ def test_cli_export_and_its_errors(small_world, tmp_path):
     assert missing.exit_code == 1 and "round 3 does not exist" in missing.output and not (tmp_path / "h").exists()
     wrong = runner.invoke(app, ["export", "pdf", "--out", str(tmp_path / "p")])
     assert wrong.exit_code == 2 and "unknown export format" in wrong.output
+
+
+def test_hostile_image_names_and_labels_stay_inside_the_export(selection, tmp_path):
+    """Image names that climb out of folders or hold newlines, labels that hold YAML syntax: every
+    file lands inside the output folder and every class name reads back whole."""
+    import yaml
+
+    hostile = ["../../../escaped.png", "a\nb.png", "name with 'quotes' & <tags>.PNG", "x.png/../../y"]
+    uris = selection.images.column("uri").to_pylist()
+    renamed = [str(tmp_path / "src" / hostile[k % len(hostile)]) if k < len(hostile) else u for k, u in enumerate(uris)]
+    labels = ["key: value", "line\nbreak", "- item", "quote\"s"]
+    regions = selection.regions
+    objects = [r["kind"] == "object" for r in regions.to_pylist()]
+    new_labels = [labels[k % len(labels)] if o else r for k, (o, r) in
+                  enumerate(zip(objects, regions.column("label").to_pylist()))]
+    import dataclasses
+
+    odd = dataclasses.replace(selection, images=selection.images.set_column(
+        selection.images.schema.get_field_index("uri"), "uri", pa.array(renamed, pa.string())),
+        regions=regions.set_column(regions.schema.get_field_index("label"), "label", pa.array(new_labels, pa.string())))
+    out = tmp_path / "out" / "yolo"
+    counts = export_yolo(odd, out)
+    written = [p for p in (tmp_path / "out").rglob("*")]
+    assert written and all(p == out or out in p.parents for p in written)
+    assert not (tmp_path / "escaped.png").exists() and not list(tmp_path.glob("*/escaped.png"))
+    names = yaml.safe_load((out / "data.yaml").read_text())["names"]
+    assert sorted(names.values()) == sorted(set(labels)) and counts["classes"] == len(labels)
