@@ -53,6 +53,12 @@ def round_run(
                if code not in ("kept", "fused") and n]
     if dropped:
         print_table(["filter", "reason", "rows"], dropped, title="what the filters dropped (see the rejected table)")
+    floors = [(key, ", ".join(f"{k}={v}" for k, v in summary.floors.get(key, {}).items()) or "none", reason, n)
+              for key in sorted(set(summary.floors) | set(summary.floored))
+              for reason, n in (summary.floored.get(key) or {"-": 0}).items()]
+    if floors:
+        print_table(["specialist", "its model's floors", "removed by them", "outputs"], floors,
+                    title="before the filters: what each model's own floors removed (never rows)")
     if result.metrics:
         print_table(["metric", "value"], [(k, v) for k, v in result.metrics.items() if v is not None],
                     title=f"round {round_id} on gold")
@@ -152,8 +158,12 @@ def run_command(
 
 
 def schedule(
-    config: Annotated[Path, typer.Option("--config", "-c", help="Round config (TOML or JSON).")],
     gold: Annotated[Path, typer.Option(help="Gold truth the data engine measures each round on.")],
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Round config (TOML or JSON): the same "
+                                                "specialists every round.")] = None,
+    models: Annotated[Path | None, typer.Option("--models", "-m", help="Or: bootstrapped models (`fld bootstrap`); "
+                                                "rounds after the first retrain, gate and relabel.")] = None,
+    world: Annotated[Path | None, typer.Option("--world", "-w", help="With --models: the world they were trained on.")] = None,
     data: DataOption = Path("fld-data"),
     cron: Annotated[str | None, typer.Option(help='Cron schedule, e.g. "0 2 * * *" (02:00 daily).')] = None,
     interval: Annotated[int | None, typer.Option(help="Or: seconds between runs.")] = None,
@@ -162,7 +172,8 @@ def schedule(
     work_pool: Annotated[str | None, typer.Option("--work-pool", help="Register with a Prefect process work pool "
                                                   "(run `prefect worker start --pool NAME`) instead of serving here.")] = None,
 ) -> None:
-    """Schedule the data engine as a Prefect deployment (cron or interval).
+    """Schedule the data engine as a Prefect deployment (cron or interval). Each run goes on from
+    the dataset: it resumes the latest round if that did not complete, else starts the next.
 
     Without --work-pool, this command serves the deployment itself until stopped (Ctrl-C).
     Point PREFECT_API_URL at a Prefect server so the schedule outlives this process.
@@ -171,10 +182,15 @@ def schedule(
 
     if (cron is None) == (interval is None):
         raise fail("give exactly one of --cron or --interval", 2)
+    if (config is None) == (models is None) or (models is None) != (world is None):
+        raise fail("give --config, or --models with --world", 2)
     try:
-        RoundConfig.from_file(config)
-        parameters = {"data": str(data.absolute()), "config": str(config.absolute()), "gold": str(gold.absolute()),
-                      "rounds": rounds}
+        parameters = {"data": str(data.absolute()), "gold": str(gold.absolute()), "rounds": rounds}
+        if config is not None:
+            RoundConfig.from_file(config)
+            parameters["config"] = str(config.absolute())
+        else:
+            parameters.update(models=str(models.absolute()), world=str(world.absolute()))
         if work_pool:
             deployment_id = scheduling.register(name, work_pool, parameters, cron, interval)
             err_console().print(f"deployment data-engine/{name} registered ({deployment_id}); "

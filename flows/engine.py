@@ -21,6 +21,7 @@ from prefect import flow, task
 from engine import settings
 from engine.dataset.ingest import IngestConfig, ingest
 from engine.dataset.metrics import HEADLINE, headline_markdown
+from engine.dataset.rounds import next_round
 from engine.dataset.stats import dataset_stats
 from engine.dataset.store import Store
 from engine.evaluation.evaluate import evaluate_round
@@ -136,7 +137,7 @@ def stop_reason(previous: dict | None, now: dict, metrics: tuple[str, ...], min_
 
 
 @flow(name="data-engine", log_prints=False)
-def data_engine(data: str, gold: str, config: str | None = None, rounds: int = 3, first_round: int = 1,
+def data_engine(data: str, gold: str, config: str | None = None, rounds: int = 3, first_round: int | None = None,
                 metric: str | None = None, min_gain: float = 0.005, sources: list[dict] | None = None,
                 ray_address: str | None = None, models: str | None = None, world: str | None = None,
                 profile: str = "default") -> list[RoundOutcome]:
@@ -144,10 +145,14 @@ def data_engine(data: str, gold: str, config: str | None = None, rounds: int = 3
     (on ``metric``, or on any headline metric when none is named).
 
     With ``config``: every round runs the same specialists. With ``models`` and ``world``: rounds
-    after the first are refinement rounds (retrain, gate, relabel)."""
+    after the first are refinement rounds (retrain, gate, relabel). ``first_round`` None: go on
+    from the dataset's rounds (resume the latest if it did not complete, else the next), as a
+    scheduled run does."""
     settings.apply()
     if (config is None) == (models is None):
         raise ValueError("give either a round config (same specialists every round) or models and world (refinement)")
+    if first_round is None:
+        first_round = next_round(Store(data, create=True))
     watched = (metric,) if metric else HEADLINE
     results, previous = [], None
     for k in range(rounds):
@@ -227,7 +232,7 @@ def engine_run(out: str, profile: str = "default", ray_address: str | None = Non
     boot = bootstrap_task(data, world, str(root / "models"), profile, pretrained_florence2)
     results = data_engine(data, str(Path(world) / "gold"), rounds=1 + (p.refinement_rounds if rounds is None else rounds - 1),
                           ray_address=ray_address, models=str(root / "models"), world=world, profile=profile,
-                          min_gain=0.0)
+                          min_gain=0.0, first_round=1)
     return RunOutcome(world, data, ingested, boot, results)
 
 

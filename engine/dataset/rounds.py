@@ -54,3 +54,13 @@ def rounds_table(store: Store) -> QueryResult:
     rows = [tuple("interrupted" if i == status and v == "running" and not held(store, row[0]) else v
                   for i, v in enumerate(row)) for row in rows]
     return QueryResult(columns, rows)
+
+
+def next_round(store: Store) -> int:
+    """The round a scheduled run should do: the latest round when it did not complete (a rerun
+    resumes it), else the one after the last completed round (1 on a new dataset)."""
+    rounds = store.read("rounds", columns=["round", "status"]).to_pylist()
+    if not rounds:
+        return 1
+    latest = max(rounds, key=lambda r: r["round"])
+    return latest["round"] if latest["status"] != "completed" else latest["round"] + 1

@@ -5,6 +5,7 @@ without Docker. Slow (clusters and servers take their time to start): `make test
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -77,37 +78,51 @@ def test_round_on_a_two_node_loopback_cluster(loopback_cluster, small_world, tmp
         assert len([n for n in ray.nodes() if n["Alive"]]) == 2
 
 
-def test_schedule_registers_on_a_real_prefect_server(small_world, tmp_path):
+def test_scheduled_runs_execute_through_a_worker_and_go_on_round_after_round(small_world, tmp_path):
+    """A real `prefect server start`, the engine registered with a process work pool by `fld
+    schedule`, a real `prefect worker start`: the schedule's runs execute one after the other, each
+    going on from the last finished round, and `fld rounds` lists them."""
+    import json
+
     port = free_port()
-    home = tmp_path / "prefect"
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
-    server = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
+           "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5", "PREFECT_WORKER_QUERY_SECONDS": "3"}
+    data = tmp_path / "ds"
+    ingest(str(small_world.images("gold")), Store(data, create=True), IngestConfig(split="gold"))
     config = tmp_path / "round.toml"
-    config.write_text('splits = ["gold"]\n[[specialists]]\nname = "rapidocr"\n')
-    serving = None
+    config.write_text('splits = ["gold"]\nshard_size = 8\n[[specialists]]\nname = "rapidocr"\n')
+    started = []
+
+    def start(*args: str) -> subprocess.Popen:
+        process = subprocess.Popen([str(BIN / args[0]), *args[1:]], env=env, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL, start_new_session=True)
+        started.append(process)
+        return process
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(BIN / args[0]), *args[1:]], env=env, capture_output=True, text=True, timeout=180)
+
     try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            check = subprocess.run([str(BIN / "prefect"), "deployment", "ls"], env=env, capture_output=True, text=True)
-            if check.returncode == 0:
-                break
+        start("prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port))
+        deadline = time.monotonic() + 180
+        while run("prefect", "work-pool", "ls").returncode != 0:
+            assert time.monotonic() < deadline, "the Prefect server did not start"
             time.sleep(2)
-        serving = subprocess.Popen(
-            [str(BIN / "fld"), "schedule", "--config", str(config), "--gold", str(small_world.gold),
-             "--data", str(tmp_path / "ds"), "--interval", "3600", "--name", "nightly"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
-        listed = ""
-        while time.time() < deadline + 60 and "nightly" not in listed:
-            time.sleep(2)
-            listed = subprocess.run([str(BIN / "prefect"), "deployment", "ls"], env=env, capture_output=True,
-                                    text=True).stdout
-        assert "data-engine/nightly" in listed.replace(" ", "") or "nightly" in listed
-        inspect = subprocess.run([str(BIN / "prefect"), "deployment", "inspect", "data-engine/nightly"], env=env,
-                                 capture_output=True, text=True).stdout
-        assert "3600" in inspect and str(small_world.gold) in inspect
+        assert run("prefect", "work-pool", "create", "fld-pool", "--type", "process").returncode == 0
+        registered = run("fld", "schedule", "--config", str(config), "--gold", str(small_world.gold), "--data", str(data),
+                         "--interval", "20", "--rounds", "1", "--name", "nightly", "--work-pool", "fld-pool")
+        assert registered.returncode == 0, registered.stderr
+        start("prefect", "worker", "start", "--pool", "fld-pool")
+        completed: list[int] = []
+        deadline = time.monotonic() + 480
+        while len(completed) < 2 and time.monotonic() < deadline:
+            time.sleep(3)
+            listed = run("fld", "rounds", "--data", str(data), "--json")
+            if listed.returncode == 0:
+                completed = [r["round"] for r in json.loads(listed.stdout) if r["status"] == "completed"]
+        assert completed[:2] == [1, 2], f"scheduled runs completed rounds {completed}"
     finally:
-        for process in (serving, server):
-            if process is not None:
+        for process in started:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
