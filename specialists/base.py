@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 from abc import ABC, abstractmethod
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -126,6 +127,24 @@ class Specialist(ABC):
         self.batch_size = batch_size
         self.resources = resources
         self._version: str | None = None
+        self.floored: Counter[str] = Counter()
+        """What the model's own floors removed since ``take_floored``, by reason (see ``floors``)."""
+
+    @property
+    def floors(self) -> dict[str, float]:
+        """The model's own cut-offs, applied before the round's filters see anything (a confidence
+        floor, an NMS inside the model, a cap on detections): recorded with every round."""
+        return {}
+
+    def floor(self, reason: str, n: int = 1) -> None:
+        """Count ``n`` outputs that a floor of the model removed (they never become rows)."""
+        if n:
+            self.floored[reason] += n
+
+    def take_floored(self) -> dict[str, int]:
+        """The floor counts since the last call, and a fresh count."""
+        counts, self.floored = dict(self.floored), Counter()
+        return counts
 
     @property
     def loaded(self) -> bool:

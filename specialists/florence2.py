@@ -199,8 +199,9 @@ class Florence2Specialist(Specialist):
                 start = source["text"].lower().find(item.text.lower(), used.get(item.text.lower(), 0))
                 if start < 0:
                     start = source["text"].lower().find(item.text.lower())
-                if start < 0:
-                    continue  # a phrase that is not in the caption cannot be given a span
+                if start < 0:  # a phrase that is not in the caption cannot be given a span
+                    self.floor("grounded phrase not in its caption")
+                    continue
                 used[item.text.lower()] = start + 1
                 end = start + len(item.text)
                 rows.append({"image_id": image_id, "triplet_id": f"{source['text_id']}-f2g{n}",

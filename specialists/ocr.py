@@ -47,20 +47,29 @@ class RapidOcrReader(Specialist):
         from rapidocr_onnxruntime import RapidOCR
 
         threads = {"intra_op_num_threads": self.config.threads, "inter_op_num_threads": 1} if self.config.threads else {}
-        self.engine = RapidOCR(text_score=self.config.min_score, **threads)
+        self.engine = RapidOCR(text_score=0.0, **threads)  # min_score is applied (and counted) in predict
         models = Path(rapidocr_onnxruntime.__file__).parent / "models"
         self._version = weights_version(models) if models.exists() else f"rapidocr-{rapidocr_onnxruntime.__version__}"
+
+    @property
+    def floors(self) -> dict[str, float]:
+        """Text read with a score under ``min_score`` is dropped here (counted), as is empty text."""
+        return {"min_score": self.config.min_score}
 
     def predict(self, batch: Batch) -> dict[str, pa.Table]:
         ids, boxes, quads, texts, scores = [], [], [], [], []
         for image_id, image in zip(batch.image_ids, batch.images):
             found, _ = self.engine(image[:, :, ::-1])  # rapidocr takes OpenCV's BGR
             for quad, text, score in found or []:
+                if float(score) < self.config.min_score:
+                    self.floor("text_score below min_score")
+                    continue
                 q = np.asarray(quad, np.float32).reshape(4, 2)
                 h, w = image.shape[:2]
                 q[:, 0], q[:, 1] = q[:, 0].clip(0, w), q[:, 1].clip(0, h)
                 box = [q[:, 0].min(), q[:, 1].min(), q[:, 0].max(), q[:, 1].max()]
                 if box[2] <= box[0] or box[3] <= box[1] or not str(text).strip():
+                    self.floor("empty text or a box with no area")
                     continue
                 ids.append(image_id)
                 boxes.append(box)

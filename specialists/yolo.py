@@ -94,6 +94,13 @@ class YoloDetector(Specialist):
         self.names = dict(self.model.names)
         log.info("YOLO %s: %d classes, version %s", weights, len(self.names), self._version)
 
+    @property
+    def floors(self) -> dict[str, float]:
+        """ultralytics applies these inside the model: boxes under ``conf``, those its NMS merges
+        at ``iou``, and those beyond ``max_det`` are never returned (uncountable from outside;
+        images that reach ``max_det`` are counted). The round's calibrated floor is a filter."""
+        return {"conf": self.config.conf, "nms_iou": self.config.iou, "max_det": self.config.max_det}
+
     def predict(self, batch: Batch) -> dict[str, pa.Table]:
         bgr = [image[:, :, ::-1] for image in batch.images]
         results = self.model.predict(bgr, imgsz=self.config.imgsz, conf=self.config.conf, iou=self.config.iou,
@@ -102,6 +109,7 @@ class YoloDetector(Specialist):
         for image_id, result in zip(batch.image_ids, results):
             found = result.boxes
             n = len(found)
+            self.floor("max_det_reached (boxes beyond it were cut)", int(n >= self.config.max_det))
             ids += [image_id] * n
             boxes.append(found.xyxy.cpu().numpy().reshape(-1, 4))
             scores.append(found.conf.cpu().numpy())

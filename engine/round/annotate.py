@@ -86,6 +86,9 @@ class StageOutput:
     tables: dict[str, pa.Table]
     failures: list[Failure]
     seconds: float
+    floored: dict[str, int] = field(default_factory=dict)
+    """What the model's own floors removed, by reason (``Specialist.floors``)."""
+    floors: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -102,6 +105,10 @@ class Annotated:
     raw: dict[str, int]
     """Rows per table before the filters."""
     images: int
+    floored: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Per specialist key: what its model's own floors removed, by reason (before ``raw``)."""
+    floors: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Per specialist key: the values of those floors."""
 
     @staticmethod
     def failed(failures: Sequence[Failure]) -> Annotated:
@@ -114,15 +121,19 @@ class Annotated:
     def concat(parts: Sequence[Annotated]) -> Annotated:
         """One result for several batches (counts and seconds added up)."""
         counts: dict[str, Counter] = defaultdict(Counter)
+        floored: dict[str, Counter] = defaultdict(Counter)
         seconds: Counter = Counter()
         for p in parts:
             for name, c in p.counts.items():
                 counts[name].update(c)
+            for key, c in p.floored.items():
+                floored[key].update(c)
             seconds.update(p.seconds)
         return Annotated({t: _concat(t, [p.kept[t] for p in parts]) for t in ANNOTATIONS},
                          _concat("rejected", [p.rejected for p in parts]), [f for p in parts for f in p.failures],
                          dict(seconds), {name: dict(c) for name, c in counts.items()},
-                         {t: sum(p.raw.get(t, 0) for p in parts) for t in ANNOTATIONS}, sum(p.images for p in parts))
+                         {t: sum(p.raw.get(t, 0) for p in parts) for t in ANNOTATIONS}, sum(p.images for p in parts),
+                         {key: dict(c) for key, c in floored.items()}, {k: v for p in parts for k, v in p.floors.items()})
 
 
 def _concat(name: str, tables: Sequence[pa.Table | None]) -> pa.Table:
@@ -159,7 +170,8 @@ def run_specialist(specialist: Specialist, key: str, decoded: Decoded, earlier: 
         for result in results:
             for table, rows in result.items():
                 out.setdefault(table, []).append(rows)
-    return StageOutput(key, {t: _concat(t, rows) for t, rows in out.items()}, failures, time.perf_counter() - start)
+    return StageOutput(key, {t: _concat(t, rows) for t, rows in out.items()}, failures, time.perf_counter() - start,
+                       specialist.take_floored(), specialist.floors)
 
 
 def apply_masks(regions: pa.Table, masks: pa.Table) -> pa.Table:
@@ -189,7 +201,8 @@ def finish(decoded: Decoded, outputs: Sequence[StageOutput], config: FilterConfi
     seconds["filters"] = time.perf_counter() - start
     return Annotated(dict(filtered.kept), filtered.rejected, decoded.failures + [f for o in outputs for f in o.failures],
                      seconds, {name: dict(c) for name, c in filtered.counts.items()},
-                     {t: tables[t].num_rows for t in ANNOTATIONS}, len(decoded.image_ids))
+                     {t: tables[t].num_rows for t in ANNOTATIONS}, len(decoded.image_ids),
+                     {o.key: o.floored for o in outputs}, {o.key: o.floors for o in outputs})
 
 
 def stage_order(needs: dict[str, tuple[str, ...]], produces: dict[str, tuple[str, ...]]) -> list[list[str]]:

@@ -41,6 +41,9 @@ class RoundSummary:
     failures: int = 0
     filter_counts: dict[str, Counter] = field(default_factory=dict)
     model_seconds: Counter = field(default_factory=Counter)
+    floored: dict[str, Counter] = field(default_factory=dict)
+    """Per specialist key: what its model's own floors removed (never rows), by reason."""
+    floors: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def add(self, result: Annotated) -> None:
         """Count one written shard."""
@@ -51,6 +54,9 @@ class RoundSummary:
         self.model_seconds.update(result.seconds)
         for name, counts in result.counts.items():
             self.filter_counts.setdefault(name, Counter()).update(counts)
+        for key, counts in result.floored.items():
+            self.floored.setdefault(key, Counter()).update(counts)
+        self.floors.update(result.floors)
 
     @property
     def images_per_second(self) -> float:
@@ -62,7 +68,8 @@ class RoundSummary:
                 "seconds": round(self.seconds, 3), "images_per_second": round(self.images_per_second, 3),
                 "kept": dict(self.kept), "raw": dict(self.raw), "failures": self.failures,
                 "filter_counts": {k: dict(v) for k, v in self.filter_counts.items()},
-                "model_seconds": dict(self.model_seconds)}
+                "model_seconds": dict(self.model_seconds),
+                "floored": {k: dict(v) for k, v in self.floored.items()}, "floors": self.floors}
 
 
 def _now() -> dt.datetime:
@@ -84,6 +91,7 @@ def write_shard(writer: RoundWriter, shard: Shard, result: Annotated, config_fin
     writer.mark_done(shard.label, {"image_ids": list(shard.image_ids), "config": config_fingerprint,
                                    "images": result.images, "seconds": result.seconds, "counts": result.counts,
                                    "raw": result.raw, "kept": {t: n.num_rows for t, n in result.kept.items()},
+                                   "floored": result.floored, "floors": result.floors,
                                    "failures": len(result.failures)})
 
 
