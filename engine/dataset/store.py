@@ -11,6 +11,7 @@ readers ignore them, and the next writer of that round deletes them.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import logging
@@ -33,6 +34,8 @@ log = logging.getLogger(__name__)
 
 SHARD_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 TEMP_SUFFIX = ".tmp"
+FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+"""A full disk, a quota reached, a file-size limit: a write that more space would let through."""
 COMPRESSION = "zstd"
 
 
@@ -76,6 +79,11 @@ def write_atomic(path: Path, write) -> None:
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        if err.errno in FULL:
+            raise StoreError(f"no space left to write {path.name} in {path.parent} ({os.strerror(err.errno)}): "
+                             "nothing half-written was kept; free space and rerun (what was finished stays)") from None
+        raise
     finally:
         tmp.unlink(missing_ok=True)
     _fsync_dir(path.parent)

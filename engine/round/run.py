@@ -131,8 +131,7 @@ def run_round(store: Store, round_id: int, config: RoundConfig,
             log.info("round %d: every image is already annotated", round_id)
             return summary
         started = _now()
-        with Runtime(config.ray_address):  # ClusterError before anything is written
-            pipeline = Pipeline(config, round_id)
+        with Runtime(config.ray_address), Pipeline(config, round_id) as pipeline:  # ClusterError before any write
             record_round(writer, kind, config.to_json(), "running", started)
             start = time.perf_counter()
             try:
@@ -143,7 +142,10 @@ def run_round(store: Store, round_id: int, config: RoundConfig,
                     if progress:
                         progress(finished, total)
             except BaseException:
-                record_round(writer, kind, config.to_json(), "failed", started)
+                try:
+                    record_round(writer, kind, config.to_json(), "failed", started)
+                except (OSError, StoreError) as err:  # a full disk: the round shows as interrupted instead
+                    log.warning("round %d: could not record its failure: %s", round_id, err)
                 raise
             summary.seconds = time.perf_counter() - start
             record_round(writer, kind, config.to_json(), "completed", started)

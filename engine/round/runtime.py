@@ -185,6 +185,22 @@ class Pipeline:
     def versions(self) -> dict[str, str]:
         return dict(self._versions)
 
+    def __enter__(self) -> Pipeline:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop every worker now (not when the last reference goes, which an exception's traceback
+        can delay past a rerun that needs the same actor names)."""
+        ray = _ray()
+        for actor in [a for pool in self.pools.values() for a in pool] + self.filters:
+            try:
+                ray.kill(actor, no_restart=True)
+            except Exception as err:  # already gone, or the cluster went first
+                log.debug("could not stop a worker: %s", err)
+
     def _start(self, pool: str, index: int):
         """A new actor of ``pool``, named after the round, the pool, its index and the deaths so far."""
         actor, arguments = self._kinds[pool]
