@@ -48,6 +48,7 @@ test-slow: $(STAMP) system
 bench: $(STAMP)
 	$(BIN)/python bench/store.py
 	$(BIN)/python bench/world.py
+	$(BIN)/python bench/faults.py
 	$(BIN)/python bench/filters.py
 	$(BIN)/python bench/specialists.py
 	$(BIN)/python bench/engine.py
