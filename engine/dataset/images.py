@@ -5,6 +5,7 @@ every mode converted to 8-bit RGB (transparency composited over white, 16-bit sc
 from __future__ import annotations
 
 import io
+import sys
 import warnings
 from dataclasses import dataclass
 
@@ -16,6 +17,14 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".
 
 # fld checks the pixel count itself (open_image, with a limit the user sets), before decoding.
 Image.MAX_IMAGE_PIXELS = None
+
+
+def pil_open():
+    """Pillow's own ``Image.open``. Importing ultralytics replaces it with one that, on a file
+    Pillow cannot identify, tries to pip-install pi-heif (a network check) and raises ImportError
+    offline; a file that is not an image must stay an ``ImageError`` in every process."""
+    patches = sys.modules.get("ultralytics.utils.patches")
+    return getattr(patches, "_image_open", Image.open) if patches is not None else Image.open
 
 
 class ImageError(ValueError):
@@ -60,7 +69,7 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedIm
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with Image.open(io.BytesIO(data)) as im:
+            with pil_open()(io.BytesIO(data)) as im:
                 pixels = im.width * im.height
                 if pixels > max_pixels:
                     raise ImageError(

@@ -204,3 +204,12 @@ def test_list_source_skips_symlinked_folders(tmp_path):
 def test_unidentified_bytes():
     with pytest.raises(ImageError, match="cannot identify"):
         decode_image(struct.pack("8B", *range(8)))
+
+
+def test_unidentified_bytes_stay_an_image_error_once_ultralytics_is_imported():
+    """ultralytics patches PIL.Image.open on import (an unidentified file makes it try to install
+    pi-heif, then raise ImportError offline): a round's worker that runs YOLO decodes images too."""
+    import ultralytics.utils.patches  # noqa: F401 (the patch is the point)
+
+    with pytest.raises(ImageError, match="cannot identify"):
+        decode_image(struct.pack("8B", *range(8)))
