@@ -1,6 +1,6 @@
-"""The filter pipeline of a round: texts, then regions (geometry, confidence, cap, NMS, blank
-crops, fusion), then triplets (their text kept?, geometry, phrase quality, confidence,
-containment). Every drop lands in ``rejected``; every filter reports what it kept and dropped."""
+"""The filter pipeline of a round: texts (surface, parse, one description repeated across the
+shard's images), then regions (geometry, confidence, cap, NMS, blank crops, fusion), then
+triplets (their text kept?, geometry, phrase quality, confidence, containment). Every drop lands in ``rejected``; every filter reports what it kept and dropped."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from filters.decision import Decision, apply
 from filters.fusion import FusionConfig, fuse
 from filters.phrases import PhraseParser
 from filters.regions import RegionFilterConfig, blank, confidence, geometry, nms, per_image_cap
-from filters.text import TextFilterConfig, ocr_text, text_decision
+from filters.text import TextFilterConfig, ocr_text, repeated_texts, text_decision
 from filters.triplets import TripletFilterConfig, contained, phrase_quality, triplet_confidence
 from schemas import schema_for
 
@@ -62,6 +62,7 @@ def filter_annotations(
     empty = {t: schema_for(t).empty_table() for t in ("texts", "regions", "triplets")}
     texts = annotations.get("texts", empty["texts"])
     texts = run.step("texts", texts, lambda r: text_decision(r, parser, config.text)[0])
+    texts = run.step("texts", texts, lambda r: repeated_texts(r, config.text))
 
     regions = annotations.get("regions", empty["regions"])
     regions = run.step("regions", regions, lambda r: geometry(r, sizes, config.regions))

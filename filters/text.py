@@ -1,10 +1,12 @@
 """Text filters: empty, overlong, non-language and degenerate texts (cheap checks, before
-parsing), then FLD-5B's parse-based checks: excessive objects and too-low complexity."""
+parsing), then FLD-5B's parse-based checks: excessive objects and too-low complexity; and across
+a shard's images, one description repeated on most of them (a collapsed captioner)."""
 
 from __future__ import annotations
 
 import re
 import unicodedata
+from collections import defaultdict
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -28,12 +30,17 @@ class TextFilterConfig:
     min_unique_ratio: float = 0.3
     max_objects: int = 40
     min_complexity: float = 1.0
+    max_repeat_share: float = 0.5
+    """A description (same granularity, same words) given to more than this share of a shard's
+    described images is a collapsed captioner's, not a description of each image."""
+    repeat_min_images: int = 4
+    """...once it is on at least this many images (two alike images may share a description)."""
 
     def __post_init__(self) -> None:
-        for name in ("min_letter_ratio", "min_latin_ratio", "min_unique_ratio"):
+        for name in ("min_letter_ratio", "min_latin_ratio", "min_unique_ratio", "max_repeat_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be within [0, 1], got {getattr(self, name)}")
-        for name in ("max_chars", "min_tokens", "max_repeat_run", "max_objects"):
+        for name in ("max_chars", "min_tokens", "max_repeat_run", "max_objects", "repeat_min_images"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.min_complexity < 0:
@@ -89,6 +96,24 @@ def text_decision(texts: pa.Table, parser: PhraseParser, config: TextFilterConfi
         reasons[i] = parsed_reason(p, config)
     return Decision("text", reasons), parsed
 
+
+
+def repeated_texts(texts: pa.Table, config: TextFilterConfig = TextFilterConfig()) -> Decision:
+    """Descriptions repeated on most of a shard's described images (per granularity)."""
+    granularities = texts.column("granularity").to_pylist()
+    images = texts.column("image_id").to_pylist()
+    words = [" ".join(w.lower() for w in WORD.findall(t or "")) for t in texts.column("text").to_pylist()]
+    described: dict[str, set] = defaultdict(set)
+    sharing: dict[tuple[str, str], set] = defaultdict(set)
+    for granularity, image, key in zip(granularities, images, words):
+        described[granularity].add(image)
+        sharing[(granularity, key)].add(image)
+    reasons = []
+    for granularity, key in zip(granularities, words):
+        n, of = len(sharing[(granularity, key)]), len(described[granularity])
+        repeated = n >= config.repeat_min_images and n > config.max_repeat_share * of
+        reasons.append(f"repeated_text: the same {granularity} description on {n} of {of} images" if repeated else None)
+    return Decision("repeated_text", reasons)
 
 
 def ocr_reason(text: str | None, config: TextFilterConfig) -> str | None:

@@ -7,7 +7,8 @@ Families and metrics (written to the ``metrics`` table, shown by ``fld metrics``
 - text, per granularity: BLEU-4, CIDEr-D and ROUGE-L (pycocoevalcap, our tokenizer: no Java),
   coverage (gold images with a description), and for each description how many of the image's
   ground-truth object categories it mentions (object recall) and how many it names that are
-  not there (hallucination);
+  not there (hallucination), and distinct descriptions per described image (distinct: a
+  collapsed captioner's is near 0);
 - text-phrase-region: grounding recall@1: for each ground-truth (image, phrase), the predicted
   triplet with the same normalised phrase and the highest score must overlap one of the
   phrase's boxes with IoU >= 0.5.
@@ -196,7 +197,7 @@ class Evaluator:
             covered = Units.of({i: (float(i in pred and i in gt), 1.0) for i in self.images})
             if not scored:
                 out += [Measurement(family, f"{name}.{m}", None)
-                        for m in ("bleu4", "cider", "rouge_l", "object_recall", "hallucination")]
+                        for m in ("bleu4", "cider", "rouge_l", "object_recall", "hallucination", "distinct")]
                 out.append(Measurement(family, f"{name}.coverage", coverage, covered))
                 continue
             best = {i: max(pred[i], key=lambda r: r["score"] if r["score"] is not None else 0.0)["text"] for i in scored}
@@ -223,6 +224,7 @@ class Evaluator:
                 Measurement(family, f"{name}.coverage", coverage, covered),
                 Measurement(family, f"{name}.object_recall", mean(recall), Units.of(recall)),
                 Measurement(family, f"{name}.hallucination", mean(hallucination) or 0.0, Units.of(hallucination)),
+                Measurement(family, f"{name}.distinct", len({" ".join(tokens(t)) for t in best.values()}) / len(best)),
             ]
         return out
 

@@ -5,11 +5,14 @@ For each task, the candidate (the model retrained this round) is compared with t
 model whose predictions entered the round before): the candidate replaces it only when its gold
 metric is no worse than the incumbent's minus ``tolerance``; and whichever wins must reach the
 task's floor and beat the task's trivial answer (the box prior, a constant description), or the
-task is left out of the round. Every decision is recorded in the round.
+task is left out of the round. A description model must also write distinct descriptions, name
+few objects that are not there, and name more of the objects than the constant description
+does (a collapsed captioner once cleared its CIDEr floor). Every decision is recorded in the round.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass, field, replace
 
 from engine.dataset.store import Store
@@ -17,6 +20,8 @@ from engine.evaluation.evaluate import metric_rows
 from engine.evaluation.trivial import SOURCE, trivial_answers, trivial_measurements
 from engine.loop.training import Trained
 from specialists.training.registry import task_metrics, trainer_for
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -29,10 +34,20 @@ class GateConfig:
     trivial: dict = field(default_factory=dict)
     """The trivial answer's gold value per metric (``engine.evaluation.trivial``): a model must
     beat it, whatever the fixed floor (a constant caption clears CIDEr 0.1 on gold)."""
+    min_distinct: float = 0.5
+    """Description gates (``text/<granularity>.cider``): distinct descriptions per described gold
+    image at least this (the world's own are all distinct; a collapsed captioner's near 0)..."""
+    max_hallucination: float = 0.5
+    """...a share of the categories they name that are not in the image at most this (the
+    constant description's is 0.53-0.57 on the shifted gold)..."""
+    recall_over_trivial: bool = True
+    """...and more of each image's objects named than the trivial answer names."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.tolerance <= 1.0 or any(v < 0.0 for v in self.floors.values()):
             raise ValueError("gate tolerance must be within [0, 1] and floors >= 0")
+        if not 0.0 <= self.min_distinct <= 1.0 or not 0.0 <= self.max_hallucination <= 1.0:
+            raise ValueError("min_distinct and max_hallucination must be within [0, 1]")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -50,6 +65,8 @@ class Gate:
     """``candidate``, ``incumbent`` or ``none`` (the task is left out of the round)."""
     trivial: float | None = None
     """The trivial answer's value, which the chosen model had to beat."""
+    refused: str | None = None
+    """Why the chosen model was left out although its metric passed (a description guard)."""
 
     def row(self) -> dict:
         return asdict(self)
@@ -92,11 +109,30 @@ def decide(candidates: dict[str, Trained], incumbents: dict[str, Trained], confi
             chosen, model, value = "incumbent", inc, i
         else:
             chosen, model, value = "none", None, None
-        served = model
+        served, refused = model, None
         if value is None or value < floor or (trivial is not None and value <= trivial):
             chosen, model = "none", None
-        out[task] = (Gate(task, metric, c, i, floor, chosen, trivial), model if model else served)
+        elif (refused := description_guard(metric, model.gold, config)) is not None:
+            log.info("gate %s: %s", task, refused)
+            chosen, model = "none", None
+        out[task] = (Gate(task, metric, c, i, floor, chosen, trivial, refused), model if model else served)
     return out
+
+
+def description_guard(metric: str, gold: dict[str, float | None], config: GateConfig) -> str | None:
+    """Why a description model may not enter although its CIDEr passed, or None."""
+    if not (metric.startswith("text/") and metric.endswith(".cider")):
+        return None
+    base = metric.removesuffix(".cider")
+    distinct, hallucination = gold.get(f"{base}.distinct"), gold.get(f"{base}.hallucination")
+    recall, trivial_recall = gold.get(f"{base}.object_recall"), config.trivial.get(f"{base}.object_recall")
+    if distinct is None or distinct < config.min_distinct:
+        return f"too few distinct descriptions ({distinct} per described image < {config.min_distinct})"
+    if hallucination is not None and hallucination > config.max_hallucination:
+        return f"names objects that are not there ({hallucination:.3f} of those named > {config.max_hallucination})"
+    if config.recall_over_trivial and trivial_recall is not None and (recall is None or recall <= trivial_recall):
+        return f"names no more of the objects than the trivial answer (object recall {recall} <= {trivial_recall:.3f})"
+    return None
 
 
 def served(gates: dict[str, tuple[Gate, Trained | None]]) -> dict[str, Trained]:

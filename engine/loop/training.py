@@ -28,7 +28,7 @@ from specialists.training.trainer import Trainer, TrainingSet
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
-TRAINER_VERSION = "3"
+TRAINER_VERSION = "4"
 """Bump when training or measuring changes what a trained model's manifest would be."""
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from filters.phrases import PhraseModelError, PhraseParser, load_pipeline
-from filters.text import TextFilterConfig, surface_reason, text_decision
+from filters.text import TextFilterConfig, repeated_texts, surface_reason, text_decision
 from tests.rows import table_of, valid_row
 
 
@@ -95,3 +95,18 @@ def test_ocr_text_filter(label, code):
                                 valid_row("regions", region_id="obj", kind="object", label="42")])
     reasons = ocr_text(rows).reasons
     assert (reasons[0].split(":")[0] if reasons[0] else None) == code and reasons[1] is None
+
+
+def test_a_description_on_most_of_a_shards_images_is_dropped_but_a_shared_one_is_kept():
+    collapsed = "A picture of a large blue sign."
+    rows = [valid_row("texts", image_id=f"img{k}", text_id=f"b{k}", text=collapsed if k < 6 else f"A red square {k}.")
+            for k in range(8)]  # 6 of 8 images: a collapsed captioner
+    rows += [valid_row("texts", image_id=f"img{k}", text_id=f"d{k}", granularity="detailed",
+                       text="Two green trees." if k < 3 else f"A house and {k} cars.") for k in range(8)]  # 3 alike: fine
+    rows.append(valid_row("texts", image_id="img0", text_id="again", text="a picture of a LARGE blue sign"))  # same words
+    decision = repeated_texts(table_of("texts", rows))
+    dropped = {rows[k]["text_id"] for k, reason in enumerate(decision.reasons) if reason}
+    assert dropped == {f"b{k}" for k in range(6)} | {"again"}
+    assert decision.reasons[0] == "repeated_text: the same brief description on 6 of 8 images"
+    relaxed = repeated_texts(table_of("texts", rows), TextFilterConfig(max_repeat_share=0.8))
+    assert not any(relaxed.reasons)

@@ -20,6 +20,9 @@ def model(name: str, folder: str, **gold) -> Trained:
 
 F1, CIDER, GROUND = "region-text/detection_f1", "text/brief.cider", "text-phrase-region/grounding_recall@1"
 CONFIG = GateConfig(floors={F1: 0.3, CIDER: 0.1, GROUND: 0.2, "region-text/mask_iou": 0.5}, tolerance=0.01)
+DISTINCT, HALLUCINATION, RECALL = "text/brief.distinct", "text/brief.hallucination", "text/brief.object_recall"
+SEES = {DISTINCT: 0.9, HALLUCINATION: 0.1, RECALL: 0.4}
+"""What a description model that sees writes: distinct descriptions naming objects that are there."""
 
 
 def test_a_better_candidate_replaces_the_incumbent_and_a_worse_one_does_not():
@@ -32,7 +35,7 @@ def test_a_better_candidate_replaces_the_incumbent_and_a_worse_one_does_not():
 
 
 def test_a_task_below_its_floor_is_left_out_but_its_best_model_is_remembered():
-    weak = model("florence2", "f", **{F1: 0.05, CIDER: 0.4, GROUND: None})
+    weak = model("florence2", "f", **{F1: 0.05, CIDER: 0.4, GROUND: None, **SEES})
     gates = decide({"florence2": weak}, {}, CONFIG)
     assert gates["florence2:<OD>"][0].chosen == "none"
     assert gates["florence2:<CAPTION>"][0].chosen == "candidate"
@@ -43,13 +46,13 @@ def test_a_task_below_its_floor_is_left_out_but_its_best_model_is_remembered():
 
 def test_round_config_runs_only_what_passed_and_grounds_only_captions():
     yolo = model("yolo", "y", **{F1: 0.8})
-    f2 = model("florence2", "f", **{F1: 0.1, CIDER: 0.3, GROUND: 0.5})
+    f2 = model("florence2", "f", **{F1: 0.1, CIDER: 0.3, GROUND: 0.5, **SEES})
     config = round_config(decide({"yolo": yolo, "florence2": f2}, {}, CONFIG))
     by_key = {s.key: s for s in config.specialists}
     assert set(by_key) == {"rapidocr", "yolo", "florence2", "florence2-grounder", "label-grounder"}
     assert by_key["florence2"].options["tasks"] == ["<CAPTION>"]  # its <OD> failed the floor
     assert by_key["yolo"].options["weights"] == "/w/y"
-    no_captions = round_config(decide({"yolo": yolo, "florence2": model("florence2", "g", **{F1: 0.1, CIDER: 0.0, GROUND: 0.9})}, {}, CONFIG))
+    no_captions = round_config(decide({"yolo": yolo, "florence2": model("florence2", "g", **{F1: 0.1, CIDER: 0.0, GROUND: 0.9, **SEES})}, {}, CONFIG))
     assert {s.key for s in no_captions.specialists} == {"rapidocr", "yolo"}  # nothing to ground
 
 
@@ -63,12 +66,27 @@ def test_gate_rows_record_the_decision():
 def test_a_captioner_must_beat_the_constant_description_whatever_the_floor():
     """A CIDEr floor of 0.1 that a constant sentence clears (0.36 on the shifted gold) is no gate."""
     trivial = dataclasses.replace(CONFIG, trivial={CIDER: 0.36, F1: 0.0})
-    parrot = model("florence2", "p", **{F1: 0.0, CIDER: 0.36, GROUND: None})
+    parrot = model("florence2", "p", **{F1: 0.0, CIDER: 0.36, GROUND: None, **SEES})
     gates = decide({"florence2": parrot}, {}, trivial)
     assert gates["florence2:<CAPTION>"][0].chosen == "none" and gates["florence2:<CAPTION>"][0].trivial == 0.36
     assert decide({"florence2": parrot}, {}, CONFIG)["florence2:<CAPTION>"][0].chosen == "candidate"
-    seeing = model("florence2", "s", **{F1: 0.0, CIDER: 0.5, GROUND: None})
+    seeing = model("florence2", "s", **{F1: 0.0, CIDER: 0.5, GROUND: None, **SEES})
     assert decide({"florence2": seeing}, {}, trivial)["florence2:<CAPTION>"][0].chosen == "candidate"
+
+
+@pytest.mark.parametrize("flaw, why", [
+    ({DISTINCT: 0.03}, "too few distinct descriptions"),  # one sentence for nearly every image
+    ({DISTINCT: None}, "too few distinct descriptions"),  # not measured: not admitted
+    ({HALLUCINATION: 0.61}, "names objects that are not there"),
+    ({RECALL: 0.16}, "names no more of the objects than the trivial answer"),
+])
+def test_a_description_model_whose_cider_passes_is_still_refused_when_it_does_not_describe(flaw, why):
+    """A collapsed captioner (4 distinct sentences for 159 images) once cleared its CIDEr gate."""
+    config = dataclasses.replace(CONFIG, trivial={CIDER: 0.36, RECALL: 0.16, F1: 0.0})
+    flawed = model("florence2", "x", **{F1: 0.0, CIDER: 0.5, GROUND: None, **SEES, **flaw})
+    gate, holder = decide({"florence2": flawed}, {}, config)["florence2:<CAPTION>"]
+    assert gate.chosen == "none" and gate.refused.startswith(why)
+    assert holder is flawed  # remembered as the one to beat
 
 
 def test_the_trivial_answers_are_learnt_from_the_seed_and_scored_on_gold(small_world):
