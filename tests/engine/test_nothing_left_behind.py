@@ -109,3 +109,72 @@ def test_a_round_on_the_embedded_default_is_loopback_only_and_leaves_nothing_beh
         for process in started:
             with contextlib.suppress(psutil.Error):
                 process.kill()
+
+
+AUDIT = '''
+"""Loaded by every Python process of the audited run (PYTHONPATH): notes each name lookup and
+each connection that leaves the machine, one file per process."""
+import ipaddress, os, socket
+
+_LOG = os.path.join(os.environ["FLD_NET_AUDIT"], f"{os.getpid()}.log")
+_LOCAL = {"localhost", "localhost.localdomain", "ip6-localhost", ""}
+
+
+def _note(what):
+    with open(_LOG, "a") as handle:
+        handle.write(what + "\\n")
+
+
+def _off(host):
+    if host is None or str(host).lower() in _LOCAL:
+        return False
+    try:
+        address = ipaddress.ip_address(str(host).split("%")[0])
+    except ValueError:
+        return True  # a name that is not this machine's: a DNS query
+    return not (getattr(address, "ipv4_mapped", None) or address).is_loopback and not address.is_unspecified
+
+
+_getaddrinfo, _connect = socket.getaddrinfo, socket.socket.connect
+
+
+def getaddrinfo(host, *args, **kwargs):
+    if _off(host):
+        _note(f"lookup {host}")
+    return _getaddrinfo(host, *args, **kwargs)
+
+
+def connect(self, address):
+    if self.family in (socket.AF_INET, socket.AF_INET6) and _off(address[0]):
+        _note(f"connect {address[0]}:{address[1]}")
+    return _connect(self, address)
+
+
+socket.getaddrinfo, socket.socket.connect = getaddrinfo, connect
+'''
+
+
+def test_a_whole_round_on_the_embedded_default_looks_nothing_up_and_connects_nowhere(small_world, yolo_weights,
+                                                                                      tmp_path):
+    """Every Python process of `fld round run` (the CLI, Prefect's server, Ray's workers and
+    agents) is audited; Ray's C++ servers are not (their sockets are checked above)."""
+    store = dataset(small_world, tmp_path / "ds", ("gold",))
+    round_config = tmp_path / "round.json"
+    round_config.write_text(config(str(yolo_weights)).to_json())
+    audit, logs = tmp_path / "audit", tmp_path / "net"
+    audit.mkdir()
+    logs.mkdir()
+    (audit / "sitecustomize.py").write_text(AUDIT)
+    env = {**unmarked_environment(), "PYTHONPATH": str(audit), "FLD_NET_AUDIT": str(logs)}
+    control = "import socket\ntry:\n    socket.getaddrinfo('fld-audit.invalid', 80)\nexcept OSError:\n    pass"
+    subprocess.run([sys.executable, "-c", control], env=env, check=True, timeout=60)
+    noted = [line for p in logs.glob("*.log") for line in p.read_text().splitlines()]
+    assert noted == ["lookup fld-audit.invalid"], "the audit is not loaded in the processes it should watch"
+    for p in logs.glob("*.log"):
+        p.unlink()
+    done = subprocess.run([str(FLD), "round", "run", "-c", str(round_config), "-d", str(store.root)], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    audited = list(logs.glob("*.log"))
+    assert not audited, {p.stem: p.read_text().splitlines()[:5] for p in audited}
+    assert store.read("regions", 1).num_rows > 0  # the round did run
