@@ -33,8 +33,9 @@ class TextFilterConfig:
     max_repeat_share: float = 0.5
     """A description (same granularity, same words) given to more than this share of a shard's
     described images is a collapsed captioner's, not a description of each image."""
-    repeat_min_images: int = 4
-    """...once it is on at least this many images (two alike images may share a description)."""
+    repeat_min_images: int = 8
+    """...once it is on at least this many images (a few alike images may share a description;
+    the loop's shards hold 16, so a captioner that writes one sentence for most is caught)."""
 
     def __post_init__(self) -> None:
         for name in ("min_letter_ratio", "min_latin_ratio", "min_unique_ratio", "max_repeat_share"):

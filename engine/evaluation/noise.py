@@ -38,6 +38,16 @@ class Units:
         den = np.array([per_image[i][1] for i in images], np.float64)
         return cls(images, num, den)
 
+    def to_dict(self) -> dict:
+        """Plain JSON data (a manifest or a gate config keeps it)."""
+        return {"images": list(self.images), "num": self.num.tolist(), "den": self.den.tolist()}
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> Units | None:
+        if not data:
+            return None
+        return cls(tuple(data["images"]), np.asarray(data["num"], np.float64), np.asarray(data["den"], np.float64))
+
     @property
     def value(self) -> float | None:
         total = float(self.den.sum())

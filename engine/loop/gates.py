@@ -4,8 +4,8 @@ quality, so that a weak model cannot degrade the dataset.
 For each task, the candidate (the model retrained this round) is compared with the incumbent (the
 model whose predictions entered the round before): the candidate replaces it only when its gold
 metric is no worse than the incumbent's minus ``tolerance``; and whichever wins must reach the
-task's floor and beat the task's trivial answer (the box prior, a constant description), or the
-task is left out of the round. A description model must also write distinct descriptions, name
+task's floor and beat the task's trivial answer (the box prior, a constant description) beyond the
+noise (a paired bootstrap over the same gold images), or the task is left out of the round. A description model must also write distinct descriptions, name
 few objects that are not there, and name more of the objects than the constant description
 does (a collapsed captioner once cleared its CIDEr floor). Every decision is recorded in the round.
 """
@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 from engine.dataset.store import Store
 from engine.evaluation.evaluate import metric_rows
+from engine.evaluation.noise import Units, change_interval
 from engine.evaluation.trivial import SOURCE, trivial_answers, trivial_measurements
 from engine.loop.training import Trained
 from specialists.training.registry import task_metrics, trainer_for
@@ -42,6 +43,9 @@ class GateConfig:
     constant description's is 0.53-0.57 on the shifted gold)..."""
     recall_over_trivial: bool = True
     """...and more of each image's objects named than the trivial answer names."""
+    trivial_units: dict = field(default_factory=dict)
+    """The trivial answer's per-image units per metric (``Units.to_dict``): a model must beat it
+    beyond the noise, by a paired bootstrap over the gold images both were measured on."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.tolerance <= 1.0 or any(v < 0.0 for v in self.floors.values()):
@@ -80,7 +84,9 @@ def with_trivial(truth: Store, gold: Store, config: GateConfig = GateConfig(),
     if record_in is not None:
         with record_in.writer(0) as writer:
             writer.write("metrics", SOURCE, metric_rows(found, 0, SOURCE))
-    return replace(config, trivial=trivial_answers(found))
+    gated = set(task_metrics().values())
+    return replace(config, trivial=trivial_answers(found),
+                   trivial_units={m.key: m.units.to_dict() for m in found if m.units is not None and m.key in gated})
 
 
 def tasks_of(trained: Trained) -> list[str]:
@@ -112,11 +118,21 @@ def decide(candidates: dict[str, Trained], incumbents: dict[str, Trained], confi
         served, refused = model, None
         if value is None or value < floor or (trivial is not None and value <= trivial):
             chosen, model = "none", None
-        elif (refused := description_guard(metric, model.gold, config)) is not None:
+        elif (refused := within_trivial_noise(metric, model, config) or description_guard(metric, model.gold, config)):
             log.info("gate %s: %s", task, refused)
             chosen, model = "none", None
         out[task] = (Gate(task, metric, c, i, floor, chosen, trivial, refused), model if model else served)
     return out
+
+
+def within_trivial_noise(metric: str, model: Trained, config: GateConfig) -> str | None:
+    """Why a model that beats the trivial answer on its point value has not beaten it beyond the
+    noise (the paired 95% interval of model - trivial holds 0), or None (beaten, or not testable:
+    no per-image units on one side, or too few gold images)."""
+    found = change_interval(Units.from_dict(config.trivial_units.get(metric)), model.units(metric))
+    if found is None or found.low > 0.0:
+        return None
+    return f"not beyond the noise of the trivial answer (paired 95% interval of the difference [{found.low:+.3f}, {found.high:+.3f}])"
 
 
 def description_guard(metric: str, gold: dict[str, float | None], config: GateConfig) -> str | None:

@@ -21,6 +21,7 @@ from typing import Any
 
 from engine.dataset.store import Store
 from engine.evaluation.evaluate import Measurement
+from engine.evaluation.noise import Units
 from engine.evaluation.measure import GoldBoxes, gold_images, measure_specs
 from engine.loop.serving import SHARD_SIZE, round_filters, specs
 from schemas.hashing import fingerprint
@@ -50,6 +51,10 @@ class Trained:
     def measured(self, split: str = "gold") -> dict[str, dict]:
         """Value and interval of each metric on ``gold`` or ``seed-gold`` (see ``measured``)."""
         return self.manifest.get("measured", {}).get(split, {})
+
+    def units(self, metric: str) -> Units | None:
+        """The per-image units of a gold metric a gate reads (to pair it with another answer's)."""
+        return Units.from_dict(self.manifest.get("units", {}).get(metric))
 
 
 def load_trained(folder: Path) -> Trained:
@@ -96,6 +101,13 @@ def measure_on_gold(trainer: Trainer, manifest: dict, gold: Store, device: str =
     return [m for m in metrics if _family(m.key) in wanted]
 
 
+def gated_metrics() -> set[str]:
+    """The gold metrics that gates read (one per servable task)."""
+    from specialists.training.registry import task_metrics
+
+    return set(task_metrics().values())
+
+
 def measured(found: list[Measurement]) -> dict[str, dict]:
     """A manifest's record of measurements: value and 95% interval (None where it has none)."""
     out = {}
@@ -127,6 +139,7 @@ def train_and_measure(trainer: Trainer, data: TrainingSet, root: Path, budget: A
     on_gold = measure_on_gold(trainer, manifest, gold, device)
     manifest["gold"] = {m.key: m.value for m in on_gold}
     manifest["measured"] = {"gold": measured(on_gold)}
+    manifest["units"] = {m.key: m.units.to_dict() for m in on_gold if m.units is not None and m.key in gated_metrics()}
     if seed_gold is not None:
         manifest["measured"]["seed-gold"] = measured(measure_on_gold(trainer, manifest, seed_gold, device))
     return _write_manifest(folder, manifest)

@@ -99,14 +99,14 @@ def test_ocr_text_filter(label, code):
 
 def test_a_description_on_most_of_a_shards_images_is_dropped_but_a_shared_one_is_kept():
     collapsed = "A picture of a large blue sign."
-    rows = [valid_row("texts", image_id=f"img{k}", text_id=f"b{k}", text=collapsed if k < 6 else f"A red square {k}.")
-            for k in range(8)]  # 6 of 8 images: a collapsed captioner
+    rows = [valid_row("texts", image_id=f"img{k}", text_id=f"b{k}", text=collapsed if k < 9 else f"A red square {k}.")
+            for k in range(12)]  # 9 of 12 images: a collapsed captioner
     rows += [valid_row("texts", image_id=f"img{k}", text_id=f"d{k}", granularity="detailed",
-                       text="Two green trees." if k < 3 else f"A house and {k} cars.") for k in range(8)]  # 3 alike: fine
+                       text="Two green trees." if k < 5 else f"A house and {k} cars.") for k in range(12)]  # 5 alike: fine
     rows.append(valid_row("texts", image_id="img0", text_id="again", text="a picture of a LARGE blue sign"))  # same words
     decision = repeated_texts(table_of("texts", rows))
     dropped = {rows[k]["text_id"] for k, reason in enumerate(decision.reasons) if reason}
-    assert dropped == {f"b{k}" for k in range(6)} | {"again"}
-    assert decision.reasons[0] == "repeated_text: the same brief description on 6 of 8 images"
+    assert dropped == {f"b{k}" for k in range(9)} | {"again"}
+    assert decision.reasons[0] == "repeated_text: the same brief description on 9 of 12 images"
     relaxed = repeated_texts(table_of("texts", rows), TextFilterConfig(max_repeat_share=0.8))
     assert not any(relaxed.reasons)

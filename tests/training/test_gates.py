@@ -12,9 +12,10 @@ from engine.loop.refine import gate_rows, round_config
 from engine.loop.training import Trained
 
 
-def model(name: str, folder: str, **gold) -> Trained:
+def model(name: str, folder: str, units: dict | None = None, **gold) -> Trained:
     manifest = {"name": name, "weights": f"/w/{folder}", "gold": gold, "imgsz": 256, "model_type": "tiny",
-                "tasks": ["<OD>", "<CAPTION>", "<CAPTION_TO_PHRASE_GROUNDING>"] if name == "florence2" else []}
+                "tasks": ["<OD>", "<CAPTION>", "<CAPTION_TO_PHRASE_GROUNDING>"] if name == "florence2" else [],
+                "units": units or {}}
     return Trained(name, Path(folder), manifest)
 
 
@@ -119,3 +120,27 @@ def test_one_segmenter_a_round_the_better_on_gold():
     better = model("sam", "s2", **{iou: 0.95})
     names = [s.name for s in round_config(decide({"sam": better}, {"grabcut:<SEG>": grabcut}, CONFIG)).specialists]
     assert "sam" in names and "grabcut" not in names
+
+
+def per_image(values) -> dict:
+    from engine.evaluation.noise import Units
+
+    return Units.of({f"img{k:03d}": (float(v), 1.0) for k, v in enumerate(values)}).to_dict()
+
+
+def test_a_model_must_beat_the_trivial_answer_beyond_the_noise_on_the_same_images():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    constant = rng.uniform(0.3, 0.5, 60)  # the constant description's CIDEr on each gold image
+    noise = rng.normal(0.0, 0.4, 60)
+    lucky = constant + 0.02 + (noise - noise.mean())  # ahead by 0.02 on average, all over the place per image
+    config = dataclasses.replace(CONFIG, trivial={CIDER: float(constant.mean()), RECALL: 0.16},
+                                 trivial_units={CIDER: per_image(constant)})
+    close = model("florence2", "c", {CIDER: per_image(lucky)}, **{F1: 0.0, CIDER: float(lucky.mean()), GROUND: None, **SEES})
+    gate = decide({"florence2": close}, {}, config)["florence2:<CAPTION>"][0]
+    assert gate.candidate > gate.trivial  # ahead on the point value...
+    assert gate.chosen == "none" and gate.refused.startswith("not beyond the noise of the trivial answer")
+    ahead = constant + 0.3
+    clear = model("florence2", "a", {CIDER: per_image(ahead)}, **{F1: 0.0, CIDER: float(ahead.mean()), GROUND: None, **SEES})
+    assert decide({"florence2": clear}, {}, config)["florence2:<CAPTION>"][0].chosen == "candidate"
