@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from engine.dataset.ingest import IngestConfig, ingest
 from engine.round.run import run_round
 from engine.round.runtime import Runtime
 from tests.engine.test_resume import config, dataset, rows, uninterrupted  # noqa: F401 (a fixture)
+
+pytestmark = pytest.mark.slow  # the same guarantee as test_resume's ingest-between test, by another path
 
 
 def test_a_round_beside_an_ingest_then_a_rerun_gives_the_uninterrupted_rows(small_world, yolo_weights, uninterrupted,

@@ -81,7 +81,8 @@ def off_machine(process: psutil.Process) -> list[str]:
     return found
 
 
-@pytest.mark.parametrize("ending", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
+@pytest.mark.parametrize("ending", [signal.SIGKILL, pytest.param(signal.SIGINT, marks=pytest.mark.slow)],
+                         ids=["kill-9", "ctrl-c"])  # Ctrl-C ends more gently than kill -9: slow suite
 def test_a_round_on_the_embedded_default_is_loopback_only_and_leaves_nothing_behind(
         ending, small_world, yolo_weights, tmp_path):
     store = dataset(small_world, tmp_path / "ds", ("pool", "gold"))
