@@ -4,8 +4,8 @@ pipeline.
 
 Each shard is decoded once into Ray's object store; specialists run stage by stage (a stage
 needs only what earlier stages made), every pool working on several shards at once; the
-filter pool merges and filters; the driver writes. Actors restart when their process dies
-and Ray retries the call, so a killed worker costs time, not rows.
+filter pool merges and filters; the driver writes. A worker whose process dies is replaced by
+the pipeline (see ``Pipeline``), so a killed worker costs time, not rows, and a crash is bounded.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from collections import Counter
 from collections.abc import Iterator
 from urllib.parse import urlparse
 
+from engine.reaper import watch
 from engine.round.annotate import Annotated, Failure
 from engine.round.config import RoundConfig
 from engine.round.shards import Shard
-from engine.reaper import watch
 from engine.round.workers import FilterWorker, SpecialistWorker, decode_shard
 from engine.settings import home
 
