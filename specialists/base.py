@@ -127,6 +127,10 @@ class Specialist(ABC):
         self.batch_size = batch_size
         self.resources = resources
         self._version: str | None = None
+        self.threads: int | None = None
+        """CPU threads the worker gives this model (set by the engine before ``load``; None: the
+        library's default). torch reads the process-wide setting; a specialist whose runtime takes
+        its own (onnxruntime) reads this."""
         self.floored: Counter[str] = Counter()
         """What the model's own floors removed since ``take_floored``, by reason (see ``floors``)."""
 

@@ -22,8 +22,8 @@ class RapidOcrConfig:
     """rapidocr's own text-score floor (box text below it is not returned)."""
     batch_size: int = 8
     threads: int = 0
-    """onnxruntime threads per session (0: its default, one per core; give 1 when several
-    specialists share a small machine, or its pool competes with theirs)."""
+    """onnxruntime threads per session (0: the worker's share of the cores when the engine sets
+    one, else onnxruntime's default of one per core)."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.min_score <= 1.0:
@@ -46,7 +46,8 @@ class RapidOcrReader(Specialist):
         import rapidocr_onnxruntime
         from rapidocr_onnxruntime import RapidOCR
 
-        threads = {"intra_op_num_threads": self.config.threads, "inter_op_num_threads": 1} if self.config.threads else {}
+        count = self.config.threads or self.threads  # the config's own, else the worker's share
+        threads = {"intra_op_num_threads": count, "inter_op_num_threads": 1} if count else {}
         self.engine = RapidOCR(text_score=0.0, **threads)  # min_score is applied (and counted) in predict
         models = Path(rapidocr_onnxruntime.__file__).parent / "models"
         self._version = weights_version(models) if models.exists() else f"rapidocr-{rapidocr_onnxruntime.__version__}"

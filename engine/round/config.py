@@ -56,6 +56,14 @@ class SpecialistSpec:
                 self.gpus if self.gpus is not None else declared.gpus)
 
 
+PLACEMENTS = ("auto", "fused", "pools")
+"""``fused``: every worker holds every specialist and the filters and annotates whole shards (data
+parallel: no pixels or tables handed between processes, and every core busy whatever the models'
+relative cost; each worker holds every model). ``pools``: one actor pool per specialist, sized
+by its ``workers``/``cpus``/``gpus``, and a filter pool, shards flowing stage to stage (pipeline
+parallel: each model on the resources it declares, e.g. a GPU detector beside CPU OCR)."""
+
+
 @dataclass(frozen=True)
 class RoundConfig:
     specialists: tuple[SpecialistSpec, ...]
@@ -63,8 +71,15 @@ class RoundConfig:
     shard_size: int = 32
     splits: tuple[str, ...] = ("pool", "gold", "unlabelled")
     """Images of these splits are annotated (never seed: it is the specialists' training data)."""
-    max_in_flight: int = 4
-    """Shards in the pipeline at once: enough to keep every pool busy, few enough to bound memory."""
+    max_in_flight: int = 0
+    """Shards in the pipeline at once: enough to keep every worker busy, few enough to bound
+    memory (0: two per worker of the largest pool, at least four)."""
+    placement: str = "auto"
+    """How the specialists are laid out on the cluster (see PLACEMENTS); ``auto``: ``pools`` when
+    any specialist reserves a GPU, else ``fused``. Rows do not depend on it."""
+    fused_workers: int = 0
+    """Workers of the ``fused`` placement (0: one per CPU of the cluster); each reserves its share
+    of the cluster's CPUs and runs that many threads."""
     ray_address: str | None = None
     """None: start Ray on this machine. Else an existing cluster ("auto", "ray://host:10001", ...)."""
     crash_tries: int = 2
@@ -81,8 +96,12 @@ class RoundConfig:
         unknown = [s for s in self.splits if s not in SPLITS]
         if unknown or "seed" in self.splits:
             raise ValueError(f"splits must be among {', '.join(s for s in SPLITS if s != 'seed')}, got {list(self.splits)}")
-        if self.shard_size < 1 or self.max_in_flight < 1 or self.crash_tries < 1:
-            raise ValueError("shard_size, max_in_flight and crash_tries must be >= 1")
+        if self.shard_size < 1 or self.crash_tries < 1:
+            raise ValueError("shard_size and crash_tries must be >= 1")
+        if self.max_in_flight < 0 or self.fused_workers < 0:
+            raise ValueError("max_in_flight and fused_workers must be >= 0 (0: chosen from the cluster)")
+        if self.placement not in PLACEMENTS:
+            raise ValueError(f"placement must be one of {', '.join(PLACEMENTS)}, got {self.placement!r}")
         if self.max_worker_deaths < self.crash_tries:
             raise ValueError(f"max_worker_deaths ({self.max_worker_deaths}) must be at least crash_tries "
                              f"({self.crash_tries}): else no image could ever be marked failed")
@@ -93,6 +112,12 @@ class RoundConfig:
         specialist makes and takes."""
         built = {s.key: s.build() for s in self.specialists}
         return stage_order({k: tuple(s.needs) for k, s in built.items()}, {k: tuple(s.produces) for k, s in built.items()})
+
+    def resolved_placement(self) -> str:
+        """``fused`` or ``pools``: the configured placement, or what ``auto`` picks."""
+        if self.placement != "auto":
+            return self.placement
+        return "pools" if any(spec.resources()[1] > 0 for spec in self.specialists) else "fused"
 
     def rows_fingerprint(self) -> str:
         """A hash of what decides a round's rows (specialists with their options, filters, splits);

@@ -1,11 +1,13 @@
-"""The engine's Ray side (the only module that imports Ray): start or join a cluster, one actor
-pool per specialist sized by the round config (workers, CPUs, GPUs per actor), and the shard
-pipeline.
+"""The engine's Ray side (the only module that imports Ray): start or join a cluster, the round's
+workers laid out as the config's placement says, and the shard pipeline.
 
-Each shard is decoded once into Ray's object store; specialists run stage by stage (a stage
-needs only what earlier stages made), every pool working on several shards at once; the
-filter pool merges and filters; the driver writes. A worker whose process dies is replaced by
-the pipeline (see ``Pipeline``), so a killed worker costs time, not rows, and a crash is bounded.
+``fused`` (the default on CPUs): each worker annotates whole shards, every specialist and the
+filters in one process, one worker per CPU. ``pools`` (the default when a specialist reserves a
+GPU): each shard is decoded once into Ray's object store and specialists run stage by stage (a
+stage needs only what earlier stages made) in one pool per specialist, every pool working on
+several shards at once; the filter pool merges and filters. Either way the driver writes. A
+worker whose process dies is replaced by the pipeline (see ``Pipeline``), so a killed worker
+costs time, not rows, and a crash is bounded.
 """
 
 from __future__ import annotations
@@ -15,14 +17,14 @@ import logging
 import os
 import socket
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from urllib.parse import urlparse
 
 from engine.reaper import watch
 from engine.round.annotate import Annotated, Failure
 from engine.round.config import RoundConfig
 from engine.round.shards import Shard
-from engine.round.workers import FilterWorker, SpecialistWorker, decode_shard
+from engine.round.workers import DecodeWorker, FilterWorker, RoundWorker, SpecialistWorker
 from engine.settings import home
 
 log = logging.getLogger(__name__)
@@ -46,22 +48,52 @@ off (read when Ray is imported) the node's address stays loopback and so do its 
 
 
 @contextlib.contextmanager
-def loopback_node() -> Iterator[None]:
-    """While a local Ray starts: one-machine mode, for the processes it spawns and for this one
-    (whose copy of the switch was read when Ray was first imported)."""
-    previous = os.environ.get(LOCAL_ONLY)
-    os.environ[LOCAL_ONLY] = "0"
-    from ray._private import ray_constants
-
-    cluster_mode, ray_constants.ENABLE_RAY_CLUSTER = ray_constants.ENABLE_RAY_CLUSTER, False
+def environment(**values: str) -> Iterator[None]:
+    """``values`` in this process's environment (inherited by what it starts), then as before."""
+    previous = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
     try:
         yield
     finally:
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+NO_PROXY_FOR_PROBES = "http://127.0.0.1:9"
+"""Where Ray's dashboard process sends HTTP: loopback's discard port, which refuses at once."""
+LOOPBACK = "127.0.0.1,localhost"
+"""What it still reaches directly (its GCS, over gRPC, which reads the same variables)."""
+
+
+@contextlib.contextmanager
+def loopback_node() -> Iterator[None]:
+    """While a local Ray starts: one-machine mode, for the processes it spawns and for this one
+    (whose copy of the switch was read when Ray was first imported); and a dashboard process that
+    probes no cloud. Ray starts that process even without a dashboard (its usage-stats module),
+    and it asks the cloud metadata servers (169.254.169.254, metadata.google.internal) which
+    cloud it is on, usage stats off or not; started with its HTTP sent to a loopback port that
+    refuses, it looks up and connects to nothing off the machine (``requests`` lets the proxy
+    resolve names). Only that process gets the setting: the workers' S3 and other HTTP is untouched."""
+    from ray._private import ray_constants, services
+
+    start_api_server = services.start_api_server
+
+    def without_cloud_probes(*args, **kwargs):
+        with environment(HTTP_PROXY=NO_PROXY_FOR_PROBES, http_proxy=NO_PROXY_FOR_PROBES,
+                         NO_PROXY=LOOPBACK, no_proxy=LOOPBACK):
+            return start_api_server(*args, **kwargs)
+
+    cluster_mode, ray_constants.ENABLE_RAY_CLUSTER = ray_constants.ENABLE_RAY_CLUSTER, False
+    services.start_api_server = without_cloud_probes
+    try:
+        with environment(**{LOCAL_ONLY: "0"}):
+            yield
+    finally:
         ray_constants.ENABLE_RAY_CLUSTER = cluster_mode
-        if previous is None:
-            os.environ.pop(LOCAL_ONLY, None)
-        else:
-            os.environ[LOCAL_ONLY] = previous
+        services.start_api_server = start_api_server
 
 
 CONNECT_TIMEOUT_S = 5.0
@@ -140,7 +172,12 @@ class WorkerDeaths(RuntimeError):
 
 
 class Pipeline:
-    """Actor pools for a round's specialists and filters, and shards pushed through them.
+    """The round's workers (see ``PLACEMENTS``), and shards pushed through them.
+
+    ``fused``: one pool of ``RoundWorker``s, each annotating whole shards. ``pools``: a decode pool,
+    one pool per specialist and a filter pool, each shard's calls chained stage to stage. Each
+    shard goes to the least busy worker of each pool. Every worker is started, and its weights
+    loaded, before the round's clock starts.
 
     Ray neither restarts a dead actor nor retries its call here: the pipeline does, so that a
     crash is bounded and lands on the image that caused it. A shard whose worker died is set
@@ -154,33 +191,55 @@ class Pipeline:
         ray = _ray()
         self.config, self.round = config, round_id
         self.deaths = 0
-        # decoding reserves no CPU: it must never wait behind the actors that hold every core
-        self.decode = ray.remote(num_cpus=0, max_retries=0)(decode_shard)
+        self.placement = config.resolved_placement()
+        self.stages = config.stages()
+        cpus = cluster_cpus()
+        self._kinds: dict[str, tuple] = {}  # pool -> (actor class, constructor arguments)
+        sizes = self._fused(config, cpus) if self.placement == "fused" else self._pools(config, cpus)
+        self.pools: dict[str, list] = {pool: [self._start(pool, i) for i in range(n)] for pool, n in sizes.items()}
+        self.busy: dict[str, list[int]] = {pool: [0] * n for pool, n in sizes.items()}
+        self.in_flight = config.max_in_flight or max(4, 2 * max(sizes.values()))
+        try:
+            versions = ray.get([a.versions.remote() for pool in self.pools.values() for a in pool],
+                               timeout=STARTUP_TIMEOUT_S)
+        except ray.exceptions.GetTimeoutError:
+            raise ClusterError(f"the round's workers did not start within {STARTUP_TIMEOUT_S:.0f} s: the cluster may "
+                               f"lack what they reserve ({self._asks}); lower `cpus`/`workers` or add nodes") from None
+        self._versions = {k: v for found in versions for k, v in found.items()}
+        log.info("round %d: %s placement, %s; stages %s", round_id, self.placement, self._asks, self.stages)
+
+    def _fused(self, config: RoundConfig, cpus: float) -> dict[str, int]:
+        """One pool of workers that each hold every specialist (and reserve every GPU they ask)."""
+        ray = _ray()
+        n = config.fused_workers or max(1, int(cpus))
+        share = cpus / n
+        gpus = sum(spec.resources()[1] for spec in config.specialists)
+        by_key = {spec.key: spec for spec in config.specialists}
+        layout = [[(key, by_key[key].name, by_key[key].options) for key in stage] for stage in self.stages]
+        actor = ray.remote(num_cpus=share, num_gpus=gpus, max_restarts=0, max_task_retries=0)(RoundWorker)
+        self._kinds["fused"] = (actor, (layout, config.filters, share))
+        self._asks = f"fused: {n} x {share:.2f} CPU + {gpus} GPU"
+        return {"fused": n}
+
+    def _pools(self, config: RoundConfig, cpus: float) -> dict[str, int]:
+        """A pool per specialist, scaled down together to fit a small cluster; decode and filter pools."""
+        ray = _ray()
         asked = {spec.key: spec.resources() for spec in config.specialists}  # declared unless the config says
         total = sum(asked[s.key][0] * s.workers for s in config.specialists)
-        scale = min(1.0, cluster_cpus() / total)  # fit every pool on a small machine
-        self._kinds: dict[str, tuple] = {}  # pool -> (actor class, constructor arguments)
+        scale = min(1.0, cpus / total)  # fit every pool on a small machine
         for spec in config.specialists:
-            cpus, gpus = asked[spec.key]
-            actor = ray.remote(num_cpus=cpus * scale, num_gpus=gpus, max_restarts=0, max_task_retries=0)(SpecialistWorker)
-            self._kinds[spec.key] = (actor, (spec.key, spec.name, spec.options, cpus))
-        # Filtering is light next to the models and reserves no CPU, so it can never be the actor
-        # left without a place when fractional reservations fragment across small nodes.
-        filters = ray.remote(num_cpus=0, max_restarts=0, max_task_retries=0)(FilterWorker)
-        self._kinds["filters"] = (filters, (config.filters,))
-        self.pools: dict[str, list] = {spec.key: [self._start(spec.key, i) for i in range(spec.workers)]
-                                       for spec in config.specialists}
-        self.filters = [self._start("filters", i) for i in range(max(1, int(cluster_cpus() // 4)))]
-        self.stages = config.stages()
-        try:
-            versions = ray.get([pool[0].version.remote() for pool in self.pools.values()], timeout=STARTUP_TIMEOUT_S)
-        except ray.exceptions.GetTimeoutError:
-            asks = ", ".join(f"{s.key}: {s.workers} x {asked[s.key][0] * scale:.2f} CPU + {asked[s.key][1]} GPU"
-                             for s in config.specialists)
-            raise ClusterError(f"the specialists' workers did not start within {STARTUP_TIMEOUT_S:.0f} s: the cluster "
-                               f"may lack what they reserve ({asks}); lower `cpus`/`workers` or add nodes") from None
-        self._versions = dict(zip(self.pools, versions))
-        log.info("round %d stages: %s", round_id, self.stages)
+            cpu, gpu = asked[spec.key]
+            actor = ray.remote(num_cpus=cpu * scale, num_gpus=gpu, max_restarts=0, max_task_retries=0)(SpecialistWorker)
+            self._kinds[spec.key] = (actor, (spec.key, spec.name, spec.options, cpu))
+        # Decoding and filtering are light next to the models and reserve no CPU, so neither can be
+        # the actor left without a place when fractional reservations fragment across small nodes.
+        light = max(1, int(cpus // 4))
+        self._kinds["decode"] = (ray.remote(num_cpus=0, max_restarts=0, max_task_retries=0)(DecodeWorker), ())
+        self._kinds["filters"] = (ray.remote(num_cpus=0, max_restarts=0, max_task_retries=0)(FilterWorker),
+                                  (config.filters,))
+        self._asks = ", ".join(f"{s.key}: {s.workers} x {asked[s.key][0] * scale:.2f} CPU + {asked[s.key][1]} GPU"
+                               for s in config.specialists)
+        return {"decode": light, **{spec.key: spec.workers for spec in config.specialists}, "filters": light}
 
     def versions(self) -> dict[str, str]:
         return dict(self._versions)
@@ -195,7 +254,7 @@ class Pipeline:
         """Stop every worker now (not when the last reference goes, which an exception's traceback
         can delay past a rerun that needs the same actor names)."""
         ray = _ray()
-        for actor in [a for pool in self.pools.values() for a in pool] + self.filters:
+        for actor in [a for pool in self.pools.values() for a in pool]:
             try:
                 ray.kill(actor, no_restart=True)
             except Exception as err:  # already gone, or the cluster went first
@@ -207,25 +266,38 @@ class Pipeline:
         name = f"fld-round{self.round}-{pool}-{index}" + (f"-{self.deaths}" if self.deaths else "")
         return actor.options(name=name).remote(*arguments)
 
-    def submit(self, shard: Shard):
-        """The reference of one shard's filtered result."""
-        decoded = self.decode.remote(list(shard.image_ids), list(shard.uris), self.round, shard.label)
+    def _take(self, pool: str, used: list[tuple[str, int]]):
+        """The least busy worker of ``pool`` (noted in ``used``, to be released with the shard)."""
+        load = self.busy[pool]
+        index = load.index(min(load))
+        load[index] += 1
+        used.append((pool, index))
+        return self.pools[pool][index]
+
+    def _release(self, used: list[tuple[str, int]]) -> None:
+        for pool, index in used:
+            self.busy[pool][index] -= 1
+
+    def submit(self, shard: Shard) -> tuple[object, list[tuple[str, int]]]:
+        """The reference of one shard's filtered result, and the workers it was given to."""
+        used: list[tuple[str, int]] = []
+        args = (list(shard.image_ids), list(shard.uris), self.round, shard.label)
+        if self.placement == "fused":
+            return self._take("fused", used).run.remote(*args), used
+        decoded = self._take("decode", used).run.remote(*args)
         outputs: dict[str, object] = {}
         for stage in self.stages:
             earlier = list(outputs.values())
             for key in stage:
-                pool = self.pools[key]
-                actor = pool[shard.index % len(pool)]
-                outputs[key] = actor.run.remote(decoded, self.round, shard.label, *earlier)
-        worker = self.filters[shard.index % len(self.filters)]
-        return worker.run.remote(decoded, self.round, shard.label, *outputs.values())
+                outputs[key] = self._take(key, used).run.remote(decoded, self.round, shard.label, *earlier)
+        return self._take("filters", used).run.remote(decoded, self.round, shard.label, *outputs.values()), used
 
     def replace_dead(self, shards: list[Shard]) -> list[str]:
         """Replace every worker whose process is gone; the pools they were in. Raises WorkerDeaths
         past the round's budget."""
         ray = _ray()
         dead = []
-        for key, pool in [*self.pools.items(), ("filters", self.filters)]:
+        for key, pool in self.pools.items():
             for i, actor in enumerate(pool):
                 try:  # a dead actor answers at once with an error; a busy one is left to its work
                     ray.get(actor.pid.remote(), timeout=PING_TIMEOUT_S)
@@ -246,24 +318,29 @@ class Pipeline:
             log.warning("round %d: replaced dead workers of %s (%d deaths so far)", self.round, ", ".join(dead), self.deaths)
         return dead
 
-    def run(self, shards: list[Shard]) -> Iterator[tuple[Shard, Annotated]]:
-        """Push shards through, at most ``max_in_flight`` at a time; yields each as it completes."""
+    def run(self, shards: Iterable[Shard]) -> Iterator[tuple[Shard, Annotated]]:
+        """Push shards through, at most ``in_flight`` at a time (taken from ``shards`` as room
+        frees up); yields each as it completes."""
         ray, deaths = _ray(), process_deaths()
-        queue, running = list(shards), {}
+        pending, running = iter(shards), {}
+        queue = [shard for shard in [next(pending, None)] if shard is not None]  # the next shard, once drawn
         suspects: list[Shard] = []  # shards whose worker died: each runs alone, one at a time
         solo = None  # the reference of the suspect running alone
         crashes: Counter[str] = Counter()  # image id -> deaths while it ran alone
         while queue or running or suspects:
             if suspects and not running:
                 shard = suspects.pop(0)
-                solo = self.submit(shard)
-                running[solo] = shard
-            while queue and not suspects and solo is None and len(running) < self.config.max_in_flight:
+                solo, used = self.submit(shard)
+                running[solo] = (shard, used)
+            while queue and not suspects and solo is None and len(running) < self.in_flight:
                 shard = queue.pop(0)
-                running[self.submit(shard)] = shard
+                ref, used = self.submit(shard)
+                running[ref] = (shard, used)
+                queue.extend(s for s in [next(pending, None)] if s is not None)
             ready, _ = ray.wait(list(running), num_returns=1)
             for ref in ready:
-                shard, alone = running.pop(ref), ref == solo
+                (shard, used), alone = running.pop(ref), ref == solo
+                self._release(used)
                 solo = None if alone else solo
                 try:
                     result = ray.get(ref)
@@ -278,15 +355,18 @@ class Pipeline:
                         if crashes[shard.image_ids[0]] < self.config.crash_tries:
                             suspects.append(shard)
                         else:
-                            yield shard, Annotated.failed([crashed(self.round, shard, dead, crashes, err)])
+                            yield shard, Annotated.failed([crashed(self.round, shard, dead, crashes, err, self.stages)])
                     continue
                 yield shard, result
 
 
-def crashed(round_id: int, shard: Shard, dead: list[str], crashes: Counter, err: BaseException) -> Failure:
+def crashed(round_id: int, shard: Shard, dead: list[str], crashes: Counter, err: BaseException,
+            stages: list[list[str]]) -> Failure:
     """The failure of an image that killed its worker every time it ran alone."""
     image = shard.image_ids[0]
     where = "/".join(sorted(set(dead))) or "worker"
+    held = f" (it runs {', '.join(k for stage in stages for k in stage)} and the filters)" if "fused" in dead else ""
     return Failure.of(round_id, shard.label, image, where,
-                      f"the {where} worker's process died on this image {crashes[image]} times when it ran alone "
-                      f"({type(err).__name__}); skipped. Run it outside the round to see why (memory, a native crash)")
+                      f"the {where} worker's process{held} died on this image {crashes[image]} times when it ran "
+                      f"alone ({type(err).__name__}); skipped. Run it outside the round to see why (memory, a native "
+                      "crash), or with placement = \"pools\" to learn which specialist it kills")

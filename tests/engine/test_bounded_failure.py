@@ -26,14 +26,16 @@ def config(die_on: list[str], **kw) -> RoundConfig:
     return RoundConfig(specialists=(spec,), shard_size=4, splits=("pool", "gold"), filters=lenient, **kw)
 
 
-def test_an_image_that_kills_its_worker_gets_a_failure_row_and_the_round_goes_on(small_world, tmp_path):
+@pytest.mark.parametrize("placement, stage", [("pools", "crashing"), ("fused", "fused")])
+def test_an_image_that_kills_its_worker_gets_a_failure_row_and_the_round_goes_on(small_world, tmp_path, placement,
+                                                                                  stage):
     store = dataset(small_world, tmp_path / "ds", ("pool", "gold"))
     ids = sorted(store.read("images").column("image_id").to_pylist())
     victim = ids[5]  # in the middle of the second shard, other shards in flight beside it
     with Runtime(num_cpus=2):
-        summary = run_round(store, 1, config([victim]))
+        summary = run_round(store, 1, config([victim], placement=placement))
     failures = store.read("failures", 1).to_pylist()
-    assert [(f["image_id"], f["stage"]) for f in failures] == [(victim, "crashing")]
+    assert [(f["image_id"], f["stage"]) for f in failures] == [(victim, stage)]  # the pool that died
     assert "died on this image 2 times" in failures[0]["error"]
     regions = collections.Counter(store.read("regions", 1).column("image_id").to_pylist())
     assert set(regions) == set(ids) - {victim} and set(regions.values()) == {1}  # nothing lost, nothing doubled

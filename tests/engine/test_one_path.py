@@ -45,13 +45,17 @@ def values(found) -> dict:
     return {m.key: m.value for m in found}
 
 
-def test_a_gate_reads_what_a_round_with_that_model_alone_keeps(ray_session, small_world, tiny_florence2, tmp_path):
+@pytest.mark.parametrize("placement", ["fused", "pools"])
+def test_a_gate_reads_what_a_round_with_that_model_alone_keeps(ray_session, small_world, tiny_florence2, tmp_path,
+                                                               placement):
+    """Whichever way the round lays its workers out (rows never depend on it)."""
     trainer = trainer_for("florence2")
     manifest = {"weights": str(tiny_florence2), "tasks": ["<CAPTION>", "<CAPTION_TO_PHRASE_GROUNDING>", "<OD>"]}
     gold = Store(small_world.gold)
     gate = {m.key: m.value for m in measure_on_gold(trainer, manifest, gold)}  # what the gate of this model reads
     assert {"region-text/detection_f1", "text/brief.cider", "text-phrase-region/grounding_recall@1"} <= set(gate)
     config = round_config(trainer.serve(manifest, manifest["tasks"], "cpu"), splits=("gold",))
+    config = dataclasses.replace(config, placement=placement)
     store = gold_dataset(small_world, tmp_path / "ds")
     summary = run_round(store, 1, config)
     assert summary.kept["texts"] > 0 and summary.kept["triplets"] > 0  # captions, and their phrases grounded
