@@ -83,11 +83,14 @@ def record_round(writer: RoundWriter, kind: str, config_json: str, status: str, 
 
 
 def write_shard(writer: RoundWriter, shard: Shard, result: Annotated, config_fingerprint: str) -> None:
-    """Every table of a shard, then its marker: a shard is complete only once all are written. The
-    marker lists the shard's images and the fingerprint of the config that made its rows."""
+    """Every table of a shard that has rows, then its marker: a shard is complete only once all
+    are written. The marker lists the shard's images and the fingerprint of the config that made
+    its rows. An empty table is no file (fewer files to fsync, list and open; see
+    docs/PERFORMANCE.md): readers see no rows either way."""
     tables = {**result.kept, "rejected": result.rejected, "failures": failures_table(result.failures)}
     for table in WRITTEN:
-        writer.write(table, shard.label, tables[table])
+        if tables[table].num_rows:
+            writer.write(table, shard.label, tables[table])
     writer.mark_done(shard.label, {"image_ids": list(shard.image_ids), "config": config_fingerprint,
                                    "images": result.images, "seconds": result.seconds, "counts": result.counts,
                                    "raw": result.raw, "kept": {t: n.num_rows for t, n in result.kept.items()},
@@ -124,7 +127,7 @@ def run_round(store: Store, round_id: int, config: RoundConfig,
                              "run `fld ingest` first")
         summary = RoundSummary(round_id, shards=len(done) + len(todo), skipped=len(done))
         finished = len(finished_ids)
-        total = finished + sum(len(s.image_ids) for s in todo)
+        total = finished + todo.images
         if progress:
             progress(finished, total)
         if not todo:
