@@ -167,6 +167,21 @@ def cluster_cpus() -> float:
     return float(_ray().cluster_resources().get("CPU", 1.0))
 
 
+def node_cpus() -> list[float]:
+    """The CPUs of each live node that has any."""
+    return [n["Resources"]["CPU"] for n in _ray().nodes() if n.get("Alive") and n["Resources"].get("CPU", 0) > 0]
+
+
+def fits_on_nodes(asks: list[float], nodes: list[float]) -> float:
+    """The factor that scales every actor's CPU ask so that they spread evenly over the nodes fit
+    on the smallest (three 1-CPU actors on two 1-CPU nodes: 0.5; scaled by the cluster's total
+    alone, 0.67 each, the third found no node and the round waited for it until it timed out)."""
+    if not asks or not nodes:
+        return 1.0
+    per_node = -(-len(asks) // len(nodes))
+    return min(nodes) / (per_node * max(asks))
+
+
 class WorkerDeaths(RuntimeError):
     """Workers died more often than the round allows: it stops (a rerun resumes)."""
 
@@ -211,9 +226,11 @@ class Pipeline:
     def _fused(self, config: RoundConfig, cpus: float) -> dict[str, int]:
         """One pool of workers that each hold every specialist (and reserve every GPU they ask)."""
         ray = _ray()
-        n = config.fused_workers or max(1, int(cpus))
-        share = cpus / n
         gpus = sum(spec.resources()[1] for spec in config.specialists)
+        n = config.fused_workers or max(1, int(cpus))
+        if gpus and not config.fused_workers:  # no more workers than the GPUs hold
+            n = max(1, min(n, int(float(ray.cluster_resources().get("GPU", 0.0)) // gpus)))
+        share = cpus / n
         by_key = {spec.key: spec for spec in config.specialists}
         layout = [[(key, by_key[key].name, by_key[key].options) for key in stage] for stage in self.stages]
         actor = ray.remote(num_cpus=share, num_gpus=gpus, max_restarts=0, max_task_retries=0)(RoundWorker)
@@ -226,7 +243,8 @@ class Pipeline:
         ray = _ray()
         asked = {spec.key: spec.resources() for spec in config.specialists}  # declared unless the config says
         total = sum(asked[s.key][0] * s.workers for s in config.specialists)
-        scale = min(1.0, cpus / total)  # fit every pool on a small machine
+        scale = min(1.0, cpus / total, fits_on_nodes([asked[s.key][0] for s in config.specialists for _ in range(s.workers)],
+                                                     node_cpus()))
         for spec in config.specialists:
             cpu, gpu = asked[spec.key]
             actor = ray.remote(num_cpus=cpu * scale, num_gpus=gpu, max_restarts=0, max_task_retries=0)(SpecialistWorker)

@@ -251,6 +251,20 @@ def test_auto_placement_fuses_cpu_rounds_and_pools_a_gpu_specialist():
     assert cpu.rows_fingerprint() == dataclasses.replace(cpu, placement="pools").rows_fingerprint()
 
 
+@pytest.mark.parametrize("asks, nodes, expected", [
+    ([1.0, 1.0, 1.0], [2.0], 2 / 3),  # one node of two: the cluster's total decides
+    ([1.0, 1.0, 1.0], [1.0, 1.0], 0.5),  # two nodes of one: two actors must share a node
+    ([1.0, 1.0], [8.0, 8.0], 4.0),  # room to spare (the caller caps the scale at 1)
+])
+def test_pool_reservations_are_scaled_to_fit_the_smallest_node(asks, nodes, expected):
+    from engine.round.runtime import fits_on_nodes
+
+    scale = fits_on_nodes(asks, nodes)
+    assert scale == pytest.approx(expected)
+    per_node = -(-len(asks) // len(nodes))  # spread evenly, each node holds its share of the actors
+    assert per_node * max(asks) * min(1.0, scale) <= min(nodes) + 1e-9
+
+
 def test_round_config_from_toml(tmp_path):
     path = tmp_path / "round.toml"
     path.write_text('shard_size = 8\nsplits = ["pool"]\n[[specialists]]\nname = "rapidocr"\ncpus = 0.5\n'
