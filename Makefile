@@ -52,6 +52,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/filters.py
 	$(BIN)/python bench/specialists.py
 	$(BIN)/python bench/engine.py
+	$(BIN)/python bench/engine.py --images 400
+	$(BIN)/python bench/scale.py
 	$(BIN)/python bench/loop.py --profile default
 
 # Refresh the lock from the current environment after changing dependencies.

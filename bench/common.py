@@ -38,5 +38,5 @@ def report(name: str, rows: list[dict], extra: dict | None = None) -> Path:
     for row in rows:
         table.add_row(*(f"{v:,.3f}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else str(v)
                         for v in row.values()))
-    Console().print(table)
+    Console(width=max(Console().width, 200)).print(table)  # a log or pipe: no columns squeezed to "…"
     return path
