@@ -254,7 +254,7 @@ def test_auto_placement_fuses_cpu_rounds_and_pools_a_gpu_specialist():
 @pytest.mark.parametrize("asks, nodes, expected", [
     ([1.0, 1.0, 1.0], [2.0], 2 / 3),  # one node of two: the cluster's total decides
     ([1.0, 1.0, 1.0], [1.0, 1.0], 0.5),  # two nodes of one: two actors must share a node
-    ([1.0, 1.0], [8.0, 8.0], 4.0),  # room to spare (the caller caps the scale at 1)
+    ([1.0, 1.0], [8.0, 8.0], 8.0),  # room to spare (the caller caps the scale at 1)
 ])
 def test_pool_reservations_are_scaled_to_fit_the_smallest_node(asks, nodes, expected):
     from engine.round.runtime import fits_on_nodes
