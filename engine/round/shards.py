@@ -6,6 +6,7 @@ resume is keyed by the images a completion marker lists, never by a shard's posi
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ import pyarrow.compute as pc
 
 from engine.dataset.store import Store
 
+log = logging.getLogger(__name__)
 CONTENT_LABEL = re.compile(r"^c[0-9a-f]{16}$")
 """How a shard named by its content is spelt (other writers of a round use other names)."""
 
@@ -38,50 +40,51 @@ class Shard:
 
 @dataclass(frozen=True)
 class ShardPlan:
-    """The shards of a round still to do, cut file by file from the ingested images (in image id
-    order within each ``images`` file) and read only when the round reaches them: the driver
-    holds one file's images at a time, not the whole pool (the whole pool, as Python objects,
-    cost 400 bytes an image: 38 GiB at 100M images; see docs/PERFORMANCE.md)."""
+    """The shards of a round still to do: the ids of its images, fixed when the round plans, kept
+    per ``images`` file as Arrow; each file's uris are read when the round reaches it, and shards
+    are cut file by file (in image id order within a file). The driver holds 16-character ids, not
+    every image as Python objects (which cost 400 bytes an image: 38 GiB at 100M images; see
+    docs/PERFORMANCE.md). An ingest that runs beside the round adds nothing to it (a rerun picks
+    those images up) and an image whose row is gone by the time its file is read is skipped."""
 
     store: Store
-    splits: tuple[str, ...]
     shard_size: int
-    done: pa.Array
-    counts: tuple[tuple[Path, int], ...]
-    """Each ``images`` file, and how many of its images the round still has to do."""
+    todo: tuple[tuple[Path, pa.Array], ...]
+    """Each ``images`` file, and the sorted ids of its images the round has to do."""
 
     @property
     def images(self) -> int:
-        return sum(n for _, n in self.counts)
+        return sum(len(ids) for _, ids in self.todo)
 
     def __len__(self) -> int:
-        return sum(-(-n // self.shard_size) for _, n in self.counts)
-
-    def rows(self, path: Path, columns: tuple[str, ...] = ("image_id", "uri")) -> pa.Table:
-        """The images of one file the round has to do, sorted by id."""
-        images = self.store.read_file(path, "images", columns=["image_id", "uri", "split", "status"])
-        keep = pc.and_(pc.equal(images.column("status"), "ok"),
-                       pc.is_in(images.column("split"), pa.array(self.splits, pa.string())))
-        if len(self.done):
-            keep = pc.and_(keep, pc.invert(pc.is_in(images.column("image_id"), self.done)))
-        images = images.filter(keep).select(list(columns))
-        return images.take(pc.sort_indices(images.column("image_id")))
+        return sum(-(-len(ids) // self.shard_size) for _, ids in self.todo)
 
     def __iter__(self) -> Iterator[Shard]:
         k = 0
-        for path, n in self.counts:
-            if not n:
+        for path, ids in self.todo:
+            if not path.exists():
+                log.warning("%s was removed since the round planned: its %d images are skipped", path, len(ids))
                 continue
-            rows = self.rows(path)
-            ids, uris = rows.column("image_id").to_pylist(), rows.column("uri").to_pylist()
-            for start in range(0, len(ids), self.shard_size):
-                yield Shard(k, tuple(ids[start : start + self.shard_size]), tuple(uris[start : start + self.shard_size]))
+            rows = self.store.read_file(path, "images", columns=["image_id", "uri"])
+            rows = rows.filter(pc.is_in(rows.column("image_id"), ids))
+            rows = rows.take(pc.sort_indices(rows.column("image_id")))
+            found, uris = rows.column("image_id").to_pylist(), rows.column("uri").to_pylist()
+            for start in range(0, len(found), self.shard_size):
+                yield Shard(k, tuple(found[start : start + self.shard_size]), tuple(uris[start : start + self.shard_size]))
                 k += 1
 
 
 def plan_shards(store: Store, splits: tuple[str, ...], shard_size: int, done: Collection[str] = ()) -> ShardPlan:
-    """Shards of the readable images of ``splits`` that are not in ``done`` (counted now, read as
-    the round reaches them)."""
-    plan = ShardPlan(store, tuple(splits), shard_size, pa.array(sorted(done), pa.string()), ())
-    counts = tuple((path, plan.rows(path, ("image_id",)).num_rows) for path in store.files("images"))
-    return ShardPlan(store, tuple(splits), shard_size, plan.done, counts)
+    """Shards of the readable images of ``splits`` that are not in ``done``, as of now."""
+    wanted, finished = pa.array(splits, pa.string()), pa.array(sorted(done), pa.string())
+    todo = []
+    for path in store.files("images"):
+        images = store.read_file(path, "images", columns=["image_id", "split", "status"])
+        keep = pc.and_(pc.equal(images.column("status"), "ok"), pc.is_in(images.column("split"), wanted))
+        if done:
+            keep = pc.and_(keep, pc.invert(pc.is_in(images.column("image_id"), finished)))
+        ids = images.filter(keep).column("image_id")
+        ids = ids.take(pc.sort_indices(ids)).combine_chunks()
+        if len(ids):
+            todo.append((path, ids))
+    return ShardPlan(store, shard_size, tuple(todo))

@@ -37,3 +37,19 @@ def test_the_plan_covers_each_image_of_its_splits_once_file_by_file(small_world,
     gold = {r["image_id"] for r in images if r["split"] == "gold" and r["status"] == "ok"}
     assert {i for s in gold_only for i in s.image_ids} == gold
     assert len(plan_shards(store, ("unlabelled",), 3)) == 0 and list(plan_shards(store, ("unlabelled",), 3)) == []
+
+
+def test_the_plan_is_fixed_when_the_round_plans(small_world, tmp_path):
+    """An ingest beside the round adds nothing to it; a file gone by the time it is read is skipped."""
+    store = Store(tmp_path / "ds", create=True)
+    ingest(str(small_world.images("pool")), store, IngestConfig(split="pool", shard_size=5))
+    plan = plan_shards(store, ("pool", "gold"), 4)
+    planned = plan.images
+    ingest(str(small_world.images("gold")), store, IngestConfig(split="gold"))  # after planning
+    gone = plan.todo[0][0]  # a file the plan reads
+    lost = {r["image_id"] for r in store.read_file(gone, "images").to_pylist()}
+    gone.unlink()
+    ids = [i for s in plan for i in s.image_ids]
+    assert len(ids) == planned - len(lost) and not set(ids) & lost
+    gold = {r["image_id"] for r in store.read("images").to_pylist() if r["split"] == "gold"}
+    assert gold and not set(ids) & gold
