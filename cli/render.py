@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import json
+import os
 import sys
 from collections.abc import Sequence
 
@@ -13,9 +14,17 @@ from rich.table import Table
 from rich.text import Text
 
 
+PIPE_WIDTH = 240
+"""Columns of a table written to a pipe or a log (no terminal, no COLUMNS): rich's default of 80
+squeezed `fld rounds` and `fld metrics` to "…" in every `make run` log."""
+
+
 def console() -> Console:
     """Made per call so the terminal's current width (COLUMNS) is honoured."""
-    return Console()
+    out = Console()
+    if not out.is_terminal and "COLUMNS" not in os.environ:
+        return Console(width=PIPE_WIDTH)
+    return out
 
 
 def err_console() -> Console:

@@ -106,3 +106,17 @@ def test_verify_names_a_damaged_shard(dataset):
 def test_data_from_environment(dataset):
     result = runner.invoke(app, ["query", "SELECT 1 AS one", "--json"], env={"FLD_DATA": str(dataset)})
     assert json.loads(result.output) == [{"one": 1}]
+
+
+def test_a_table_written_to_a_pipe_keeps_its_columns_whole(dataset, monkeypatch):
+    """No terminal and no COLUMNS (a `make run` log): wide enough that no header is cut to "…";
+    an explicit COLUMNS is still honoured."""
+    monkeypatch.delenv("COLUMNS", raising=False)
+    sql = "SELECT image_id AS a_rather_long_column_name, uri AS another_long_column_name, width AS third_column_here, " \
+          "height AS fourth_column_here FROM images"
+    wide = runner.invoke(app, ["query", "--data", str(dataset), sql])
+    assert wide.exit_code == 0, wide.output
+    assert "another_long_column_name" in wide.output and "fourth_column_here" in wide.output and "…" not in wide.output
+    monkeypatch.setenv("COLUMNS", "40")
+    narrow = runner.invoke(app, ["query", "--data", str(dataset), sql])
+    assert narrow.exit_code == 0 and "…" in narrow.output
