@@ -242,9 +242,9 @@ class Pipeline:
         """A pool per specialist, scaled down together to fit a small cluster; decode and filter pools."""
         ray = _ray()
         asked = {spec.key: spec.resources() for spec in config.specialists}  # declared unless the config says
-        total = sum(asked[s.key][0] * s.workers for s in config.specialists)
-        scale = min(1.0, cpus / total, fits_on_nodes([asked[s.key][0] for s in config.specialists for _ in range(s.workers)],
-                                                     node_cpus()))
+        # never above the cluster's total share either: the smallest node holds at most total / nodes
+        scale = min(1.0, fits_on_nodes([asked[s.key][0] for s in config.specialists for _ in range(s.workers)],
+                                       node_cpus()))
         for spec in config.specialists:
             cpu, gpu = asked[spec.key]
             actor = ray.remote(num_cpus=cpu * scale, num_gpus=gpu, max_restarts=0, max_task_retries=0)(SpecialistWorker)
@@ -341,20 +341,19 @@ class Pipeline:
         frees up); yields each as it completes."""
         ray, deaths = _ray(), process_deaths()
         pending, running = iter(shards), {}
-        queue = [shard for shard in [next(pending, None)] if shard is not None]  # the next shard, once drawn
+        upcoming = next(pending, None)  # drawn one at a time: the plan reads its files as the round reaches them
         suspects: list[Shard] = []  # shards whose worker died: each runs alone, one at a time
         solo = None  # the reference of the suspect running alone
         crashes: Counter[str] = Counter()  # image id -> deaths while it ran alone
-        while queue or running or suspects:
+        while upcoming is not None or running or suspects:
             if suspects and not running:
                 shard = suspects.pop(0)
                 solo, used = self.submit(shard)
                 running[solo] = (shard, used)
-            while queue and not suspects and solo is None and len(running) < self.in_flight:
-                shard = queue.pop(0)
-                ref, used = self.submit(shard)
-                running[ref] = (shard, used)
-                queue.extend(s for s in [next(pending, None)] if s is not None)
+            while upcoming is not None and not suspects and solo is None and len(running) < self.in_flight:
+                ref, used = self.submit(upcoming)
+                running[ref] = (upcoming, used)
+                upcoming = next(pending, None)
             ready, _ = ray.wait(list(running), num_returns=1)
             for ref in ready:
                 (shard, used), alone = running.pop(ref), ref == solo
