@@ -19,6 +19,8 @@ def world_make(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to create the world in.")],
     images: Annotated[int, typer.Option("--images", "-n", help="Number of images (split into seed, pool, gold).")] = 200,
     seed: Annotated[int, typer.Option("--seed", "-s", help="Random seed; the same seed gives the same world.")] = 0,
+    domain_seed: Annotated[int | None, typer.Option("--domain-seed", help="Draws the domains (default: --seed); "
+                                                    "worlds that share it share their seed domain.")] = None,
     width: Annotated[int, typer.Option(help="Image width in pixels.")] = 320,
     height: Annotated[int, typer.Option(help="Image height in pixels.")] = 240,
     shift: Annotated[str, typer.Option(help="Domain shift of the pool and gold from the seed: none, mild, field, harsh.")] = "none",
@@ -38,7 +40,7 @@ def world_make(
     OUT/seed-gold. With --shift, the pool and gold come from a shifted target domain.
     """
     try:
-        config = WorldConfig(images=images, seed=seed, width=width, height=height, seed_fraction=seed_fraction,
+        config = WorldConfig(images=images, seed=seed, domain_seed=domain_seed, width=width, height=height, seed_fraction=seed_fraction,
                              gold_fraction=gold_fraction, seed_gold_fraction=seed_gold_fraction,
                              shift=shift_named(shift, **parse_overrides(shift_set or [])))
         with progress_bar("drawing", config.images) as advance:

@@ -175,17 +175,14 @@ def data_engine(data: str, gold: str, config: str | None = None, rounds: int = 3
 
 
 @task(name="make-world")
-def world_task(out: str, images: int, seed_fraction: float, gold_fraction: float, seed_gold_fraction: float = 0.0,
-               shift: str = "none", seed: int = 0) -> str:
-    """The synthetic world (reused when one with the same settings is already there)."""
+def world_task(out: str, profile: str, seed: int | None = None) -> str:
+    """The profile's synthetic world (reused when one with the same settings is already there)."""
     import json
 
-    from engine.world.config import WorldConfig
+    from engine.loop.profiles import profile as get_profile
     from engine.world.make import MANIFEST, make_world
-    from engine.world.shift import shift_named
 
-    config = WorldConfig(images=images, seed=seed, seed_fraction=seed_fraction, gold_fraction=gold_fraction,
-                         seed_gold_fraction=seed_gold_fraction, shift=shift_named(shift))
+    config = get_profile(profile).world(seed)
     manifest = Path(out) / MANIFEST
     if manifest.is_file() and json.loads(manifest.read_text()).get("config") == config.to_dict():
         return out
@@ -216,7 +213,7 @@ def bootstrap_task(data: str, world: str, models: str, profile: str, pretrained_
 
 @flow(name="fld-run", log_prints=False)
 def engine_run(out: str, profile: str = "default", ray_address: str | None = None,
-               pretrained_florence2: str | None = None, rounds: int | None = None, world_seed: int = 0) -> RunOutcome:
+               pretrained_florence2: str | None = None, rounds: int | None = None, world_seed: int | None = None) -> RunOutcome:
     """The whole engine on the embedded default: make a world, ingest it, bootstrap the
     specialists, run round 1 and the profile's refinement rounds, evaluating each on gold."""
     settings.apply()
@@ -224,8 +221,7 @@ def engine_run(out: str, profile: str = "default", ray_address: str | None = Non
 
     p = get_profile(profile)
     root = Path(out)
-    world = world_task(str(root / "world"), p.world_images, p.seed_fraction, p.gold_fraction, p.seed_gold_fraction,
-                       p.shift, world_seed)
+    world = world_task(str(root / "world"), profile, world_seed)
     data = str(root / "dataset")
     sources = [{"source": str(Path(world) / "images" / s), "split": s} for s in ("pool", "gold")]
     ingested = [ingest_task(data, s["source"], s["split"]) for s in sources]

@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-from engine.world.shift import SHIFTS
+from engine.world.config import WorldConfig
+from engine.world.shift import SHIFTS, shift_named
 from specialists.training.florence2 import Florence2Budget
 from specialists.training.registry import trainer_for
 from specialists.training.sam import SamBudget
@@ -44,6 +45,11 @@ class Profile:
     """The seed domain's held-out gold (round 0's quality where it was trained)."""
     shift: str = "none"
     """The world's domain shift (``engine.world.shift.SHIFTS``): pool and gold from the target domain."""
+    world_seed: int = 0
+    """The sample its world draws (``fld run --world-seed`` and the benches draw others)."""
+    domain_seed: int = 0
+    """The domains its world draws from: the same for every profile, so the zoo (trained on another
+    sample of the seed domain) serves each of them."""
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -54,6 +60,13 @@ class Profile:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def world(self, seed: int | None = None) -> WorldConfig:
+        """The configuration of this profile's world (of sample ``seed``, default its own)."""
+        return WorldConfig(images=self.world_images, seed=self.world_seed if seed is None else seed,
+                           domain_seed=self.domain_seed, seed_fraction=self.seed_fraction,
+                           gold_fraction=self.gold_fraction, seed_gold_fraction=self.seed_gold_fraction,
+                           shift=shift_named(self.shift))
 
     def on(self, device: str) -> Profile:
         return replace(self, device=device)
@@ -87,7 +100,15 @@ PROFILES = {
                      refine={"yolo": YoloBudget(epochs=10, imgsz=320), "sam": SamBudget(steps=500),
                              "florence2": Florence2Budget(steps=2000, batch=32)},
                      refinement_rounds=3),
+    "zoo": Profile("zoo", world_images=1000, seed_fraction=0.6, gold_fraction=0.15, seed_gold_fraction=0.1,
+                   shift="field", world_seed=1000,
+                   bootstrap={"yolo": YoloBudget(epochs=30, imgsz=320), "sam": SamBudget(steps=1500),
+                              "florence2": Florence2Budget(steps=3000)},
+                   refine={"yolo": YoloBudget(epochs=3, imgsz=320), "sam": SamBudget(steps=30),
+                           "florence2": Florence2Budget(steps=80)}),
 }
+"""``zoo`` trains the round-0 models that ``make run`` starts from (``fld zoo build``, hours on 2
+cores): another sample (world seed 1000) of the same domains as every other profile's world."""
 
 
 def profile(name: str) -> Profile:

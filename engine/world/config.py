@@ -17,6 +17,10 @@ class WorldConfig:
 
     images: int = 200
     seed: int = 0
+    """Draws the scenes and the split: two seeds give two samples of the same domains."""
+    domain_seed: int | None = None
+    """Draws what defines the domains (the colours the seed domain never shows); None: ``seed``.
+    Worlds that share it share their seed domain, so models trained on one (the zoo) serve another."""
     width: int = 320
     height: int = 240
     min_objects: int = 1
@@ -36,8 +40,8 @@ class WorldConfig:
     def __post_init__(self) -> None:
         if self.images < 3:
             raise ValueError(f"a world needs at least 3 images (one per split: seed, pool, gold), got {self.images}")
-        if self.seed < 0:
-            raise ValueError(f"seed must be >= 0, got {self.seed}")
+        if self.seed < 0 or (self.domain_seed is not None and self.domain_seed < 0):
+            raise ValueError(f"seed and domain_seed must be >= 0, got {self.seed} / {self.domain_seed}")
         if not (64 <= self.width <= 4096 and 64 <= self.height <= 4096):
             raise ValueError(f"width and height must be within 64..4096, got {self.width}x{self.height}")
         if not 1 <= self.min_objects <= self.max_objects <= 12:
@@ -67,7 +71,19 @@ class WorldConfig:
 
     def domain(self, split: str) -> Domain:
         """What ``split``'s scenes are drawn from (seed domain: seed, seed-gold; target: pool, gold)."""
-        return domain_for(split, self.seed, self.min_objects, self.max_objects, self.min_visible, self.shift)
+        return domain_for(split, self.domain_key, self.min_objects, self.max_objects, self.min_visible, self.shift)
+
+    @property
+    def domain_key(self) -> int:
+        return self.seed if self.domain_seed is None else self.domain_seed
+
+    def domain_settings(self) -> dict:
+        """Everything that decides what the seed and target domains look like, and nothing that
+        only decides which scenes are drawn (seed, image count, split shares)."""
+        values = self.to_dict()
+        for sample_only in ("images", "seed", "domain_seed", "seed_fraction", "gold_fraction", "seed_gold_fraction"):
+            values.pop(sample_only)
+        return {**values, "domain_seed": self.domain_key}
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -119,3 +119,15 @@ def test_world_make_names_a_bad_shift_and_writes_nothing(tmp_path):
     assert not out.exists()
     result = CliRunner().invoke(app, ["world", "make", "--out", str(out), "--images", "20", "--shift", "sideways"])
     assert "known: " + ", ".join(SHIFTS) in result.output
+
+
+def test_two_samples_of_one_domain_share_what_the_seed_domain_never_shows():
+    base = WorldConfig(images=20, seed=1, domain_seed=7, shift=SHIFTS["field"])
+    other_sample = WorldConfig(images=50, seed=2, domain_seed=7, shift=SHIFTS["field"])
+    other_domain = WorldConfig(images=20, seed=1, domain_seed=8, shift=SHIFTS["field"])
+    assert base.domain("seed") == other_sample.domain("seed")
+    assert base.domain_settings() == other_sample.domain_settings()
+    assert base.domain("seed").colours != other_domain.domain("seed").colours
+    assert base.domain_settings() != other_domain.domain_settings()
+    # without a domain seed the world's own seed draws its domain (worlds made before it are unchanged)
+    assert WorldConfig(images=20, seed=8, shift=SHIFTS["field"]).domain("seed") == other_domain.domain("seed")
