@@ -134,21 +134,34 @@ def run_command(
     rounds: Annotated[int | None, typer.Option(help="Rounds in all (default: 1 + the profile's refinement rounds).")] = None,
     pretrained_florence2: Annotated[Path | None, typer.Option("--pretrained-florence2",
                                     help="Start Florence-2 from this checkpoint folder instead of from nothing.")] = None,
+    zoo: Annotated[Path | None, typer.Option(help="Start from this model zoo's round-0 models (default: zoo/ of "
+                                             "this code, when there is one).")] = None,
+    no_zoo: Annotated[bool, typer.Option("--no-zoo", help="Train round 0 from nothing with the profile's budget.")] = False,
+    world_seed: Annotated[int | None, typer.Option("--world-seed", help="Draw another sample of the profile's world.")] = None,
     ray_address: Annotated[str | None, typer.Option("--ray-address", envvar="RAY_ADDRESS",
                                                     help="An existing Ray cluster; default: Ray on this machine.")] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """The main job: make a synthetic world, ingest it, bootstrap the specialists on its seed
-    split, run the specialists' round and refinement rounds (Prefect flows on Ray), and print the
-    per-round gold metrics. Rerunning reuses what is done (world, models, finished shards)."""
+    """The main job: make a synthetic world, ingest it, take round 0's models from the zoo (a
+    model it lacks is trained on the world's seed split), run the specialists' round and
+    refinement rounds (Prefect flows on Ray), and print the per-round gold metrics. Rerunning
+    reuses what is done (world, models, finished shards)."""
     from engine.loop.profiles import profile as get_profile
+    from engine.loop.zoo import DEFAULT_ZOO, check
     from flows.engine import engine_run
 
+    if zoo is not None and no_zoo:
+        raise fail("give --zoo or --no-zoo, not both", 2)
     try:
-        get_profile(profile)
+        chosen = get_profile(profile)
+        if zoo is None and not no_zoo and DEFAULT_ZOO.is_dir():
+            zoo = DEFAULT_ZOO
+        if zoo is not None and not no_zoo:
+            check(zoo.absolute(), chosen.world(world_seed))  # a bad zoo is refused before Prefect and Ray start
         with round_progress("images annotated (this round)"):
             result = engine_run(str(out.absolute()), profile, ray_address,
-                                str(pretrained_florence2) if pretrained_florence2 else None, rounds)
+                                str(pretrained_florence2) if pretrained_florence2 else None, rounds, world_seed,
+                                str(zoo.absolute()) if zoo is not None and not no_zoo else None)
     except USER_ERRORS as err:
         raise fail(str(err)) from None
     if as_json:

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from cli import dataset, loop, outputs, world
+from cli import dataset, loop, outputs, world, zoo
 from engine import reaper, settings
 
 app = typer.Typer(
@@ -25,6 +25,7 @@ app = typer.Typer(
 
 world_app = typer.Typer(help="The synthetic world: images with known ground truth (the embedded default).",
                         no_args_is_help=True)
+zoo_app = typer.Typer(help="The model zoo: round-0 models trained long, with their cards.", no_args_is_help=True)
 round_app = typer.Typer(help="Annotation rounds: run (or resume) one.", no_args_is_help=True)
 
 
@@ -52,6 +53,9 @@ app.add_typer(round_app, name="round")
 round_app.command("run")(loop.round_run)
 app.command()(loop.bootstrap)
 app.command()(loop.oracle)
+app.add_typer(zoo_app, name="zoo")
+zoo_app.command("build")(zoo.zoo_build)
+zoo_app.command("check")(zoo.zoo_check)
 app.command("run")(loop.run_command)
 app.command()(outputs.report)
 app.command()(outputs.export)

@@ -191,9 +191,13 @@ def world_task(out: str, profile: str, seed: int | None = None) -> str:
 
 
 @task(name="bootstrap")
-def bootstrap_task(data: str, world: str, models: str, profile: str, pretrained_florence2: str | None = None) -> dict:
-    """Train the specialists on the seed split (reused when unchanged) and write round 1's config."""
+def bootstrap_task(data: str, world: str, models: str, profile: str, pretrained_florence2: str | None = None,
+                   zoo: str | None = None) -> dict:
+    """Round 0's models (from the zoo, or trained on the seed split; reused when unchanged) and
+    round 1's config."""
     from engine.loop.bootstrap import bootstrap
+    from engine.loop.zoo import adopt, check
+    from specialists.training.registry import TRAINERS
     from engine.loop.gates import with_trivial
     from engine.loop.profiles import profile as get_profile
     from engine.loop.refine import first_round
@@ -203,7 +207,11 @@ def bootstrap_task(data: str, world: str, models: str, profile: str, pretrained_
     if pretrained_florence2:
         chosen = chosen.pretrained("florence2", pretrained_florence2)
     w = World.open(world)
-    models_set = bootstrap(w, models, chosen)
+    if zoo:
+        names = tuple(n for n in TRAINERS if not (pretrained_florence2 and n == "florence2"))
+        models_set = adopt(check(Path(zoo), w.config, names), w, models, chosen, device=chosen.device)
+    else:
+        models_set = bootstrap(w, models, chosen)
     models_set.write_metrics(Store(data))
     gates = with_trivial(Store(w.truth), Store(w.gold), record_in=Store(data))  # recorded beside round 0
     first = first_round(data, models, models_set, gates, device=chosen.device)
@@ -213,7 +221,8 @@ def bootstrap_task(data: str, world: str, models: str, profile: str, pretrained_
 
 @flow(name="fld-run", log_prints=False)
 def engine_run(out: str, profile: str = "default", ray_address: str | None = None,
-               pretrained_florence2: str | None = None, rounds: int | None = None, world_seed: int | None = None) -> RunOutcome:
+               pretrained_florence2: str | None = None, rounds: int | None = None, world_seed: int | None = None,
+               zoo: str | None = None) -> RunOutcome:
     """The whole engine on the embedded default: make a world, ingest it, bootstrap the
     specialists, run round 1 and the profile's refinement rounds, evaluating each on gold."""
     settings.apply()
@@ -225,7 +234,7 @@ def engine_run(out: str, profile: str = "default", ray_address: str | None = Non
     data = str(root / "dataset")
     sources = [{"source": str(Path(world) / "images" / s), "split": s} for s in ("pool", "gold")]
     ingested = [ingest_task(data, s["source"], s["split"]) for s in sources]
-    boot = bootstrap_task(data, world, str(root / "models"), profile, pretrained_florence2)
+    boot = bootstrap_task(data, world, str(root / "models"), profile, pretrained_florence2, zoo)
     results = data_engine(data, str(Path(world) / "gold"), rounds=1 + (p.refinement_rounds if rounds is None else rounds - 1),
                           ray_address=ray_address, models=str(root / "models"), world=world, profile=profile,
                           min_gain=0.0, first_round=1)

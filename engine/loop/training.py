@@ -134,8 +134,27 @@ def train_and_measure(trainer: Trainer, data: TrainingSet, root: Path, budget: A
     folder.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     facts = trainer.train(data, folder, budget, before, device)
-    seconds = time.monotonic() - start
-    manifest = {"name": trainer.name, "key": key, **facts, "seconds": seconds}
+    manifest = {"name": trainer.name, "key": key, **facts, "seconds": time.monotonic() - start}
+    return measure_and_record(trainer, folder, manifest, gold, device, seed_gold)
+
+
+def adopt_and_measure(trainer: Trainer, facts: dict, source: str, root: Path, gold: Store, device: str = "cpu",
+                      seed_gold: Store | None = None) -> Trained:
+    """A model trained elsewhere (the zoo), whose weights ``facts`` already point into
+    ``root/<name>``, measured on ``gold`` (and ``seed_gold``) as a trained one is; ``source``
+    (a fingerprint of its card and files) keys the reuse."""
+    key = fingerprint({"trainer": TRAINER_VERSION, "name": trainer.name, "adopted": source,
+                       "gold": sorted(gold_images(gold)), "seed_gold": sorted(gold_images(seed_gold)) if seed_gold else None})
+    folder = Path(root) / trainer.name
+    if found := _cached(folder, key):
+        return found
+    manifest = {"name": trainer.name, "key": key, **facts, "seconds": 0.0}
+    return measure_and_record(trainer, folder, manifest, gold, device, seed_gold)
+
+
+def measure_and_record(trainer: Trainer, folder: Path, manifest: dict, gold: Store, device: str = "cpu",
+                       seed_gold: Store | None = None) -> Trained:
+    """Measure the model of ``manifest`` on gold (and seed-gold) and write its manifest, last."""
     on_gold = measure_on_gold(trainer, manifest, gold, device)
     manifest["gold"] = {m.key: m.value for m in on_gold}
     manifest["measured"] = {"gold": measured(on_gold)}

@@ -48,6 +48,12 @@ class Florence2Trainer(Trainer):
     def served_tasks(self, manifest: dict) -> list[str]:
         return [t for t in manifest.get("tasks", []) if t in ALL]
 
+    def check(self, manifest: dict) -> None:
+        """The checkpoint loads and its tokenizer is the one its model was trained with."""
+        from specialists.florence2 import load_florence2
+
+        load_florence2(manifest["weights"])
+
     def _examples(self, data: TrainingSet, budget: Florence2Budget):
         from specialists.training.florence2_examples import build_examples
 

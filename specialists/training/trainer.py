@@ -100,6 +100,10 @@ class Trainer(ABC):
         """The tasks a trained model can serve (Florence-2: those it had examples of)."""
         return [t.name for t in self.tasks]
 
+    def check(self, manifest: dict) -> None:
+        """Raise ValueError when a model made elsewhere (the zoo) cannot serve as this code serves it
+        (its weights' hashes are checked before this)."""
+
     @abstractmethod
     def settings(self, data: TrainingSet, budget: Any, previous: dict | None, device: str) -> dict:
         """What decides the trained model besides the data (for the cache key); JSON-able."""

@@ -138,6 +138,7 @@ def train_yolo(data: Path, out: Path, config: YoloTrainConfig) -> Path:
     LOGGER.setLevel(logging.WARNING)  # its per-epoch tables would bury fld's own progress
 
     model = YOLO(config.model)
+    out = out.resolve()  # ultralytics puts a relative project under its own runs folder
     run = out / "run"
     resume = (run / "weights" / "last.pt").exists()
     if resume:
@@ -199,8 +200,10 @@ class YoloTrainer(Trainer):
     Budget = YoloBudget
 
     def _config(self, budget: YoloBudget, previous: dict | None, device: str) -> YoloTrainConfig:
+        # a detector fine-tuned at another input size than it learnt at loses what it learnt
+        imgsz = previous.get("imgsz", budget.imgsz) if previous else budget.imgsz
         return YoloTrainConfig(model=previous["weights"] if previous else "yolov8n.yaml", epochs=budget.epochs,
-                               imgsz=budget.imgsz, device=device, lr0=0.003 if previous is None else 0.001)
+                               imgsz=imgsz, device=device, lr0=0.003 if previous is None else 0.001)
 
     @staticmethod
     def _objects(data: TrainingSet) -> pa.Table:
@@ -238,11 +241,11 @@ class YoloTrainer(Trainer):
         from specialists.yolo import YoloConfig, YoloDetector
 
         _, val_ids = split_ids(list(data.uris), config.val_fraction)
-        detector = YoloDetector(YoloConfig(weights=str(weights), imgsz=budget.imgsz, device=device, conf=0.01))
+        detector = YoloDetector(YoloConfig(weights=str(weights), imgsz=config.imgsz, device=device, conf=0.01))
         raw = [detector(Batch(val_ids[s : s + 16], [data.pixels(i) for i in val_ids[s : s + 16]]))["regions"]
                for s in range(0, len(val_ids), 16)]
         conf, val_f1 = calibrate_confidence(pa.concat_tables(raw), objects, val_ids)
-        return {"weights": str(weights), "names": names, "imgsz": budget.imgsz, "conf": conf, "val_f1": val_f1,
+        return {"weights": str(weights), "names": names, "imgsz": config.imgsz, "conf": conf, "val_f1": val_f1,
                 "config": config.to_dict(), "train_images": len(data), "train_objects": objects.num_rows}
 
     def serve(self, manifest: dict, tasks: Sequence[str], device: str) -> list[Serving]:

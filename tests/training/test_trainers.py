@@ -3,6 +3,8 @@ that load back into their specialists, and bad inputs refused."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pyarrow.compute as pc
 import pytest
 
@@ -77,3 +79,14 @@ def test_confidence_is_calibrated_on_held_out_images():
              for k in range(6)]
     conf, f1 = calibrate_confidence(pa.Table.from_pylist(right + wrong, schema=schema_for("regions")), truth, ["img0"])
     assert 0.1 < conf <= 0.3 and f1 == 1.0
+
+
+def test_yolo_trains_into_a_relative_folder(seed, tmp_path, monkeypatch):
+    """ultralytics puts a relative project under its own runs folder; the trainer must not lose it."""
+    from specialists.training.yolo import YoloBudget, YoloTrainer
+
+    monkeypatch.chdir(tmp_path)
+    facts = YoloTrainer().train(seed, Path("models") / "yolo", YoloBudget(epochs=1, imgsz=64), None, "cpu")
+    assert (tmp_path / "models" / "yolo" / "best.pt").is_file()
+    assert (tmp_path / "models" / "yolo" / "run" / "weights" / "last.pt").is_file()  # where a resume looks
+    assert Path(facts["weights"]).is_file()

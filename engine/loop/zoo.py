@@ -1,0 +1,333 @@
+"""The model zoo: round-0 models trained long on the embedded world's seed domain (``fld zoo
+build``), committed with a card each, and adopted by ``fld run`` as a user adopts released weights.
+
+    zoo/<name>/card.json   how it was made and how to rebuild it: the command, the code commit, the
+                           world and its domain's fingerprint, the budget, wall time and machine,
+                           gold metrics (target and seed domain), and each file's SHA-256
+    zoo/<name>/CARD.md     the same, for people
+    zoo/<name>/<weights>   the weights: a file (YOLO, SAM) or a checkpoint folder (Florence-2)
+
+A card is checked before its model is used: a card for another world's domain, another trainer
+version, a missing file or a file whose hash differs is refused, naming the command that rebuilds
+it. A trainer may check more (``Trainer.check``: Florence-2's tokenizer against its model).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import shutil
+import subprocess
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from engine.dataset.store import Store
+from engine.loop.bootstrap import ModelSet, bootstrap, models_dir
+from engine.loop.profiles import Profile, budget_for, profile
+from engine.loop.training import TRAINER_VERSION, Trained, adopt_and_measure, train_and_measure
+from engine.loop.training_set import load_training_set
+from engine.evaluation.gold import GoldGuard
+from engine.world.config import WorldConfig
+from engine.world.make import WORLD_VERSION, World, make_world
+from schemas.hashing import fingerprint
+from specialists.training.registry import TRAINERS, trainer_for
+
+log = logging.getLogger(__name__)
+CARD = "card.json"
+ZOO_PROFILE = "zoo"
+DEFAULT_ZOO = Path(__file__).resolve().parents[2] / "zoo"
+"""The zoo committed with the code (``zoo/`` at the repository's root)."""
+
+
+class ZooError(ValueError):
+    """A zoo that cannot be used as it is; the message names the card and the rebuild command."""
+
+
+def domain_fingerprint(config: WorldConfig) -> str:
+    """What a zoo model's card must share with the world it serves: how the world is drawn and its
+    domains (never which sample, how many images or how they are split)."""
+    return fingerprint({"world_version": WORLD_VERSION, **config.domain_settings()})
+
+
+def rebuild_command(name: str, device: str = "cpu") -> str:
+    return f"fld zoo build --only {name}" + (f" --device {device}" if device != "cpu" else "")
+
+
+@dataclass(frozen=True)
+class Card:
+    """One zoo model: what it is, how it was made, and what it scored."""
+
+    name: str
+    command: str
+    code_commit: str | None
+    world: dict
+    """The zoo world's config, its domain fingerprint and its world version."""
+    trainer_version: str
+    training_key: str
+    """The key of the training (its data, settings and gold): the same command gives the same key."""
+    budget: dict
+    training: dict
+    """Wall time, steps or epochs, the device and the machine it ran on."""
+    gold: dict
+    """Per split (``gold``: the zoo world's target domain; ``seed-gold``: its seed domain), each
+    metric's value and 95% interval."""
+    facts: dict
+    """The trainer's manifest facts; ``weights`` relative to the card's folder."""
+    files: dict[str, str]
+    """Each file of the weights (relative path) and its SHA-256."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def read(cls, path: Path) -> Card:
+        try:
+            values = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ZooError(f"{path}: not a readable zoo card ({err})") from None
+        names = {f.name for f in fields(cls)}
+        if not isinstance(values, dict) or names - set(values):
+            missing = sorted(names - set(values)) if isinstance(values, dict) else sorted(names)
+            raise ZooError(f"{path}: not a zoo card (missing {', '.join(missing)})")
+        return cls(**{k: values[k] for k in names})
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def weights_files(weights: Path) -> list[Path]:
+    """The files of a weights file or checkpoint folder, in a fixed order."""
+    return [weights] if weights.is_file() else sorted(p for p in weights.rglob("*") if p.is_file())
+
+
+def _commit() -> str | None:
+    """The code's git commit (with ``+dirty`` when the tree differs), when it runs from a clone."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def machine(device: str) -> dict:
+    """The machine a model was trained on, as a card records it."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    gpu = None
+    if device.startswith("cuda"):
+        import torch
+
+        gpu = torch.cuda.get_device_name(0)
+    return {"cpu": cpu, "cores": os.cpu_count(), "gpu": gpu, "device": device}
+
+
+def publish(trained: Trained, world: World, zoo: Path, budget: object, device: str) -> Card:
+    """Copy a trained model's weights into ``zoo/<name>/`` with its card (replacing what was there
+    only once the new folder is complete)."""
+    zoo.mkdir(parents=True, exist_ok=True)
+    name = trained.name
+    staging = zoo / f".{name}.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    facts = {k: v for k, v in trained.manifest.items() if k not in ("key", "gold", "measured", "units", "seconds", "name")}
+    if trained.weights:
+        source = Path(trained.weights)
+        target = staging / source.name
+        (shutil.copytree if source.is_dir() else shutil.copyfile)(source, target)
+        facts["weights"] = source.name
+        files = {str(p.relative_to(staging)): sha256(p) for p in weights_files(target)}
+    else:
+        files = {}
+    training = {"seconds": round(trained.manifest.get("seconds", 0.0), 1), "machine": machine(device),
+                **{k: trained.manifest[k] for k in ("steps", "train_seconds") if k in trained.manifest}}
+    if "config" in trained.manifest and "epochs" in trained.manifest["config"]:
+        training["epochs"] = trained.manifest["config"]["epochs"]
+    card = Card(name=name, command=rebuild_command(name, device), code_commit=_commit(),
+                world={"config": world.config.to_dict(), "domain": domain_fingerprint(world.config),
+                       "world_version": WORLD_VERSION, "world": world.version},
+                trainer_version=TRAINER_VERSION, training_key=trained.manifest["key"],
+                budget=asdict(budget) if hasattr(budget, "__dataclass_fields__") else dict(budget),
+                training=training, gold=trained.manifest.get("measured", {}), facts=facts, files=files)
+    (staging / CARD).write_text(json.dumps(card.to_dict(), indent=2, default=str) + "\n")
+    (staging / "CARD.md").write_text(card_markdown(card))
+    final = zoo / name
+    if final.exists():
+        old = zoo / f".{name}.old"
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+        os.replace(staging, final)
+        shutil.rmtree(old)
+    else:
+        os.replace(staging, final)
+    return card
+
+
+def card_markdown(card: Card) -> str:
+    lines = [f"# Zoo model `{card.name}`", "",
+             f"Rebuild: `{card.command}` (code {card.code_commit or 'unknown'}, trainer version {card.trainer_version}).", "",
+             f"World: {card.world['config'].get('images')} images, sample seed {card.world['config'].get('seed')}, "
+             f"domain fingerprint `{card.world['domain']}` (world version {card.world['world_version']}, "
+             f"world `{card.world['world']}`); trained on its seed split.", "",
+             f"Budget: `{json.dumps(card.budget, default=str)}`.", "",
+             f"Training: {card.training.get('seconds')} s wall on {card.training['machine']['device']} "
+             f"({card.training['machine']['cpu']}, {card.training['machine']['cores']} cores"
+             f"{', ' + card.training['machine']['gpu'] if card.training['machine'].get('gpu') else ''})"
+             + "".join(f", {k} {card.training[k]}" for k in ("epochs", "steps") if k in card.training) + ".", "",
+             "| split | metric | value | 95% low | 95% high | images |", "|---|---|---:|---:|---:|---:|"]
+    for split, metrics in card.gold.items():
+        for metric, m in sorted(metrics.items()):
+            cells = [m.get("value"), m.get("low"), m.get("high")]
+            lines.append(f"| {split} | {metric} | " + " | ".join("-" if v is None else f"{v:.3f}" for v in cells)
+                         + f" | {m.get('images') or '-'} |")
+    lines += ["", "| file | sha256 |", "|---|---|"] + [f"| {f} | `{h}` |" for f, h in sorted(card.files.items())]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class ZooModel:
+    card: Card
+    folder: Path
+
+    @property
+    def source(self) -> str:
+        return fingerprint({"card": self.card.training_key, "files": self.card.files})
+
+
+def check(zoo: Path, world: WorldConfig, names: tuple[str, ...] | None = None) -> dict[str, ZooModel]:
+    """The zoo's usable models for a world drawn by ``world`` (``names``: only those), each card
+    checked against the code and its files; anything wrong is refused with the rebuild command."""
+    if not zoo.is_dir():
+        raise ZooError(f"no model zoo at {zoo}; build one with `fld zoo build`")
+    found: dict[str, ZooModel] = {}
+    for card_path in sorted(zoo.glob(f"*/{CARD}")):
+        folder_name = card_path.parent.name
+        try:
+            card = Card.read(card_path)
+        except ZooError as err:
+            raise ZooError(f"{err}; rebuild it with `{rebuild_command(folder_name)}`") from None
+        if names is not None and card.name not in names:
+            continue
+        rebuild = f"rebuild it with `{rebuild_command(folder_name)}`"
+        if card.name not in TRAINERS:
+            raise ZooError(f"{card_path}: no trainer for {card.name!r} in this code (known: {', '.join(TRAINERS)})")
+        if folder_name != card.name:
+            raise ZooError(f"{card_path}: the card is for {card.name!r} but lies in {folder_name}/; {rebuild}")
+        rebuild = f"rebuild it with `{card.command}`"
+        if card.world.get("domain") != domain_fingerprint(world):
+            raise ZooError(f"{card_path}: {card.name} was trained on another world (domain {card.world.get('domain')}, "
+                           f"world version {card.world.get('world_version')}) than this one (domain "
+                           f"{domain_fingerprint(world)}, world version {WORLD_VERSION}); {rebuild}")
+        if card.trainer_version != TRAINER_VERSION:
+            raise ZooError(f"{card_path}: made by trainer version {card.trainer_version}, this code's is "
+                           f"{TRAINER_VERSION}; {rebuild}")
+        for relative, expected in sorted(card.files.items()):
+            path = card_path.parent / relative
+            if not path.is_file():
+                raise ZooError(f"{card_path}: its file {relative} is missing; {rebuild}")
+            if sha256(path) != expected:
+                raise ZooError(f"{card_path}: {relative} does not match its card's SHA-256 (changed or corrupt); {rebuild}")
+        model = ZooModel(card, card_path.parent)
+        try:
+            trainer_for(card.name).check(installed_facts(model, card_path.parent))
+        except ValueError as err:
+            raise ZooError(f"{card_path}: {err}; {rebuild}") from None
+        found[card.name] = model
+    return found
+
+
+def installed_facts(model: ZooModel, folder: Path) -> dict:
+    """The card's facts with the weights path resolved under ``folder``."""
+    facts = dict(model.card.facts)
+    if facts.get("weights"):
+        facts["weights"] = str(folder / facts["weights"])
+    return facts
+
+
+def install(model: ZooModel, folder: Path) -> dict:
+    """Copy a zoo model's weights into ``folder`` (unless an intact copy is there); its facts with
+    the weights path in ``folder``."""
+    facts = installed_facts(model, folder)
+    if not facts.get("weights"):
+        return facts
+    target = Path(facts["weights"])
+    intact = all((folder / f).is_file() and sha256(folder / f) == h for f, h in model.card.files.items())
+    if not intact:
+        folder.mkdir(parents=True, exist_ok=True)
+        if target.is_dir():
+            shutil.rmtree(target)
+        source = model.folder / model.card.facts["weights"]
+        (shutil.copytree if source.is_dir() else shutil.copyfile)(source, target)
+    return facts
+
+
+def adopt(zoo: dict[str, ZooModel], world: World, models_root: str | Path, fallback: Profile,
+          step: Callable[[str], None] | None = None, device: str = "cpu", only: tuple[str, ...] | None = None) -> ModelSet:
+    """Round 0 from the zoo: each zoo model copied into ``<models>/round-0/<name>`` and measured
+    on this world's gold (and seed-gold); a registered specialist (of ``only``, default all) the
+    zoo lacks is trained with ``fallback``'s bootstrap budget, as without a zoo."""
+    root = models_dir(models_root, 0)
+    gold = Store(world.gold)
+    seed_gold = Store(world.seed_gold) if world.seed_gold else None
+    models: dict[str, Trained] = {}
+    names = tuple(TRAINERS) if only is None else only
+    missing = [n for n in names if n not in zoo]
+    data = None
+    for name in names:
+        trainer = TRAINERS[name]
+        if name in zoo:
+            if step:
+                step(f"adopt {name} from the zoo")
+            facts = install(zoo[name], root / name)
+            models[name] = adopt_and_measure(trainer, facts, zoo[name].source, root, gold, device, seed_gold)
+            continue
+        if data is None:
+            log.warning("the zoo has no %s: trained with the %s profile's budget", ", ".join(missing), fallback.name)
+            guard = GoldGuard.from_stores(*(s for s in (gold, seed_gold) if s))
+            data = load_training_set(Store(world.truth), 0, ("seed",), guard)
+        if step:
+            step(f"train {name} on seed")
+        models[name] = train_and_measure(trainer, data, root, budget_for(fallback.bootstrap, trainer), gold,
+                                         device=device, seed_gold=seed_gold)
+    return ModelSet(0, models)
+
+
+def zoo_world(work: Path) -> World:
+    """The zoo profile's world under ``work/world`` (drawn once, reused while its config holds)."""
+    config = profile(ZOO_PROFILE).world()
+    path = work / "world"
+    if (path / "world.json").is_file() and World.open(path).config == config:
+        return World.open(path)
+    return make_world(config, path, overwrite=True)
+
+
+def build(work: Path, zoo: Path, only: tuple[str, ...], device: str = "cpu",
+          step: Callable[[str], None] | None = None) -> dict[str, Card]:
+    """Train ``only`` with the zoo profile on its world (resuming what ``work`` holds) and publish
+    each into ``zoo``. Models without weights to learn (GrabCut) have no place in a zoo."""
+    unknown = [n for n in only if n not in TRAINERS]
+    if unknown:
+        raise ValueError(f"unknown specialist(s) {unknown}; known: {', '.join(TRAINERS)}")
+    wanted = tuple(n for n in (only or TRAINERS) if TRAINERS[n].trains)
+    if not wanted:
+        raise ValueError(f"{', '.join(only)} learn(s) nothing: a zoo holds trained weights only")
+    chosen = profile(ZOO_PROFILE).on(device)
+    world = zoo_world(work)
+    trained = bootstrap(world, work / "models", chosen, wanted, step)
+    return {name: publish(model, world, zoo, budget_for(chosen.bootstrap, TRAINERS[name]), device)
+            for name, model in trained.models.items()}

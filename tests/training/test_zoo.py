@@ -1,0 +1,134 @@
+"""The model zoo: a published model's card and files, the checks that refuse a zoo that does not
+fit the code or the world (each naming the rebuild command), adoption as round 0, and
+``fld zoo build`` end to end on a tiny stand-in for the zoo profile."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cli.main import app
+from engine.loop import profiles
+from engine.loop.training import Trained, load_trained
+from engine.loop.zoo import CARD, ZooError, adopt, build, check, domain_fingerprint, publish, sha256
+from engine.world.config import WorldConfig
+from engine.world.vocab import CATEGORIES
+from specialists.training.yolo import YoloBudget
+
+
+def _yolo(weights: Path, folder: Path) -> Trained:
+    manifest = {"name": "yolo", "key": "k1", "weights": str(weights), "names": sorted(CATEGORIES), "imgsz": 64,
+                "conf": 0.25, "seconds": 3.0, "config": {"epochs": 1},
+                "measured": {"gold": {"region-text/detection_f1": {"value": 0.5, "low": 0.4, "high": 0.6, "images": 6}}}}
+    return Trained("yolo", folder, manifest)
+
+
+@pytest.fixture
+def zoo(tmp_path, small_world, yolo_weights):
+    published = publish(_yolo(yolo_weights, tmp_path), small_world, tmp_path / "zoo", YoloBudget(epochs=1, imgsz=64), "cpu")
+    assert published.command == "fld zoo build --only yolo"
+    return tmp_path / "zoo"
+
+
+def test_a_published_card_names_its_world_files_and_metrics(zoo, small_world, yolo_weights):
+    card = json.loads((zoo / "yolo" / CARD).read_text())
+    assert card["world"]["domain"] == domain_fingerprint(small_world.config)
+    assert card["files"] == {yolo_weights.name: sha256(yolo_weights)}
+    assert card["facts"]["weights"] == yolo_weights.name  # relative: the zoo moves with the clone
+    assert card["training"]["machine"]["cores"] >= 1 and card["training"]["epochs"] == 1
+    assert "0.500" in (zoo / "yolo" / "CARD.md").read_text()
+    assert not [p.name for p in zoo.iterdir() if p.name.startswith(".")]  # no staging left behind
+
+
+def test_another_sample_of_the_same_domains_is_served(zoo, small_world):
+    config = small_world.config
+    other = WorldConfig(images=50, seed=config.seed + 1, domain_seed=config.domain_key, shift=config.shift)
+    assert set(check(zoo, other)) == {"yolo"}
+
+
+def _edit_card(zoo: Path, **changes) -> None:
+    path = zoo / "yolo" / CARD
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+
+@pytest.mark.parametrize("spoil, message", [
+    (lambda zoo: _edit_card(zoo, world={"domain": "0123", "world_version": "0"}), "trained on another world"),
+    (lambda zoo: _edit_card(zoo, trainer_version="0"), "trainer version 0"),
+    (lambda zoo: next((zoo / "yolo").glob("*.pt")).unlink(), "is missing"),
+    (lambda zoo: next((zoo / "yolo").glob("*.pt")).open("ab").write(b"\0"), "does not match its card's SHA-256"),
+    (lambda zoo: (zoo / "yolo" / CARD).write_text('{"name": "yolo"'), "not a readable zoo card"),
+    (lambda zoo: (zoo / "yolo" / CARD).write_text('{"name": "yolo"}'), "not a zoo card"),
+    (lambda zoo: _edit_card(zoo, name="sam"), "lies in yolo/"),
+])
+def test_a_zoo_that_does_not_fit_is_refused_with_the_rebuild_command(zoo, small_world, spoil, message):
+    spoil(zoo)
+    with pytest.raises(ZooError, match=message) as err:
+        check(zoo, small_world.config)
+    assert "fld zoo build --only yolo" in str(err.value)
+
+
+def test_another_world_is_refused_by_the_cli_before_anything_runs(zoo, small_world, tmp_path):
+    other = WorldConfig(images=30, seed=7, domain_seed=8)
+    from engine.world.make import make_world
+
+    world = make_world(other, tmp_path / "other-world", workers=1)
+    result = CliRunner().invoke(app, ["zoo", "check", "--zoo", str(zoo), "--world", str(world.root)])
+    assert result.exit_code == 1 and "another world" in result.output
+    ok = CliRunner().invoke(app, ["zoo", "check", "--zoo", str(zoo), "--world", str(small_world.root)])
+    assert ok.exit_code == 0, ok.output
+    assert "detection_f1" in ok.output
+    both = CliRunner().invoke(app, ["run", "--zoo", str(zoo), "--no-zoo", "--out", str(tmp_path / "x")])
+    assert both.exit_code == 2 and "not both" in both.output
+
+
+def test_a_florence2_whose_tokenizer_is_not_its_models_is_refused(tiny_florence2, small_world, tmp_path):
+    from specialists.florence2_build import build_processor, train_tokenizer
+
+    trained = Trained("florence2", tmp_path, {"name": "florence2", "key": "k", "weights": str(tiny_florence2),
+                                              "tasks": ["<CAPTION>"], "seconds": 1.0})
+    zoo = tmp_path / "zoo"
+    publish(trained, small_world, zoo, {}, "cpu")
+    assert set(check(zoo, small_world.config)) == {"florence2"}
+    # another tokenizer (a larger vocabulary), its hashes written into the card as if it belonged
+    other = build_processor(train_tokenizer(["words " * 50 + f"w{k}" for k in range(3000)], vocab_size=3000))
+    checkpoint = zoo / "florence2" / tiny_florence2.name
+    other.tokenizer.save_pretrained(checkpoint)
+    card = json.loads((zoo / "florence2" / CARD).read_text())
+    card["files"] = {str(p.relative_to(zoo / "florence2")): sha256(p) for p in sorted(checkpoint.rglob("*")) if p.is_file()}
+    (zoo / "florence2" / CARD).write_text(json.dumps(card))
+    with pytest.raises(ZooError, match="tokenizer") as err:
+        check(zoo, small_world.config)
+    assert "fld zoo build --only florence2" in str(err.value)
+
+
+def test_adopted_models_are_copied_and_measured_on_this_worlds_gold(zoo, small_world, tmp_path):
+    models = adopt(check(zoo, small_world.config), small_world, tmp_path / "models", profiles.profile("quick"),
+                   only=("yolo",))
+    yolo = models.models["yolo"]
+    assert Path(yolo.weights).parent == tmp_path / "models" / "round-0" / "yolo"
+    assert sha256(Path(yolo.weights)) == json.loads((zoo / "yolo" / CARD).read_text())["files"][Path(yolo.weights).name]
+    assert "region-text/detection_f1" in yolo.gold  # measured here, not copied from the card
+    assert yolo.measured("gold")["region-text/detection_f1"]["images"] == 6
+    again = adopt(check(zoo, small_world.config), small_world, tmp_path / "models", profiles.profile("quick"),
+                  only=("yolo",))
+    assert again.models["yolo"].manifest == load_trained(yolo.folder).manifest  # reused, not measured twice
+
+
+def test_zoo_build_trains_publishes_and_reuses(tmp_path, monkeypatch, small_world):
+    tiny = replace(profiles.PROFILES["quick"], name="zoo", world_images=24, seed_fraction=0.5, gold_fraction=0.25,
+                   seed_gold_fraction=0.0, world_seed=3, bootstrap={"yolo": YoloBudget(epochs=1, imgsz=64)})
+    monkeypatch.setitem(profiles.PROFILES, "zoo", tiny)
+    with pytest.raises(ValueError, match="learn"):
+        build(tmp_path / "work", tmp_path / "zoo", ("grabcut",))
+    cards = build(tmp_path / "work", tmp_path / "zoo", ("yolo",))
+    assert cards["yolo"].world["config"]["seed"] == 3 and cards["yolo"].training["epochs"] == 1
+    assert set(check(tmp_path / "zoo", tiny.world(seed=11))) == {"yolo"}  # another sample of its domains
+    again = build(tmp_path / "work", tmp_path / "zoo", ("yolo",))
+    assert again["yolo"].training_key == cards["yolo"].training_key
+    assert again["yolo"].files == cards["yolo"].files  # reused the training, not redone
+    shutil.rmtree(tmp_path / "zoo")
