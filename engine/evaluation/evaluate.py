@@ -3,7 +3,9 @@
 Families and metrics (written to the ``metrics`` table, shown by ``fld metrics``):
 - region-text: detection precision / recall / F1 at IoU >= 0.5 with label match (greedy,
   highest score first), COCO mAP and mAP50 through pycocotools (when every box has a score),
-  mean mask IoU of matched pairs that both have masks, OCR word precision / recall;
+  mean mask IoU of matched pairs that both have masks, OCR word precision / recall / F1, and
+  region captions' word F1 (words of each caption whose box matches a gold region caption's
+  with IoU >= 0.5, against all predicted and all gold region-caption words);
 - text, per granularity: BLEU-4, CIDEr-D and ROUGE-L (pycocoevalcap, our tokenizer: no Java),
   coverage (gold images with a description), and for each description how many of the image's
   ground-truth object categories it mentions (object recall) and how many it names that are
@@ -77,6 +79,10 @@ def tokens(text: str) -> list[str]:
 
 def normalise_phrase(text: str) -> str:
     return " ".join(t for t in tokens(text) if t not in ARTICLES)
+
+
+def _ratio(num: float, den: float) -> float | None:
+    return num / den if den else None
 
 
 def _prf(tp: int, n_pred: int, n_gt: int) -> tuple[float | None, float | None, float | None]:
@@ -166,6 +172,7 @@ class Evaluator:
             words[image] = (sum((words_p & words_g).values()), sum(words_p.values()), sum(words_g.values()))
             hit += words[image][0]
             said, truth_words = said + words[image][1], truth_words + words[image][2]
+        captions = self._region_captions(regions)
         family = "region-text"
         per = lambda table, num, den: Units.of({i: (num(v), den(v)) for i, v in table.items()})  # noqa: E731
         return [
@@ -179,7 +186,26 @@ class Evaluator:
                         per(words, lambda c: c[0], lambda c: c[1])),
             Measurement(family, "ocr_word_recall", hit / truth_words if truth_words else None,
                         per(words, lambda c: c[0], lambda c: c[2])),
+            Measurement(family, "ocr_word_f1", 2 * hit / (said + truth_words) if said + truth_words else None,
+                        per(words, lambda c: 2 * c[0], lambda c: c[1] + c[2])),
+            Measurement(family, "region_caption_word_f1",
+                        _ratio(sum(2 * c[0] for c in captions.values()), sum(c[1] + c[2] for c in captions.values())),
+                        per(captions, lambda c: 2 * c[0], lambda c: c[1] + c[2])),
         ]
+
+    def _region_captions(self, regions: pa.Table) -> dict[str, tuple[int, int, int]]:
+        """Per image with predicted or gold region captions: (words shared by box-matched pairs,
+        predicted words, gold words); None where there are none on either side."""
+        pred, gt = self._kind(regions, "region_caption"), self._kind(self.truth["regions"], "region_caption")
+        out = {}
+        for image in self.images:
+            p, g = pred.get(image, []), gt.get(image, [])
+            if not p and not g:
+                continue
+            words = [Counter(tokens(r["label"] or "")) for r in p], [Counter(tokens(r["label"] or "")) for r in g]
+            shared = sum(sum((words[0][i] & words[1][j]).values()) for i, j, _ in match_boxes(p, g, self.config.iou, False))
+            out[image] = (shared, sum(sum(w.values()) for w in words[0]), sum(sum(w.values()) for w in words[1]))
+        return out
 
     def _mentioned(self, text: str) -> set[str]:
         words = set(tokens(text))

@@ -1,8 +1,10 @@
 """The trivial answer of each task, measured on gold: what a model must beat to be worth anything.
 
 Learnt from the training truth alone, with no look at the image: for detection the box prior (the
-mean relative box with the most common label, on every image), for descriptions the most common
-description of each granularity, for every image. A gate whose floor a constant output clears is
+mean relative box with the most common label, on every image), for OCR the most common text at
+the mean relative text box, for descriptions the most common description of each granularity,
+for every image, and for region captions the most common region caption on every box it is given
+(the gold boxes: a region captioner is measured given them). A gate whose floor a constant output clears is
 no gate (a captioner that wrote one sentence for 96% of the images once passed a CIDEr floor of
 0.1), so the gates take these values as floors too (``engine.loop.gates``).
 """
@@ -32,10 +34,10 @@ def _of_splits(truth: Store, table: str, splits: tuple[str, ...], columns: list[
     return rows.filter(pc.is_in(rows.column("image_id"), ids))
 
 
-def box_prior(truth: Store, splits: tuple[str, ...] = TRAINING_SPLITS) -> tuple[np.ndarray, str] | None:
-    """The mean box relative to its image (x1 y1 x2 y2 in 0..1) and the most common label."""
+def box_prior(truth: Store, splits: tuple[str, ...] = TRAINING_SPLITS, kind: str = "object") -> tuple[np.ndarray, str] | None:
+    """The mean box of ``kind`` relative to its image (x1 y1 x2 y2 in 0..1) and the most common label."""
     regions = _of_splits(truth, "regions", splits)
-    regions = regions.filter(pc.equal(regions.column("kind"), "object"))
+    regions = regions.filter(pc.equal(regions.column("kind"), kind))
     if not regions.num_rows:
         return None
     images = truth.read("images", columns=["image_id", "width", "height"])
@@ -67,12 +69,19 @@ def trivial_measurements(truth: Store, gold: Store, splits: tuple[str, ...] = TR
     constant texts)."""
     images = gold.read("images").to_pylist()
     regions, texts = [], []
-    prior = box_prior(truth, splits)
-    if prior is not None:
-        box, label = prior
-        regions = [{"image_id": g["image_id"], "region_id": f"prior-{g['image_id']}", "kind": "object",
-                    "box": (box * [g["width"], g["height"], g["width"], g["height"]]).tolist(), "label": label,
-                    **_provenance("box-prior")} for g in images]
+    for kind in ("object", "ocr"):
+        prior = box_prior(truth, splits, kind)
+        if prior is not None:
+            box, label = prior
+            regions += [{"image_id": g["image_id"], "region_id": f"prior-{kind}-{g['image_id']}", "kind": kind,
+                         "box": (box * [g["width"], g["height"], g["width"], g["height"]]).tolist(), "label": label,
+                         **_provenance("box-prior")} for g in images]
+    caption = box_prior(truth, splits, "region_caption")
+    if caption is not None:
+        gold_regions = gold.read("regions")
+        boxes = gold_regions.filter(pc.equal(gold_regions.column("kind"), "object")).select(["image_id", "region_id", "box"])
+        regions += [{**row, "region_id": f"constant-caption-{row['region_id']}", "kind": "region_caption",
+                     "label": caption[1], **_provenance("constant-text")} for row in boxes.to_pylist()]
     for granularity, text in constant_texts(truth, splits).items():
         texts += [{"image_id": g["image_id"], "text_id": f"constant-{granularity}-{g['image_id']}",
                    "granularity": granularity, "text": text, **_provenance("constant-text")} for g in images]

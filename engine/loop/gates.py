@@ -30,6 +30,7 @@ class GateConfig:
     floors: dict = field(default_factory=lambda: {
         "region-text/detection_f1": 0.1, "region-text/mask_iou": 0.5, "text/brief.cider": 0.1,
         "text/detailed.cider": 0.1, "text/more_detailed.cider": 0.1, "text-phrase-region/grounding_recall@1": 0.2,
+        "region-text/ocr_word_f1": 0.2, "region-text/region_caption_word_f1": 0.2,
     })
     tolerance: float = 0.01
     trivial: dict = field(default_factory=dict)

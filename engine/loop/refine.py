@@ -184,8 +184,10 @@ def prepare_refinement(data: str | Path, models_root: str | Path, round_id: int,
             log.warning("round %d: %s not retrained: %s", round_id, name, err)
     gates = decide(candidates, previous.holders, gate_config)
     write_gates(store, round_id, gates)
+    # RapidOCR's rows are carried over, unless Florence-2 reads text this round: then both run, to be fused
+    reads = any(task.endswith(":<OCR_WITH_REGION>") for task in served(gates))
     try:
-        config = round_config(gates, ocr=False, device=device)
+        config = round_config(gates, ocr=reads, device=device)
     except ValueError:  # every task gated out: RapidOCR runs again so that the round is not empty
         config = round_config(gates, ocr=True, device=device)
     result = Refinement(round_id, {**previous.trained, **candidates}, holders(gates), gates,

@@ -14,8 +14,9 @@ from specialists.training.trainer import Serving
 
 SHARD_SIZE = 16
 """Images per shard of the loop's rounds, and per batch of their gold measurement."""
-FUSION_PRIORITY = ("yolo", "florence2")
-"""Whose box leads a fused region when specialists agree."""
+FUSION_PRIORITY = ("yolo", "rapidocr", "florence2")
+"""Whose box and label lead a fused region when specialists agree (objects: YOLO's; text: RapidOCR's)."""
+FUSED_KINDS = ("object", "ocr")
 
 
 def specs(servings: Sequence[Serving]) -> list[SpecialistSpec]:
@@ -36,7 +37,7 @@ def round_filters(servings: Sequence[Serving]) -> FilterConfig:
     # keyed by the name the specialist writes in its rows (a plugin's registry name is its import path)
     floors = {spec.build().name: s.min_score for s, spec in zip(servings, specs(servings)) if s.min_score is not None}
     return FilterConfig(regions=RegionFilterConfig(min_score_by_specialist=floors),
-                        fusion=FusionConfig(priority=FUSION_PRIORITY))
+                        fusion=FusionConfig(kinds=FUSED_KINDS, priority=FUSION_PRIORITY))
 
 
 def round_config(servings: Sequence[Serving], splits: tuple[str, ...] = ("pool", "gold")) -> RoundConfig:

@@ -92,13 +92,17 @@ def measure_on_gold(trainer: Trainer, manifest: dict, gold: Store, device: str =
     """Gold metrics of a trained model's tasks: the model alone in a round (gold boxes as prompts
     for a segmenter), filtered as the round filters it."""
     tasks = trainer.served_tasks(manifest)
-    servings = trainer.serve(manifest, tasks, device)
-    if not servings:
-        return []
-    prompts = [("gold-boxes", GoldBoxes(gold))] if trainer.prompted_by_gold_boxes else []
-    metrics = measure_specs(specs(servings), round_filters(servings), gold, prompts, SHARD_SIZE)
-    wanted = {_family(trainer.metric(t)) for t in tasks}
-    return [m for m in metrics if _family(m.key) in wanted]
+    found: list[Measurement] = []
+    for prompted in (False, True):
+        group = [t for t in tasks if (t in trainer.prompted_tasks) == prompted]
+        servings = trainer.serve(manifest, group, device) if group else []
+        if not servings:
+            continue
+        prompts = [("gold-boxes", GoldBoxes(gold))] if prompted else []
+        wanted = {_family(trainer.metric(t)) for t in group}
+        found += [m for m in measure_specs(specs(servings), round_filters(servings), gold, prompts, SHARD_SIZE)
+                  if _family(m.key) in wanted]
+    return found
 
 
 def gated_metrics() -> set[str]:

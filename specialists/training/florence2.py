@@ -10,11 +10,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from specialists.florence2 import GRANULARITY, GROUNDING
+from specialists.florence2 import GRANULARITY, GROUNDING, REGION_TO_DESCRIPTION
 from specialists.training.trainer import Serving, Task, Trainer, TrainingSet
 
 log = logging.getLogger(__name__)
-ALL = ("<OD>", "<CAPTION>", "<DETAILED_CAPTION>", "<MORE_DETAILED_CAPTION>", GROUNDING)
+OCR = "<OCR_WITH_REGION>"
+ALL = ("<OD>", "<CAPTION>", "<DETAILED_CAPTION>", "<MORE_DETAILED_CAPTION>", GROUNDING, OCR, REGION_TO_DESCRIPTION)
+
 
 
 @dataclass(frozen=True)
@@ -41,9 +43,12 @@ class Florence2Trainer(Trainer):
     name = "florence2"
     tasks = (Task("<OD>", "region-text/detection_f1"), Task("<CAPTION>", "text/brief.cider"),
              Task("<DETAILED_CAPTION>", "text/detailed.cider"), Task("<MORE_DETAILED_CAPTION>", "text/more_detailed.cider"),
-             Task(GROUNDING, "text-phrase-region/grounding_recall@1"))
+             Task(GROUNDING, "text-phrase-region/grounding_recall@1"), Task(OCR, "region-text/ocr_word_f1"),
+             Task(REGION_TO_DESCRIPTION, "region-text/region_caption_word_f1"))
     """CIDEr gates descriptions (BLEU-4 let a model through whose detailed descriptions lost half their CIDEr)."""
     Budget = Florence2Budget
+    prompted_tasks = frozenset({REGION_TO_DESCRIPTION})
+    """Region captions describe the boxes they are given: measured on the gold boxes."""
 
     def served_tasks(self, manifest: dict) -> list[str]:
         return [t for t in manifest.get("tasks", []) if t in ALL]
@@ -108,11 +113,16 @@ class Florence2Trainer(Trainer):
 
     def serve(self, manifest: dict, tasks: Sequence[str], device: str) -> list[Serving]:
         """Its own tasks in one specialist; grounding in a second one that grounds the descriptions
-        of the first (without descriptions there is nothing to ground)."""
-        own = sorted(t for t in tasks if t != GROUNDING)
+        of the first (without descriptions there is nothing to ground); region captions in a third
+        that describes the object boxes the round's detectors kept."""
+        own = sorted(t for t in tasks if t not in (GROUNDING, REGION_TO_DESCRIPTION))
         out = [Serving("florence2", {"checkpoint": manifest["weights"], "tasks": own, "max_new_tokens": 128,
                                      "batch_size": 16, "device": device})] if own else []
         if GROUNDING in tasks and any(t in GRANULARITY for t in own):
             out.append(Serving("florence2", {"checkpoint": manifest["weights"], "tasks": [GROUNDING], "max_new_tokens": 64,
                                              "batch_size": 16, "device": device}, key="florence2-grounder"))
+        if REGION_TO_DESCRIPTION in tasks:
+            out.append(Serving("florence2", {"checkpoint": manifest["weights"], "tasks": [REGION_TO_DESCRIPTION],
+                                             "max_new_tokens": 32, "batch_size": 32, "device": device},
+                               key="florence2-regions"))
         return out

@@ -150,7 +150,7 @@ class SamTrainer(Trainer):
     name = "sam"
     tasks = (Task(SEGMENT, MASK_IOU, exclusive=True),)
     Budget = SamBudget
-    prompted_by_gold_boxes = True
+    prompted_tasks = frozenset({SEGMENT})
 
     @staticmethod
     def _config(budget: SamBudget, previous: dict | None, device: str) -> SamTrainConfig:
@@ -199,7 +199,7 @@ class GrabCutTrainer(Trainer):
     tasks = (Task(SEGMENT, MASK_IOU, exclusive=True),)
     Budget = GrabCutBudget
     trains = False
-    prompted_by_gold_boxes = True
+    prompted_tasks = frozenset({SEGMENT})
 
     def settings(self, data: TrainingSet, budget: GrabCutBudget, previous: dict | None, device: str) -> dict:
         return {"iterations": budget.iterations}

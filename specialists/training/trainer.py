@@ -90,8 +90,9 @@ class Trainer(ABC):
     Budget: ClassVar[type]
     trains: ClassVar[bool] = True
     """False for a specialist without weights to learn (measured on gold only, kept as it is)."""
-    prompted_by_gold_boxes: ClassVar[bool] = False
-    """Measured given the gold boxes as prompts (a segmenter), not on what a detector found."""
+    prompted_tasks: ClassVar[frozenset[str]] = frozenset()
+    """Tasks measured given the gold boxes as prompts (a segmenter's, a region captioner's), not
+    on what a detector found: each is measured apart from the trainer's other tasks."""
 
     def metric(self, task: str) -> str:
         return next(t.metric for t in self.tasks if t.name == task)

@@ -130,7 +130,23 @@ def test_ocr_words(truth, tmp_path):
     pred = [obj("i1", "p1", "OPEN SALE", [0.0, 0.0, 20.0, 10.0], score=0.5, kind="ocr")]
     m = metrics(store, pred)
     assert (m["ocr_word_precision"], m["ocr_word_recall"]) == (0.5, 1.0)
+    assert m["ocr_word_f1"] == pytest.approx(2 * 0.5 * 1.0 / 1.5)
     assert m["detection_f1"] is None  # no object truth, no object predictions: not measurable
+
+
+def test_region_caption_words_count_only_where_boxes_match(tmp_path):
+    store = Store(tmp_path / "gold3", create=True)
+    gold = [obj("i1", "c1", "a small red car", [0.0, 0.0, 20.0, 10.0], kind="region_caption"),
+            obj("i1", "c2", "a large blue tree", [50.0, 40.0, 90.0, 80.0], kind="region_caption")]
+    with store.writer(0) as w:
+        w.write("images", 0, table_of("images", [valid_row("images", image_id="i1", width=W, height=H)]))
+        w.write("regions", 0, table_of("regions", gold))
+    right_box = obj("i1", "p1", "a small blue car", [1.0, 0.0, 20.0, 10.0], score=0.5, kind="region_caption")
+    elsewhere = obj("i1", "p2", "a large blue tree", [0.0, 50.0, 20.0, 70.0], score=0.5, kind="region_caption")
+    # 3 of the first caption's 4 words, on a box that matches; the second's words lie on no gold box
+    assert metrics(store, [right_box, elsewhere])["region_caption_word_f1"] == pytest.approx(2 * 3 / (8 + 8))
+    assert metrics(store, [])["region_caption_word_f1"] == 0.0
+    assert metrics(store, gold)["region_caption_word_f1"] == 1.0
 
 
 def test_descriptions_and_mentions(truth, tmp_path):
@@ -174,7 +190,8 @@ def test_world_truth_as_predictions_is_perfect(small_world):
     gold = Store(small_world.gold)
     predictions = {t: gold.read(t) for t in ("texts", "regions", "triplets")}
     m = {x.metric: x.value for x in Evaluator(gold).evaluate(predictions)}
-    for key in ("detection_f1", "mask_iou", "ocr_word_precision", "ocr_word_recall", "grounding_recall@1",
+    for key in ("detection_f1", "mask_iou", "ocr_word_precision", "ocr_word_recall", "ocr_word_f1",
+                "region_caption_word_f1", "grounding_recall@1",
                 "brief.rouge_l", "more_detailed.rouge_l", "brief.coverage"):
         assert m[key] == pytest.approx(1.0), key
     assert m["detailed.bleu4"] == pytest.approx(1.0)
@@ -214,6 +231,7 @@ def test_per_image_units_add_up_to_each_metric(small_world):
                         {"regions": half, "texts": texts.slice(0, texts.num_rows // 3)}):
         found = Evaluator(gold).evaluate(predictions)
         with_units = [m for m in found if m.units is not None and m.value is not None]
-        assert {m.metric for m in with_units} >= {"detection_f1", "detection_recall", "brief.cider", "grounding_recall@1"}
+        assert {m.metric for m in with_units} >= {"detection_f1", "detection_recall", "brief.cider", "grounding_recall@1",
+                                                  "ocr_word_f1", "region_caption_word_f1"}
         for m in with_units:
             assert m.units.value == pytest.approx(m.value), m.key

@@ -21,7 +21,8 @@ from specialists.training.sam import SamBudget
 from specialists.training.yolo import YoloBudget
 
 TINY = {"yolo": YoloBudget(epochs=1, imgsz=64), "sam": SamBudget(steps=2),
-        "florence2": Florence2Budget(steps=3, batch=4, tasks=("<OD>", "<CAPTION>", "<CAPTION_TO_PHRASE_GROUNDING>"))}
+        "florence2": Florence2Budget(steps=3, batch=4, tasks=("<OD>", "<CAPTION>", "<CAPTION_TO_PHRASE_GROUNDING>",
+                                                              "<OCR_WITH_REGION>", "<REGION_TO_DESCRIPTION>"))}
 PROFILE = Profile("test", world_images=30, seed_fraction=0.3, gold_fraction=0.2, bootstrap=TINY, refine=TINY)
 
 
@@ -43,6 +44,10 @@ def test_bootstrap_trains_measures_and_reuses(small_world, booted):
     assert "region-text/detection_f1" in result.models["yolo"].gold
     assert "region-text/mask_iou" in result.models["sam"].gold
     assert "text/brief.bleu4" in result.models["florence2"].gold
+    # region captions are measured on the gold boxes they are given; OCR on the image alone
+    assert {"region-text/region_caption_word_f1", "region-text/ocr_word_f1"} <= set(result.models["florence2"].gold)
+    assert "region-text/detection_f1" in result.models["florence2"].gold  # <OD>: not the gold boxes' perfect F1
+    assert result.models["florence2"].gold["region-text/detection_f1"] < 1.0
     mtimes = {n: (t.folder / MANIFEST).stat().st_mtime_ns for n, t in result.models.items()}
     again = bootstrap(small_world, models, PROFILE)  # unchanged inputs: reused, not retrained
     assert {n: (t.folder / MANIFEST).stat().st_mtime_ns for n, t in again.models.items()} == mtimes
@@ -146,7 +151,8 @@ def test_a_task_without_kept_annotations_is_left_out_and_said(small_world, tmp_p
                                      "triplets": schema_for("triplets").empty_table()})
     with caplog.at_level("WARNING"):
         trained = train_and_measure(trainer_for("florence2"), no_texts, tmp_path, TINY["florence2"], gold)
-    assert trained.manifest["tasks"] == ["<OD>"]
+    assert trained.manifest["tasks"] == ["<OCR_WITH_REGION>", "<OD>", "<REGION_TO_DESCRIPTION>"]
     assert trained.manifest["missing_tasks"] == ["<CAPTION>", "<CAPTION_TO_PHRASE_GROUNDING>"]
     assert "no kept annotations for <CAPTION>, <CAPTION_TO_PHRASE_GROUNDING>" in caplog.text
-    assert set(trained.gold) and all(k.startswith("region-text/detection") for k in trained.gold)  # only its task
+    assert set(trained.gold) and all(k.startswith(("region-text/detection", "region-text/ocr", "region-text/region_caption"))
+                                      for k in trained.gold)  # only its tasks

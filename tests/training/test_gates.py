@@ -102,6 +102,9 @@ def test_the_trivial_answers_are_learnt_from_the_seed_and_scored_on_gold(small_w
     assert constant_texts(truth)["brief"] in seed_texts
     found = trivial_answers(trivial_measurements(truth, gold))
     assert found["text/brief.coverage"] == 1.0 and 0.0 <= found["region-text/detection_f1"] < 0.5
+    # one caption for every gold box shares some words (an article, a size) but far from all
+    assert 0.0 < found["region-text/region_caption_word_f1"] < 0.6
+    assert 0.0 <= found["region-text/ocr_word_f1"] < 0.6
     assert with_trivial(truth, gold).trivial == found
 
 
@@ -144,3 +147,18 @@ def test_a_model_must_beat_the_trivial_answer_beyond_the_noise_on_the_same_image
     ahead = constant + 0.3
     clear = model("florence2", "a", {CIDER: per_image(ahead)}, **{F1: 0.0, CIDER: float(ahead.mean()), GROUND: None, **SEES})
     assert decide({"florence2": clear}, {}, config)["florence2:<CAPTION>"][0].chosen == "candidate"
+
+
+def test_florence2_reads_and_describes_regions_only_where_its_gates_pass():
+    ocr, caps = "region-text/ocr_word_f1", "region-text/region_caption_word_f1"
+    yolo = model("yolo", "y", **{F1: 0.8})
+    f2 = model("florence2", "f", **{F1: 0.0, CIDER: 0.0, ocr: 0.7, caps: 0.6})
+    f2.manifest["tasks"] = ["<OD>", "<CAPTION>", "<OCR_WITH_REGION>", "<REGION_TO_DESCRIPTION>"]
+    trivial = dataclasses.replace(CONFIG, trivial={ocr: 0.1, caps: 0.4})
+    by_key = {s.key: s for s in round_config(decide({"yolo": yolo, "florence2": f2}, {}, trivial)).specialists}
+    assert by_key["florence2"].options["tasks"] == ["<OCR_WITH_REGION>"]
+    assert by_key["florence2-regions"].options["tasks"] == ["<REGION_TO_DESCRIPTION>"]  # describes YOLO's boxes
+    parrot = dataclasses.replace(CONFIG, trivial={ocr: 0.1, caps: 0.6})  # no better than one caption for every box
+    gates = decide({"yolo": yolo, "florence2": f2}, {}, parrot)
+    assert gates["florence2:<REGION_TO_DESCRIPTION>"][0].chosen == "none"
+    assert gates["florence2:<OCR_WITH_REGION>"][0].chosen == "candidate"
