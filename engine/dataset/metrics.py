@@ -12,8 +12,9 @@ from engine.dataset.query import QueryResult
 from engine.dataset.store import Store
 from engine.evaluation.noise import MIN_IMAGES, Units, change_interval
 
-HEADLINE = ("region-text/detection_f1", "region-text/mask_iou", "region-text/ocr_word_recall", "text/brief.cider",
-            "text/detailed.cider", "text-phrase-region/grounding_recall@1")
+HEADLINE = ("region-text/detection_f1", "region-text/mask_iou", "region-text/ocr_word_f1",
+            "region-text/region_caption_word_f1", "text/brief.cider", "text/detailed.cider", "text/more_detailed.cider",
+            "text-phrase-region/grounding_recall@1")
 """The gold metric that stands for each annotation family (what the report opens with, and what
 keeps the data engine going)."""
 NON_GOLD_FAMILIES = ("gates", "counts", "dropped", "changes")

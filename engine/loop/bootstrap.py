@@ -104,3 +104,25 @@ def oracle(world: World, models_root: str | Path, profile: Profile, only: tuple[
     seed's 241, the same epochs are half the steps: the default profile's YOLO scored F1 0.017,
     no ceiling.)"""
     return train_specialists(world, Path(models_root) / "oracle", profile, ("seed", "pool"), only, step)
+
+
+def fine_tuned_oracle(world: World, models_root: str | Path, profile: Profile, start: ModelSet,
+                      step: Callable[[str], None] | None = None) -> ModelSet:
+    """The ceiling of a loop that starts from released weights (the zoo): each of ``start``'s
+    models fine-tuned on the seed and the pool truth (never gold) with the profile's refinement
+    budget, once per refinement round, into ``<models>/oracle/round-<r>``: what the refinement
+    rounds would reach were their annotations perfect. A model that learns nothing stays as it is."""
+    truth, gold = Store(world.truth), Store(world.gold)
+    seed_gold = Store(world.seed_gold) if world.seed_gold else None
+    data = load_training_set(truth, 0, ("seed", "pool"), GoldGuard.from_stores(*(s for s in (gold, seed_gold) if s)))
+    models: dict[str, Trained] = {}
+    for name, trained in start.models.items():
+        trainer = TRAINERS[name]
+        for r in range(1, profile.refinement_rounds + 1 if trainer.trains else 1):
+            if step:
+                step(f"oracle round {r}: fine-tune {name} on seed+pool truth")
+            trained = train_and_measure(trainer, data, Path(models_root) / "oracle" / f"round-{r}",
+                                        budget_for(profile.refine, trainer), gold, previous=trained,
+                                        device=profile.device, seed_gold=seed_gold)
+        models[name] = trained
+    return ModelSet(start.round, models)

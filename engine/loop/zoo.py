@@ -183,7 +183,9 @@ def card_markdown(card: Card) -> str:
              f"Rebuild: `{card.command}` (code {card.code_commit or 'unknown'}, trainer version {card.trainer_version}).", "",
              f"World: {card.world['config'].get('images')} images, sample seed {card.world['config'].get('seed')}, "
              f"domain fingerprint `{card.world['domain']}` (world version {card.world['world_version']}, "
-             f"world `{card.world['world']}`); trained on its seed split.", "",
+             f"world `{card.world['world']}`); trained on its seed split. Training key (a fingerprint of "
+             f"the training images' content ids, their annotation counts, the settings and the gold split): "
+             f"`{card.training_key}`.", "",
              f"Budget: `{json.dumps(card.budget, default=str)}`.", "",
              f"Training: {card.training.get('seconds')} s wall on {card.training['machine']['device']} "
              f"({card.training['machine']['cpu']}, {card.training['machine']['cores']} cores"
@@ -286,7 +288,7 @@ def adopt(zoo: dict[str, ZooModel], world: World, models_root: str | Path, fallb
     seed_gold = Store(world.seed_gold) if world.seed_gold else None
     models: dict[str, Trained] = {}
     names = tuple(TRAINERS) if only is None else only
-    missing = [n for n in names if n not in zoo]
+    missing = [n for n in names if n not in zoo and TRAINERS[n].trains]  # GrabCut learns nothing: never in a zoo
     data = None
     for name in names:
         trainer = TRAINERS[name]
@@ -297,7 +299,8 @@ def adopt(zoo: dict[str, ZooModel], world: World, models_root: str | Path, fallb
             models[name] = adopt_and_measure(trainer, facts, zoo[name].source, root, gold, device, seed_gold)
             continue
         if data is None:
-            log.warning("the zoo has no %s: trained with the %s profile's budget", ", ".join(missing), fallback.name)
+            if missing:
+                log.warning("the zoo has no %s: trained with the %s profile's budget", ", ".join(missing), fallback.name)
             guard = GoldGuard.from_stores(*(s for s in (gold, seed_gold) if s))
             data = load_training_set(Store(world.truth), 0, ("seed",), guard)
         if step:

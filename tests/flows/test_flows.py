@@ -73,5 +73,5 @@ def test_a_round_publishes_its_headline_table_as_a_prefect_artifact(small_world,
     annotation_round(str(data.root), str(ocr_config), 1, gold=str(small_world.gold))
     found = Artifact.get("fld-headline")
     assert found is not None and str(data.root) in found.description
-    assert found.type == "markdown" and "| ocr_word_recall" not in found.data  # names keep their family
-    assert "| region-text/ocr_word_recall | " in found.data and "no interval: 6 images" in found.data
+    assert found.type == "markdown" and "| ocr_word_f1" not in found.data  # names keep their family
+    assert "| region-text/ocr_word_f1 | " in found.data and "no interval: 6 images" in found.data
