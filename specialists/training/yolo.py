@@ -137,18 +137,35 @@ def train_yolo(data: Path, out: Path, config: YoloTrainConfig) -> Path:
 
     LOGGER.setLevel(logging.WARNING)  # its per-epoch tables would bury fld's own progress
 
-    model = YOLO(config.model)
     out = out.resolve()  # ultralytics puts a relative project under its own runs folder
     run = out / "run"
-    resume = (run / "weights" / "last.pt").exists()
+    last = run / "weights" / "last.pt"
+    done = epochs_done(last) if last.exists() else 0
+    if done is None or done >= config.epochs:  # stopped after its last epoch: nothing left to train
+        log.info("YOLO training in %s finished already", run)
+        return _final(run, out)
+    resume = done > 0
     if resume:
-        log.info("resuming YOLO training from %s", run / "weights" / "last.pt")
-        model = YOLO(str(run / "weights" / "last.pt"))
+        log.info("resuming YOLO training from %s after epoch %d of %d", last, done, config.epochs)
+    model = YOLO(str(last) if resume else config.model)
     model.train(data=str(data), epochs=config.epochs, imgsz=config.imgsz, batch=config.batch, device=config.device,
                 workers=0, plots=False, amp=False, project=str(out), name="run", exist_ok=True, verbose=False,
                 seed=config.seed, deterministic=True, lr0=config.lr0, mosaic=config.mosaic, resume=resume,
                 optimizer=config.optimizer, warmup_epochs=config.warmup_epochs,
                 patience=max(config.epochs, 50))
+    return _final(run, out)
+
+
+def epochs_done(last: Path) -> int | None:
+    """Epochs a run's ``last.pt`` holds; None once ultralytics finished the run (it strips the
+    optimizer and marks the epoch -1)."""
+    import torch
+
+    epoch = torch.load(last, map_location="cpu", weights_only=False).get("epoch", -1)
+    return None if epoch == -1 else epoch + 1
+
+
+def _final(run: Path, out: Path) -> Path:
     best = run / "weights" / "best.pt"
     if not best.exists():
         best = run / "weights" / "last.pt"

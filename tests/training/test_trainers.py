@@ -90,3 +90,37 @@ def test_yolo_trains_into_a_relative_folder(seed, tmp_path, monkeypatch):
     assert (tmp_path / "models" / "yolo" / "best.pt").is_file()
     assert (tmp_path / "models" / "yolo" / "run" / "weights" / "last.pt").is_file()  # where a resume looks
     assert Path(facts["weights"]).is_file()
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_an_interrupted_yolo_training_resumes_where_it_stopped(seed, tmp_path, monkeypatch):
+    from ultralytics.engine.trainer import BaseTrainer
+
+    from specialists.training.yolo import YoloTrainConfig, epochs_done, train_yolo, write_yolo_dataset
+
+    objects = seed.tables["regions"]
+    names = sorted(set(objects.filter(pc.equal(objects.column("kind"), "object")).column("label").to_pylist()))
+    data = write_yolo_dataset(objects, seed.uris, seed.sizes, names, tmp_path / "ds")
+    config = YoloTrainConfig(epochs=2, imgsz=64, batch=4)
+    save = BaseTrainer.save_model
+
+    def save_then_die(self):
+        save(self)
+        raise Interrupted  # the machine goes away after the first epoch's checkpoint
+
+    monkeypatch.setattr(BaseTrainer, "save_model", save_then_die)
+    with pytest.raises(Interrupted):
+        train_yolo(data, tmp_path / "out", config)
+    last = tmp_path / "out" / "run" / "weights" / "last.pt"
+    assert epochs_done(last) == 1
+    monkeypatch.setattr(BaseTrainer, "save_model", save)
+    final = train_yolo(data, tmp_path / "out", config)
+    assert epochs_done(last) is None and final.is_file()  # finished: the second epoch ran once
+    epochs = [line.split(",")[0].strip() for line in (tmp_path / "out" / "run" / "results.csv").read_text().splitlines()[1:]]
+    assert epochs == ["1", "2"]
+    final.unlink()  # stopped after training, before its weights were copied: no training again
+    monkeypatch.setattr(BaseTrainer, "train", lambda self: pytest.fail("trained a finished run again"))
+    assert train_yolo(data, tmp_path / "out", config).is_file()
