@@ -295,7 +295,9 @@ def adopt(zoo: dict[str, ZooModel], world: World, models_root: str | Path, fallb
         if name in zoo:
             if step:
                 step(f"adopt {name} from the zoo")
-            facts = install(zoo[name], root / name)
+            facts = {**install(zoo[name], root / name),
+                     "zoo": {"card": str(zoo[name].folder / CARD), "command": zoo[name].card.command,
+                             "training_key": zoo[name].card.training_key, "code_commit": zoo[name].card.code_commit}}
             models[name] = adopt_and_measure(trainer, facts, zoo[name].source, root, gold, device, seed_gold)
             continue
         if data is None:

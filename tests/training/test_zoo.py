@@ -113,6 +113,7 @@ def test_adopted_models_are_copied_and_measured_on_this_worlds_gold(zoo, small_w
     assert Path(yolo.weights).parent == tmp_path / "models" / "round-0" / "yolo"
     assert sha256(Path(yolo.weights)) == json.loads((zoo / "yolo" / CARD).read_text())["files"][Path(yolo.weights).name]
     assert "region-text/detection_f1" in yolo.gold  # measured here, not copied from the card
+    assert yolo.manifest["zoo"]["command"] == "fld zoo build --only yolo"  # where it came from
     assert yolo.measured("gold")["region-text/detection_f1"]["images"] == 6
     again = adopt(check(zoo, small_world.config), small_world, tmp_path / "models", profiles.profile("quick"),
                   only=("yolo",))
