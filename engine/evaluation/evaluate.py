@@ -5,7 +5,8 @@ Families and metrics (written to the ``metrics`` table, shown by ``fld metrics``
   highest score first), COCO mAP and mAP50 through pycocotools (when every box has a score),
   mean mask IoU of matched pairs that both have masks, OCR word precision / recall / F1, and
   region captions' word F1 (words of each caption whose box matches a gold region caption's
-  with IoU >= 0.5, against all predicted and all gold region-caption words);
+  with IoU >= 0.5, against all predicted and all gold region-caption words) and object (the
+  share of box-matched captions that name the gold caption's object category);
 - text, per granularity: BLEU-4, CIDEr-D and ROUGE-L (pycocoevalcap, our tokenizer: no Java),
   coverage (gold images with a description), and for each description how many of the image's
   ground-truth object categories it mentions (object recall) and how many it names that are
@@ -191,11 +192,15 @@ class Evaluator:
             Measurement(family, "region_caption_word_f1",
                         _ratio(sum(2 * c[0] for c in captions.values()), sum(c[1] + c[2] for c in captions.values())),
                         per(captions, lambda c: 2 * c[0], lambda c: c[1] + c[2])),
+            Measurement(family, "region_caption_object", _ratio(sum(c[3] for c in captions.values()),
+                                                                sum(c[4] for c in captions.values())),
+                        per(captions, lambda c: c[3], lambda c: c[4])),
         ]
 
-    def _region_captions(self, regions: pa.Table) -> dict[str, tuple[int, int, int]]:
+    def _region_captions(self, regions: pa.Table) -> dict[str, tuple[int, int, int, int, int]]:
         """Per image with predicted or gold region captions: (words shared by box-matched pairs,
-        predicted words, gold words); None where there are none on either side."""
+        predicted words, gold words, matched pairs whose caption names the gold caption's object,
+        matched pairs)."""
         pred, gt = self._kind(regions, "region_caption"), self._kind(self.truth["regions"], "region_caption")
         out = {}
         for image in self.images:
@@ -203,8 +208,12 @@ class Evaluator:
             if not p and not g:
                 continue
             words = [Counter(tokens(r["label"] or "")) for r in p], [Counter(tokens(r["label"] or "")) for r in g]
-            shared = sum(sum((words[0][i] & words[1][j]).values()) for i, j, _ in match_boxes(p, g, self.config.iou, False))
-            out[image] = (shared, sum(sum(w.values()) for w in words[0]), sum(sum(w.values()) for w in words[1]))
+            matches = match_boxes(p, g, self.config.iou, False)
+            shared = sum(sum((words[0][i] & words[1][j]).values()) for i, j, _ in matches)
+            named = sum(1 for i, j, _ in matches
+                        if (wanted := self._mentioned(g[j]["label"] or "")) and wanted <= self._mentioned(p[i]["label"] or ""))
+            out[image] = (shared, sum(sum(w.values()) for w in words[0]), sum(sum(w.values()) for w in words[1]),
+                          named, len(matches))
         return out
 
     def _mentioned(self, text: str) -> set[str]:

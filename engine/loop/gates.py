@@ -7,7 +7,8 @@ metric is no worse than the incumbent's minus ``tolerance``; and whichever wins 
 task's floor and beat the task's trivial answer (the box prior, a constant description) beyond the
 noise (a paired bootstrap over the same gold images), or the task is left out of the round. A description model must also write distinct descriptions, name
 few objects that are not there, and name more of the objects than the constant description
-does (a collapsed captioner once cleared its CIDEr floor). Every decision is recorded in the round.
+does (a collapsed captioner once cleared its CIDEr floor); a region captioner must name the
+right object for most boxes it describes. Every decision is recorded in the round.
 """
 
 from __future__ import annotations
@@ -44,6 +45,10 @@ class GateConfig:
     constant description's is 0.53-0.57 on the shifted gold)..."""
     recall_over_trivial: bool = True
     """...and more of each image's objects named than the trivial answer names."""
+    min_caption_object: float = 0.5
+    """Region captions (``region-text/region_caption_word_f1``): the share of described boxes whose
+    caption names the right object at least this (a captioner that wrote "a large cyan dotted
+    square" for most boxes beat the constant caption's word F1 while naming 11% right)."""
     trivial_units: dict = field(default_factory=dict)
     """The trivial answer's per-image units per metric (``Units.to_dict``): a model must beat it
     beyond the noise, by a paired bootstrap over the gold images both were measured on."""
@@ -51,8 +56,8 @@ class GateConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.tolerance <= 1.0 or any(v < 0.0 for v in self.floors.values()):
             raise ValueError("gate tolerance must be within [0, 1] and floors >= 0")
-        if not 0.0 <= self.min_distinct <= 1.0 or not 0.0 <= self.max_hallucination <= 1.0:
-            raise ValueError("min_distinct and max_hallucination must be within [0, 1]")
+        if not all(0.0 <= v <= 1.0 for v in (self.min_distinct, self.max_hallucination, self.min_caption_object)):
+            raise ValueError("min_distinct, max_hallucination and min_caption_object must be within [0, 1]")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -137,7 +142,12 @@ def within_trivial_noise(metric: str, model: Trained, config: GateConfig) -> str
 
 
 def description_guard(metric: str, gold: dict[str, float | None], config: GateConfig) -> str | None:
-    """Why a description model may not enter although its CIDEr passed, or None."""
+    """Why a description model (of images or of regions) may not enter although its metric passed, or None."""
+    if metric == "region-text/region_caption_word_f1":
+        named = gold.get("region-text/region_caption_object")
+        if named is None or named < config.min_caption_object:
+            return f"names the wrong objects (right for {named} of the boxes it describes < {config.min_caption_object})"
+        return None
     if not (metric.startswith("text/") and metric.endswith(".cider")):
         return None
     base = metric.removesuffix(".cider")

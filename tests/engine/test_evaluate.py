@@ -145,8 +145,11 @@ def test_region_caption_words_count_only_where_boxes_match(tmp_path):
     elsewhere = obj("i1", "p2", "a large blue tree", [0.0, 50.0, 20.0, 70.0], score=0.5, kind="region_caption")
     # 3 of the first caption's 4 words, on a box that matches; the second's words lie on no gold box
     assert metrics(store, [right_box, elsewhere])["region_caption_word_f1"] == pytest.approx(2 * 3 / (8 + 8))
+    assert metrics(store, [right_box, elsewhere])["region_caption_object"] == 1.0  # the matched one names the car
+    wrong = obj("i1", "p3", "a small red tree", [1.0, 0.0, 20.0, 10.0], score=0.5, kind="region_caption")
+    assert metrics(store, [wrong])["region_caption_object"] == 0.0  # 3 of 4 words right, the object wrong
     assert metrics(store, [])["region_caption_word_f1"] == 0.0
-    assert metrics(store, gold)["region_caption_word_f1"] == 1.0
+    assert metrics(store, gold)["region_caption_word_f1"] == 1.0 and metrics(store, gold)["region_caption_object"] == 1.0
 
 
 def test_descriptions_and_mentions(truth, tmp_path):
@@ -191,7 +194,7 @@ def test_world_truth_as_predictions_is_perfect(small_world):
     predictions = {t: gold.read(t) for t in ("texts", "regions", "triplets")}
     m = {x.metric: x.value for x in Evaluator(gold).evaluate(predictions)}
     for key in ("detection_f1", "mask_iou", "ocr_word_precision", "ocr_word_recall", "ocr_word_f1",
-                "region_caption_word_f1", "grounding_recall@1",
+                "region_caption_word_f1", "region_caption_object", "grounding_recall@1",
                 "brief.rouge_l", "more_detailed.rouge_l", "brief.coverage"):
         assert m[key] == pytest.approx(1.0), key
     assert m["detailed.bleu4"] == pytest.approx(1.0)

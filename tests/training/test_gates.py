@@ -152,7 +152,7 @@ def test_a_model_must_beat_the_trivial_answer_beyond_the_noise_on_the_same_image
 def test_florence2_reads_and_describes_regions_only_where_its_gates_pass():
     ocr, caps = "region-text/ocr_word_f1", "region-text/region_caption_word_f1"
     yolo = model("yolo", "y", **{F1: 0.8})
-    f2 = model("florence2", "f", **{F1: 0.0, CIDER: 0.0, ocr: 0.7, caps: 0.6})
+    f2 = model("florence2", "f", **{F1: 0.0, CIDER: 0.0, ocr: 0.7, caps: 0.6, "region-text/region_caption_object": 0.8})
     f2.manifest["tasks"] = ["<OD>", "<CAPTION>", "<OCR_WITH_REGION>", "<REGION_TO_DESCRIPTION>"]
     trivial = dataclasses.replace(CONFIG, trivial={ocr: 0.1, caps: 0.4})
     by_key = {s.key: s for s in round_config(decide({"yolo": yolo, "florence2": f2}, {}, trivial)).specialists}
@@ -162,3 +162,7 @@ def test_florence2_reads_and_describes_regions_only_where_its_gates_pass():
     gates = decide({"yolo": yolo, "florence2": f2}, {}, parrot)
     assert gates["florence2:<REGION_TO_DESCRIPTION>"][0].chosen == "none"
     assert gates["florence2:<OCR_WITH_REGION>"][0].chosen == "candidate"
+    # better words than the constant caption, but the wrong object for most boxes: refused
+    f2.manifest["gold"]["region-text/region_caption_object"] = 0.11
+    gate = decide({"yolo": yolo, "florence2": f2}, {}, trivial)["florence2:<REGION_TO_DESCRIPTION>"][0]
+    assert gate.chosen == "none" and "wrong objects" in gate.refused
