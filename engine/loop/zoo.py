@@ -93,6 +93,10 @@ class Card:
         if not isinstance(values, dict) or names - set(values):
             missing = sorted(names - set(values)) if isinstance(values, dict) else sorted(names)
             raise ZooError(f"{path}: not a zoo card (missing {', '.join(missing)})")
+        wrong = [k for k in ("world", "budget", "training", "gold", "facts", "files") if not isinstance(values[k], dict)]
+        wrong += [k for k in ("name", "command", "trainer_version", "training_key") if not isinstance(values[k], str)]
+        if wrong or not all(isinstance(k, str) and isinstance(v, str) for k, v in values["files"].items()):
+            raise ZooError(f"{path}: not a zoo card (wrong type of {', '.join(wrong) or 'files'})")
         return cls(**{k: values[k] for k in names})
 
 
@@ -238,6 +242,9 @@ def check(zoo: Path, world: WorldConfig, names: tuple[str, ...] | None = None) -
         if card.trainer_version != TRAINER_VERSION:
             raise ZooError(f"{card_path}: made by trainer version {card.trainer_version}, this code's is "
                            f"{TRAINER_VERSION}; {rebuild}")
+        inside = [*card.files, *([card.facts["weights"]] if card.facts.get("weights") else [])]
+        if any(Path(f).is_absolute() or ".." in Path(f).parts for f in inside):
+            raise ZooError(f"{card_path}: names a file outside its folder; {rebuild}")
         for relative, expected in sorted(card.files.items()):
             path = card_path.parent / relative
             if not path.is_file():

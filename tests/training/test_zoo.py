@@ -64,6 +64,9 @@ def _edit_card(zoo: Path, **changes) -> None:
     (lambda zoo: (zoo / "yolo" / CARD).write_text('{"name": "yolo"'), "not a readable zoo card"),
     (lambda zoo: (zoo / "yolo" / CARD).write_text('{"name": "yolo"}'), "not a zoo card"),
     (lambda zoo: _edit_card(zoo, name="sam"), "lies in yolo/"),
+    (lambda zoo: _edit_card(zoo, files={"../../card.json": "0"}), "outside its folder"),
+    (lambda zoo: _edit_card(zoo, files=["best.pt"]), "wrong type of files"),
+    (lambda zoo: (zoo / "yolo" / CARD).write_text('[1, 2]'), "not a zoo card"),
 ])
 def test_a_zoo_that_does_not_fit_is_refused_with_the_rebuild_command(zoo, small_world, spoil, message):
     spoil(zoo)
