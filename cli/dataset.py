@@ -191,3 +191,47 @@ def rounds(data: DataOption = Path("fld-data"), as_json: JsonOption = False) -> 
         print_json(table.records())
         return
     print_table(table.columns, table.rows, title=f"{data}: rounds")
+
+
+def explain(
+    row_id: Annotated[str, typer.Argument(help="A region_id, text_id or triplet_id.")],
+    data: DataOption = Path("fld-data"),
+    round_id: Annotated[int | None, typer.Option("--round", "-r", help="The round to look in (default: the latest "
+                                                 "that holds the id; ids repeat across rounds).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """One annotation's lineage: its round, the specialist and model that proposed it (back to the
+    zoo card or the bootstrap it started from), fused members and merged rows, its specialist's
+    floor and the gates that admitted it."""
+    from engine.dataset.explain import explain as find_lineage
+
+    try:
+        lineage = find_lineage(Store(data), row_id, round_id)
+    except USER_ERRORS as err:
+        raise fail(str(err)) from None
+    if as_json:
+        print_json(lineage.to_dict())
+        return
+    row = lineage.row
+    what = row.get("label") or row.get("text") or row.get("phrase")
+    shown = [("table", lineage.table), ("round", f"{lineage.round} ({lineage.round_kind or 'unknown kind'})"),
+             ("image", row["image_id"]), ("kind", row.get("kind") or row.get("granularity") or "triplet"), ("text", what),
+             ("box", ", ".join(f"{v:.1f}" for v in row["box"]) if row.get("box") else "-"),
+             ("specialist", f"{row['specialist']}@{row['specialist_version']}"),
+             ("score", f"{row['score']} ({row['score_source']})"), ("mask by", row.get("mask_specialist") or "-")]
+    print_table(["field", "value"], shown, title=f"{row_id}")
+    if lineage.members:
+        print_table(["member", "version", "region", "label", "score"],
+                    [(m["specialist"], m["specialist_version"], m["region_id"], m["label"], m["score"]) for m in lineage.members],
+                    title="fused from")
+    if lineage.merged:
+        print_table(["row", "filter", "reason"], [(m["row_id"], m["filter"], m["reason"]) for m in lineage.merged],
+                    title="rows the filters merged into it")
+    for model in lineage.models:
+        history = (model["model"] or {}).get("history", [])
+        rows = [(h["round"], h["folder"], (h["zoo"] or {}).get("card") or ("trained here" if h["round"] else "bootstrapped"))
+                for h in history] or [("-", ", ".join(f"{k}={v}" for k, v in model["options"].items()), "no manifest")]
+        print_table(["round", "model", "from"], rows, title=f"{model['key']} ({model['specialist']}): its model's line")
+    if lineage.gates or lineage.floors:
+        print_table(["gate or floor", "value"], [(g["gate"], g["value"]) for g in lineage.gates]
+                    + [(f"floor of {k}", v) for k, v in lineage.floors.items()], title=f"round {lineage.round}: what admitted it")
