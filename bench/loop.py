@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine import settings  # noqa: E402
+from engine import reaper, settings  # noqa: E402
 from bench.common import report  # noqa: E402
 
 FAMILIES = {"region-text/detection_f1": "object", "region-text/mask_iou": "mask",
@@ -302,4 +302,5 @@ def main() -> None:
 
 if __name__ == "__main__":
     settings.apply()
+    reaper.watch()  # however the bench ends, Ray's and Prefect's servers it started end with it
     main()
