@@ -235,3 +235,33 @@ def explain(
     if lineage.gates or lineage.floors:
         print_table(["gate or floor", "value"], [(g["gate"], g["value"]) for g in lineage.gates]
                     + [(f"floor of {k}", v) for k, v in lineage.floors.items()], title=f"round {lineage.round}: what admitted it")
+
+
+def diff(
+    from_round: Annotated[int, typer.Option("--from", help="The earlier round.")],
+    to_round: Annotated[int, typer.Option("--to", help="The later round.")],
+    data: DataOption = Path("fld-data"),
+    iou: Annotated[float, typer.Option(help="Boxes overlapping this much are the same annotation.")] = 0.5,
+    moved_iou: Annotated[float, typer.Option("--moved-iou", help="A matched box overlapping its old self less "
+                                             "than this has moved.")] = 0.9,
+    images: Annotated[int, typer.Option(help="How many of the most-changed images to list.")] = 10,
+    as_json: JsonOption = False,
+) -> None:
+    """What changed from one round to another: per family and per image, annotations added,
+    removed, changed (label, phrase or text) and moved (box)."""
+    from engine.dataset.diff import CHANGES, diff_rounds
+
+    try:
+        found = diff_rounds(Store(data), from_round, to_round, iou, moved_iou)
+    except USER_ERRORS as err:
+        raise fail(str(err)) from None
+    if as_json:
+        print_json(found.to_dict())
+        return
+    families = found.by_family()
+    print_table(["family", *CHANGES], [(f, *(n[k] for k in CHANGES)) for f, n in families.items()] or [("-", 0, 0, 0, 0)],
+                title=f"round {from_round} -> round {to_round}: {len(found.changes):,} changes")
+    per_image = sorted(found.by_image().items(), key=lambda kv: -sum(kv[1].values()))[:images]
+    if per_image:
+        print_table(["image", *CHANGES, "total"], [(i, *(n[k] for k in CHANGES), sum(n.values())) for i, n in per_image],
+                    title=f"the {len(per_image)} most-changed images (fld diff --json lists every change)")

@@ -9,11 +9,10 @@ from dataclasses import dataclass
 
 import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
 
+from engine.dataset.diff import diff_rounds, rounds_with_rows
 from engine.dataset.store import Store
 from schemas import schema_for
-from schemas.geometry import match_boxes, rows_by_image
 
 
 def _row(round_id: int, family: str, metric: str, value: float | None) -> dict:
@@ -56,34 +55,23 @@ class ImageChange:
 
 
 def image_changes(store: Store, round_id: int, iou: float = 0.5) -> list[ImageChange]:
-    """Objects added or removed (no same-label match at ``iou``) and descriptions reworded or new,
-    per image that either round annotated (an image a round left without rows had nothing)."""
-    if round_id <= 1:
+    """Objects added or removed (a relabelled box counts as one of each; a box that moved but kept
+    its label, as kept) and descriptions reworded or new, per image that changed from the round
+    before (``engine.dataset.diff``)."""
+    if round_id <= 1 or round_id - 1 not in rounds_with_rows(store):
         return []
-    now = {t: store.read(t, round_id) for t in ("regions", "texts")}
-    before = {t: store.read(t, round_id - 1) for t in ("regions", "texts")}
-    images = {i for rounds in (now, before) for t in rounds.values() for i in t.column("image_id").to_pylist()}
-    if not images:
-        return []
-    keep = lambda t: t.filter(pc.is_in(t.column("image_id"), pa.array(sorted(images), pa.string())))  # noqa: E731
-    def objects(table: pa.Table) -> dict[str, list[dict]]:
-        kept = keep(table)
-        return rows_by_image(kept.filter(pc.equal(kept.column("kind"), "object")))
-
-    a, b = objects(now["regions"]), objects(before["regions"])
-    text = lambda t: {(r["image_id"], r["granularity"]): r["text"] for r in keep(t).to_pylist()}  # noqa: E731
-    tn, tb = text(now["texts"]), text(before["texts"])
-    texts_of: dict[str, list] = {}
-    for key in tn:
-        texts_of.setdefault(key[0], []).append(key)
-    out = []
-    for image in sorted(images):
-        p, g = a.get(image, []), b.get(image, [])
-        matched = len(match_boxes(p, g, iou))
-        mine = texts_of.get(image, [])
-        reworded = sum(1 for k in mine if k in tb and tn[k] != tb[k])
-        out.append(ImageChange(image, len(p) - matched, len(g) - matched, reworded, sum(1 for k in mine if k not in tb)))
-    return out
+    found = diff_rounds(store, round_id - 1, round_id, iou, iou, families=("object", "texts")).changes
+    per: dict[str, Counter] = {}
+    for c in found:
+        counts = per.setdefault(c.image_id, Counter())
+        if c.family == "object":
+            counts["added"] += c.change in ("added", "changed")
+            counts["removed"] += c.change in ("removed", "changed")
+        else:
+            counts["reworded"] += c.change == "changed"
+            counts["new_texts"] += c.change == "added"
+    return [ImageChange(image, n["added"], n["removed"], n["reworded"], n["new_texts"])
+            for image, n in sorted(per.items()) if sum(n.values())]
 
 
 def changes(store: Store, round_id: int, iou: float = 0.5) -> list[dict]:
