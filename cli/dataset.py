@@ -203,7 +203,7 @@ def explain(
     """One annotation's lineage: its round, the specialist and model that proposed it (back to the
     zoo card or the bootstrap it started from), fused members and merged rows, its specialist's
     floor and the gates that admitted it."""
-    from engine.dataset.explain import explain as find_lineage
+    from engine.loop.explain import explain as find_lineage
 
     try:
         lineage = find_lineage(Store(data), row_id, round_id)

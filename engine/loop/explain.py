@@ -17,9 +17,10 @@ from pathlib import Path
 import pyarrow.compute as pc
 
 from engine.dataset.store import Store, StoreError
+from engine.loop.bootstrap import models_dir
+from engine.loop.training import MANIFEST
 
 ID_COLUMNS = {"regions": "region_id", "texts": "text_id", "triplets": "triplet_id"}
-MANIFEST = "manifest.json"
 WEIGHT_OPTIONS = ("weights", "checkpoint")
 
 
@@ -70,7 +71,7 @@ def _history(folder: Path) -> list[dict]:
         return []
     out = []
     for k in range(upto, -1, -1):
-        path = models / f"round-{k}" / name / MANIFEST
+        path = models_dir(models, k) / name / MANIFEST
         if path.is_file():
             manifest = json.loads(path.read_text())
             out.append({"round": k, "folder": str(path.parent), "zoo": manifest.get("zoo"),

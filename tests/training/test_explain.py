@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
-from engine.dataset.explain import UnknownRow, explain
+from engine.loop.explain import UnknownRow, explain
 from engine.dataset.store import Store
 from tests.rows import table_of, valid_row
 
