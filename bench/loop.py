@@ -74,7 +74,7 @@ def _present(data: Path) -> dict[str, int]:
     found = con.execute("""SELECT count(*) FILTER (WHERE kind = 'region_caption' AND specialist LIKE 'florence2%'),
                                   count(*) FILTER (WHERE kind = 'ocr' AND (specialist LIKE 'florence2%' OR
                                        list_contains(list_transform(members, lambda m: m.specialist), 'florence2')))
-                           FROM regions""").fetchone() if "members" in regions.column_names else (None, None)
+                           FROM regions""").fetchone()
     return {"florence2_region_captions": found[0], "florence2_ocr": found[1]}
 
 

@@ -156,12 +156,12 @@ def run_command(
         chosen = get_profile(profile)
         if zoo is None and not no_zoo and DEFAULT_ZOO.is_dir():
             zoo = DEFAULT_ZOO
-        if zoo is not None and not no_zoo:
+        if zoo is not None:
             check(zoo.absolute(), chosen.world(world_seed))  # a bad zoo is refused before Prefect and Ray start
         with round_progress("images annotated (this round)"):
             result = engine_run(str(out.absolute()), profile, ray_address,
                                 str(pretrained_florence2) if pretrained_florence2 else None, rounds, world_seed,
-                                str(zoo.absolute()) if zoo is not None and not no_zoo else None)
+                                str(zoo.absolute()) if zoo is not None else None)
     except USER_ERRORS as err:
         raise fail(str(err)) from None
     if as_json:

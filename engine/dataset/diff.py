@@ -43,17 +43,17 @@ class RoundDiff:
     to_round: int
     changes: list[Change] = field(default_factory=list)
 
-    def by_family(self) -> dict[str, dict[str, int]]:
+    def _tally(self, key: str) -> dict[str, dict[str, int]]:
         out: dict[str, Counter] = {}
         for c in self.changes:
-            out.setdefault(c.family, Counter())[c.change] += 1
-        return {f: {k: counts.get(k, 0) for k in CHANGES} for f, counts in sorted(out.items())}
+            out.setdefault(getattr(c, key), Counter())[c.change] += 1
+        return {k: {change: counts.get(change, 0) for change in CHANGES} for k, counts in sorted(out.items())}
+
+    def by_family(self) -> dict[str, dict[str, int]]:
+        return self._tally("family")
 
     def by_image(self) -> dict[str, dict[str, int]]:
-        out: dict[str, Counter] = {}
-        for c in self.changes:
-            out.setdefault(c.image_id, Counter())[c.change] += 1
-        return {i: {k: counts.get(k, 0) for k in CHANGES} for i, counts in out.items()}
+        return self._tally("image_id")
 
     def to_dict(self) -> dict:
         return {"from": self.from_round, "to": self.to_round, "families": self.by_family(), "images": self.by_image(),

@@ -22,7 +22,7 @@ import platform
 import shutil
 import subprocess
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, is_dataclass
 from pathlib import Path
 
 from engine.dataset.store import Store
@@ -166,7 +166,7 @@ def publish(trained: Trained, world: World, zoo: Path, budget: object, device: s
                 world={"config": world.config.to_dict(), "domain": domain_fingerprint(world.config),
                        "world_version": WORLD_VERSION, "world": world.version},
                 trainer_version=TRAINER_VERSION, training_key=trained.manifest["key"],
-                budget=asdict(budget) if hasattr(budget, "__dataclass_fields__") else dict(budget),
+                budget=asdict(budget) if is_dataclass(budget) else dict(budget),
                 training=training, gold=trained.manifest.get("measured", {}), facts=facts, files=files)
     (staging / CARD).write_text(json.dumps(card.to_dict(), indent=2, default=str) + "\n")
     (staging / "CARD.md").write_text(card_markdown(card))
@@ -323,8 +323,8 @@ def zoo_world(work: Path) -> World:
     """The zoo profile's world under ``work/world`` (drawn once, reused while its config holds)."""
     config = profile(ZOO_PROFILE).world()
     path = work / "world"
-    if (path / "world.json").is_file() and World.open(path).config == config:
-        return World.open(path)
+    if (path / "world.json").is_file() and (existing := World.open(path)).config == config:
+        return existing
     return make_world(config, path, overwrite=True)
 
 
