@@ -220,6 +220,8 @@ def explain(
              ("specialist", f"{row['specialist']}@{row['specialist_version']}"),
              ("score", f"{row['score']} ({row['score_source']})"), ("mask by", row.get("mask_specialist") or "-")]
     print_table(["field", "value"], shown, title=f"{row_id}")
+    if lineage.review:
+        print_table(["field", "value"], list(lineage.review.items()), title="a person's review")
     if lineage.members:
         print_table(["member", "version", "region", "label", "score"],
                     [(m["specialist"], m["specialist_version"], m["region_id"], m["label"], m["score"]) for m in lineage.members],

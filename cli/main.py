@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from cli import dataset, loop, outputs, world, zoo
+from cli import dataset, loop, outputs, review, world, zoo
 from engine import reaper, settings
 
 app = typer.Typer(
@@ -26,6 +26,8 @@ app = typer.Typer(
 world_app = typer.Typer(help="The synthetic world: images with known ground truth (the embedded default).",
                         no_args_is_help=True)
 zoo_app = typer.Typer(help="The model zoo: round-0 models trained long, with their cards.", no_args_is_help=True)
+review_app = typer.Typer(help="People in the loop: a review queue ranked by disagreement, Label Studio round trip.",
+                         no_args_is_help=True)
 round_app = typer.Typer(help="Annotation rounds: run (or resume) one.", no_args_is_help=True)
 
 
@@ -59,6 +61,9 @@ app.add_typer(zoo_app, name="zoo")
 zoo_app.command("build")(zoo.zoo_build)
 zoo_app.command("check")(zoo.zoo_check)
 app.command("run")(loop.run_command)
+app.add_typer(review_app, name="review")
+review_app.command("queue")(review.review_queue)
+review_app.command("import")(review.review_import)
 app.command()(outputs.report)
 app.command()(outputs.export)
 app.command()(dataset.rounds)

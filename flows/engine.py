@@ -93,6 +93,14 @@ def carry_task(data: str, round_id: int) -> int:
     return carry_unchanged(data, round_id)
 
 
+@task(name="apply-reviews")
+def review_task(data: str, round_id: int) -> dict[str, int]:
+    """People's reviews (``fld review import``) replace the machines' rows of the images they reviewed."""
+    from engine.review.apply import apply_to_round
+
+    return dict(apply_to_round(Store(data), round_id).replaced)
+
+
 @task(name="stats")
 def stats_task(data: str, round_id: int) -> list[dict]:
     return dataset_stats(Store(data), round_id).table.records()
@@ -105,6 +113,7 @@ def annotation_round(data: str, config: str, round_id: int = 1, sources: list[di
     settings.apply()
     ingested = [ingest_task(data, s["source"], s.get("split", "pool")) for s in sources or []]
     summary = round_task(data, config, round_id, ray_address)
+    review_task(data, round_id)
     metrics = evaluate_task(data, round_id, gold) if gold else {}
     if gold:
         headline_task(data, round_id)
@@ -119,6 +128,7 @@ def refinement_round(data: str, models: str, world: str, round_id: int, profile:
     retrained = retrain_task(data, models, world, round_id, profile)
     summary = round_task(data, retrained["config"], round_id, ray_address, "refinement")
     carried = carry_task(data, round_id)
+    review_task(data, round_id)
     metrics = evaluate_task(data, round_id, str(Path(world) / "gold"))
     headline_task(data, round_id)
     return RoundOutcome(round_id, "refinement", summary, metrics, stats_task(data, round_id), gates=retrained["gates"],

@@ -174,6 +174,25 @@ where (``gold``: the target domain's gold; ``seed-gold``: the seed domain's). A 
 a ratio of per-image sums keeps them (``unit_*``, by image id) with its 95% bootstrap interval
 (``low``..``high``, over the ``images`` that count): ``engine.evaluation.noise``."""
 
+REVIEWS = _schema(
+    "reviews",
+    [
+        pa.field("round", pa.int32(), nullable=False),
+        pa.field("image_id", pa.string(), nullable=False),
+        pa.field("task_id", pa.string(), nullable=False),
+        pa.field("annotation_id", pa.string(), nullable=False),
+        pa.field("reviewer", pa.string(), nullable=False),
+        pa.field("reviewed_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("imported_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("queue_round", pa.int32(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("answer", pa.string(), nullable=False),
+    ],
+)
+"""One image a person reviewed (a Label Studio annotation), imported into review round ``round``:
+who and when, the round whose queue it came from, the export file (name and SHA-256) and the
+answer (the image's boxes, OCR text and descriptions, as JSON) from which the human rows are made."""
+
 TABLES: dict[str, pa.Schema] = {
     "images": IMAGES,
     "texts": TEXTS,
@@ -183,6 +202,7 @@ TABLES: dict[str, pa.Schema] = {
     "rounds": ROUNDS,
     "metrics": METRICS,
     "failures": FAILURES,
+    "reviews": REVIEWS,
 }
 ANNOTATION_TABLES = ("texts", "regions", "triplets")
 

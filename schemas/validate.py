@@ -45,6 +45,7 @@ NON_EMPTY_TEXT = {
     "images": ("image_id", "uri"),
     "metrics": ("family", "metric", "source"),
     "failures": ("shard", "image_id", "stage", "error"),
+    "reviews": ("image_id", "task_id", "annotation_id", "reviewer", "source", "answer"),
 }
 LABELLED_KINDS = ("object", "ocr", "region_caption")
 BOX_TOLERANCE = 0.5

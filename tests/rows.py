@@ -36,6 +36,9 @@ def valid_row(table_name: str, /, **overrides) -> dict:
                     "value": 0.5, "source": "dataset"},
         "failures": {"round": 1, "shard": "00000", "image_id": "img0", "stage": "yolo",
                      "error": "RuntimeError: boom"},
+        "reviews": {"round": 2, "image_id": "img0", "task_id": "7", "annotation_id": "1", "reviewer": "a@b",
+                    "reviewed_at": now, "imported_at": now, "queue_round": 1, "source": "export.json sha256:00",
+                    "answer": '{"boxes": [], "texts": {}}'},
     }[table_name]
     return {**base, **overrides}
 

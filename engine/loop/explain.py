@@ -41,6 +41,8 @@ class Lineage:
     """Per specialist behind the row: its round options and, when found, its model's manifest facts."""
     gates: list[dict] = field(default_factory=list)
     floors: dict = field(default_factory=dict)
+    review: dict | None = None
+    """For a person's row: who reviewed the image, when, in which task, from which export."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -112,4 +114,18 @@ def explain(store: Store, row_id: str, round_id: int | None = None) -> Lineage:
     floors = config.get("filters", {}).get("regions", {}).get("min_score_by_specialist", {})
     return Lineage(table, r, record["kind"] if record else None, row, list(row.get("members") or []),
                    merged, models, [{"gate": g["metric"], "value": g["value"]} for g in gates],
-                   {k: v for k, v in floors.items() if k in names})
+                   {k: v for k, v in floors.items() if k in names}, _review(store, row_id, row))
+
+
+def _review(store: Store, row_id: str, row: dict) -> dict | None:
+    """The reviews-table record a human row was made from (its id starts with the review's prefix)."""
+    if row.get("score_source") != "human":
+        return None
+    from engine.review.apply import Review
+    from engine.review.label_studio import Answer
+
+    for x in store.read("reviews").to_pylist():
+        review = Review(x["image_id"], x["task_id"], x["annotation_id"], x["reviewer"], x["reviewed_at"], Answer())
+        if x["image_id"] == row["image_id"] and row_id.startswith(review.prefix()):
+            return {k: (str(v) if k.endswith("_at") else v) for k, v in x.items() if k != "answer"}
+    return None

@@ -8,6 +8,7 @@ A round's config is written to ``<data>/configs/round-<r>.json`` so that the rou
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from engine.loop.serving import round_config as serving_round_config
 from engine.loop.serving import specs
 from engine.loop.training import Trained, load_trained, train_and_measure
 from engine.loop.training_set import load_training_set
+from engine.review.queue import reviewed_images
 from engine.round.config import RoundConfig
 from schemas import schema_for
 from specialists.florence2 import GRANULARITY
@@ -135,7 +137,10 @@ class Refinement:
 
     @classmethod
     def load(cls, models_root: str | Path, round_id: int) -> Refinement:
-        path = models_dir(models_root, round_id) / STATE
+        """The models of round ``round_id``, or of the latest round before it that trained any (a
+        review round trains none: the round under it holds its models)."""
+        path = next((p for r in range(round_id, 0, -1) for p in [models_dir(models_root, r) / STATE] if p.is_file()),
+                    models_dir(models_root, round_id) / STATE)
         if not path.is_file():
             raise StoreError(f"no models recorded for round {round_id} in {models_root} ({path} is missing)")
         state = json.loads(path.read_text())
@@ -167,6 +172,7 @@ def prepare_refinement(data: str | Path, models_root: str | Path, round_id: int,
     store = Store(data)
     guard = GoldGuard.from_stores(store, gold)
     kept = load_training_set(store, round_id - 1, ("pool",), guard, exhaustive=False)
+    kept = dataclasses.replace(kept, exhaustive=frozenset(reviewed_images(store)) & set(kept.uris))  # a person's answer is whole
     seed = load_training_set(seed_truth, 0, ("seed",), guard)
     tset = seed.merged(kept)
     log.info("round %d trains on %d images (%d seed, %d pool): %s", round_id, len(tset), len(seed), len(kept), tset.counts())
