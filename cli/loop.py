@@ -170,6 +170,36 @@ def run_command(
     print_metrics(metric_rows(Store(result.data)), None, f"{out}: per-round metrics")
 
 
+def refine_command(
+    out: Annotated[Path, typer.Option("--out", "-o", help="A `fld run` folder (world, dataset, models).")] = Path("fld-data"),
+    rounds: Annotated[int, typer.Option(help="Refinement rounds to run now.")] = 1,
+    profile: Annotated[str, typer.Option(help="The profile the run was made with (its refinement budget).")] = "default",
+    ray_address: Annotated[str | None, typer.Option("--ray-address", envvar="RAY_ADDRESS",
+                                                    help="An existing Ray cluster; default: Ray on this machine.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Go on from a `fld run` folder's latest round (after `fld review import`, say): retrain
+    every specialist on it, gate, relabel, evaluate; resumes a round that did not complete."""
+    from flows.engine import data_engine
+
+    data, models, world = out / "dataset", out / "models", out / "world"
+    missing = [str(p) for p in (data, models, world) if not p.is_dir()]
+    if missing:
+        raise fail(f"{out} is not a `fld run` folder: {', '.join(missing)} missing", 2)
+    try:
+        with round_progress("images annotated (this round)"):
+            data_engine(str(data.absolute()), str((world / "gold").absolute()), rounds=rounds,
+                        ray_address=ray_address, models=str(models.absolute()), world=str(world.absolute()),
+                        profile=profile, min_gain=0.0)
+    except USER_ERRORS as err:
+        raise fail(str(err)) from None
+    found = metric_rows(Store(data))
+    if as_json:
+        print_json([r.to_dict() for r in found])
+        return
+    print_metrics(found, None, f"{out}: per-round metrics")
+
+
 def schedule(
     gold: Annotated[Path, typer.Option(help="Gold truth the data engine measures each round on.")],
     config: Annotated[Path | None, typer.Option("--config", "-c", help="Round config (TOML or JSON): the same "

@@ -151,6 +151,26 @@ def _changed_samples(store: Store, rounds: list[int], uris: dict[str, str], samp
     return "".join(parts)
 
 
+def _round_diffs(store: Store, rounds: list[int]) -> str:
+    """Each round against the one before: annotations added, removed, changed and moved per family
+    (``fld diff``), the round's kind and the people's reviews it holds."""
+    from engine.dataset.diff import diff_rounds
+
+    kinds = {r["round"]: r["kind"] for r in store.read("rounds").to_pylist()}
+    reviews = store.read("reviews", columns=["round", "image_id"]).to_pylist()
+    rows = []
+    for before, after in zip(rounds, rounds[1:]):
+        found = diff_rounds(store, before, after)
+        reviewed = len({r["image_id"] for r in reviews if r["round"] == after})
+        for family, counts in sorted(found.by_family().items()):
+            rows.append((after, kinds.get(after, "?"), reviewed or "", family, counts["added"], counts["removed"],
+                         counts["changed"], counts["moved"], f"fld diff --from {before} --to {after}"))
+    if not rows:
+        return "<p><em>one round only: nothing to compare yet</em></p>"
+    return _table(QueryResult(["round", "kind", "images reviewed", "family", "added", "removed", "changed", "moved",
+                               "in full"], rows), "round diffs")
+
+
 def build_report(store: Store, out: Path, samples: int = 6, round_id: int | None = None) -> Path:
     """Writes the report to ``out`` (an .html file) and returns it: the headline metrics with their
     intervals first, then the gates, what changed between the last two rounds, and the rest."""
@@ -168,6 +188,7 @@ def build_report(store: Store, out: Path, samples: int = 6, round_id: int | None
              f"<p>{len(rounds)} round(s) with annotations: {', '.join(map(str, rounds))}; samples from round {shown}.</p>",
              "<h2>Headline: one metric per family, per round</h2>", _headline(found),
              "<h2>Gates: what each task's decision compared on gold</h2>", _gates(found),
+             "<h2>Round by round: what each round changed</h2>", _round_diffs(store, rounds),
              f"<h2>What changed (round {rounds[-2] if len(rounds) > 1 else rounds[-1]} to {rounds[-1]})</h2>",
              _changed_samples(store, rounds, uris, samples)]
     metrics = values_table(found)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pyarrow.compute as pc
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 from cli.main import app
@@ -69,6 +70,8 @@ def store(tmp_path):
     images = [valid_row("images", image_id=f"img{i}", uri=str(tmp_path / f"img{i}.png"), width=W, height=H)
               for i in range(6)]
     images.append(valid_row("images", image_id="gold0", uri=str(tmp_path / "gold0.png"), width=W, height=H, split="gold"))
+    for row in images:
+        Image.new("RGB", (W, H), "white").save(row["uri"])
     with store.writer(0) as w:
         w.write("images", "source", table_of("images", images))
     write_round(store, 1)
@@ -159,6 +162,10 @@ def test_an_import_makes_a_review_round_where_human_rows_win(store, truth, tmp_p
     assert {r["image_id"] for r in ledger} == reviewed and all(r["reviewed_at"] == NOW for r in ledger)
     changed = {c.image_id for c in diff_rounds(store, 1, 2).changes}
     assert changed and changed <= reviewed  # the people's work, and only theirs
+    from engine.report.html import build_report
+
+    page = build_report(store, tmp_path / "report.html").read_text()
+    assert "fld diff --from 1 --to 2" in page and "<td class=l>review</td>" in page
 
 
 def test_the_same_export_twice_adds_nothing_and_later_rounds_keep_human_rows(store, truth, tmp_path):
