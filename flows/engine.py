@@ -135,6 +135,17 @@ def refinement_round(data: str, models: str, world: str, round_id: int, profile:
                         carried=carried, counts=summary_task(data, round_id))
 
 
+def round_ids(first: int, rounds: int, reviewed: set[int]) -> list[int]:
+    """The ``rounds`` round numbers to run from ``first``, stepping over people's review rounds
+    (`fld review import` made them; the machines do not rerun them)."""
+    out, r = [], first
+    while len(out) < rounds:
+        if r not in reviewed:
+            out.append(r)
+        r += 1
+    return out
+
+
 def stop_reason(previous: dict | None, now: dict, metrics: tuple[str, ...], min_gain: float) -> str | None:
     """Why the engine stops after ``now``: no headline metric gained ``min_gain`` on the round before."""
     if previous is None:
@@ -165,8 +176,9 @@ def data_engine(data: str, gold: str, config: str | None = None, rounds: int = 3
         first_round = next_round(Store(data, create=True))
     watched = (metric,) if metric else HEADLINE
     results, previous = [], None
-    for k in range(rounds):
-        round_id = first_round + k
+    reviewed = {r["round"] for r in Store(data, create=True).read("rounds", columns=["round", "kind"]).to_pylist()
+                if r["kind"] == "review"}
+    for k, round_id in enumerate(round_ids(first_round, rounds, reviewed)):
         if config is not None:
             result = annotation_round(data, config, round_id, sources if k == 0 else None, gold, ray_address)
         elif round_id == 1:

@@ -75,3 +75,11 @@ def test_a_round_publishes_its_headline_table_as_a_prefect_artifact(small_world,
     assert found is not None and str(data.root) in found.description
     assert found.type == "markdown" and "| ocr_word_f1" not in found.data  # names keep their family
     assert "| region-text/ocr_word_f1 | " in found.data and "no interval: 6 images" in found.data
+
+
+def test_the_loop_steps_over_review_rounds():
+    from flows.engine import round_ids
+
+    assert round_ids(1, 3, set()) == [1, 2, 3]
+    assert round_ids(1, 3, {2}) == [1, 3, 4]  # round 2 is people's: a rerun of `fld run` does not redo it
+    assert round_ids(3, 2, {2, 3, 5}) == [4, 6]
