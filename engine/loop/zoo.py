@@ -145,6 +145,7 @@ def publish(trained: Trained, world: World, zoo: Path, budget: object, device: s
     """Copy a trained model's weights into ``zoo/<name>/`` with its card (replacing what was there
     only once the new folder is complete)."""
     zoo.mkdir(parents=True, exist_ok=True)
+    recover(zoo)
     name = trained.name
     staging = zoo / f".{name}.tmp"
     shutil.rmtree(staging, ignore_errors=True)
@@ -174,12 +175,25 @@ def publish(trained: Trained, world: World, zoo: Path, budget: object, device: s
     if final.exists():
         old = zoo / f".{name}.old"
         shutil.rmtree(old, ignore_errors=True)
-        os.replace(final, old)
+        os.replace(final, old)  # a crash between the two renames leaves .<name>.old: `recover` puts it back
         os.replace(staging, final)
         shutil.rmtree(old)
     else:
         os.replace(staging, final)
     return card
+
+
+def recover(zoo: Path) -> list[str]:
+    """Put back each model an interrupted ``publish`` left aside (``.<name>.old`` without
+    ``<name>``): readers then see the model as it was before that publish."""
+    restored = []
+    for old in sorted(zoo.glob(".*.old")) if zoo.is_dir() else []:
+        final = zoo / old.name[1:].removesuffix(".old")
+        if not final.exists() and (old / CARD).is_file():
+            os.replace(old, final)
+            log.warning("zoo: %s was left aside by an interrupted publish; put back", final)
+            restored.append(final.name)
+    return restored
 
 
 def card_markdown(card: Card) -> str:
@@ -220,9 +234,12 @@ def check(zoo: Path, world: WorldConfig, names: tuple[str, ...] | None = None) -
     checked against the code and its files; anything wrong is refused with the rebuild command."""
     if not zoo.is_dir():
         raise ZooError(f"no model zoo at {zoo}; build one with `fld zoo build`")
+    recover(zoo)
     found: dict[str, ZooModel] = {}
     for card_path in sorted(zoo.glob(f"*/{CARD}")):
         folder_name = card_path.parent.name
+        if folder_name.startswith("."):
+            continue  # a publish's staging or the model it set aside: not (yet) the zoo's
         try:
             card = Card.read(card_path)
         except ZooError as err:

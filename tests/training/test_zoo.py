@@ -45,6 +45,27 @@ def test_a_published_card_names_its_world_files_and_metrics(zoo, small_world, yo
     assert not [p.name for p in zoo.iterdir() if p.name.startswith(".")]  # no staging left behind
 
 
+def test_a_publish_cut_between_its_renames_is_put_back(zoo, small_world, yolo_weights, tmp_path, monkeypatch):
+    import engine.loop.zoo as zoo_module
+
+    before = (zoo / "yolo" / CARD).read_text()
+    real, calls = zoo_module.os.replace, []
+
+    def dies_on_second(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the process is stopped between moving the old model aside and the new in
+        real(src, dst)
+
+    monkeypatch.setattr(zoo_module.os, "replace", dies_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        publish(_yolo(yolo_weights, tmp_path), small_world, zoo, YoloBudget(epochs=1, imgsz=64), "cpu")
+    monkeypatch.setattr(zoo_module.os, "replace", real)
+    assert not (zoo / "yolo").exists() and (zoo / ".yolo.old").is_dir()
+    assert set(check(zoo, small_world.config)) == {"yolo"}  # a reader puts the old model back
+    assert (zoo / "yolo" / CARD).read_text() == before and not (zoo / ".yolo.old").exists()
+
+
 def test_another_sample_of_the_same_domains_is_served(zoo, small_world):
     config = small_world.config
     other = WorldConfig(images=50, seed=config.seed + 1, domain_seed=config.domain_key, shift=config.shift)
