@@ -100,6 +100,36 @@ def case(base: Path, out: Path, strategy: str, k: int, seed: int) -> dict:
     return facts
 
 
+def error_capture(base: Path, seed: int, ks: list[int]) -> list[dict]:
+    """How many of round 1's object errors (kept boxes with no true object of their label at IoU
+    0.5, true objects with no kept box) the top K of the queue hold, against K random images."""
+    import pyarrow.compute as pc
+
+    from engine.dataset.store import Store
+    from engine.review.queue import build_queue, random_queue
+    from engine.world.make import World
+    from schemas.geometry import match_boxes, rows_by_image
+
+    store, truth = Store(base / "dataset"), Store(World.open(base / "world").truth)
+    objects = lambda t: t.filter(pc.equal(t.column("kind"), "object"))  # noqa: E731
+    kept, true = rows_by_image(objects(store.read("regions", 1))), rows_by_image(objects(truth.read("regions", 0)))
+    queue = build_queue(store, 1)
+    errors = {}
+    for e in queue:
+        pred, gold = kept.get(e.image_id, []), true.get(e.image_id, [])
+        matched = len(match_boxes(pred, gold, 0.5))
+        errors[e.image_id] = len(pred) - matched + len(gold) - matched
+    mean = float(np.mean(list(errors.values())))
+    rows = []
+    for k in ks:
+        drawn = [sum(errors[e.image_id] for e in random_queue(store, s)[:k]) for s in range(200)]
+        rows.append({"seed": seed, "k": k, "errors_in_queue_top_k": sum(errors[e.image_id] for e in queue[:k]),
+                     "errors_random_k_mean": round(float(np.mean(drawn)), 1),
+                     "errors_random_k_95": [float(np.percentile(drawn, 2.5)), float(np.percentile(drawn, 97.5))],
+                     "mean_errors_per_image": round(mean, 2)})
+    return rows
+
+
 def seed_runs(root: Path, seed: int, ks: list[int], zoo: Path | None, replicates: int) -> list[dict]:
     from flows.engine import engine_run
 
@@ -270,13 +300,16 @@ def main() -> None:
     if args.scale_only:
         return
     zoo = args.zoo or (DEFAULT_ZOO if DEFAULT_ZOO.is_dir() else None)
-    found = []
+    found, captured = [], []
     for seed in args.seeds:
         found += seed_runs(root, seed, args.k, zoo, args.replicates)
+        captured += error_capture(root / f"seed-{seed}" / "round1", seed, args.k)
         _save(root, found)
         rows, goals = compare(found, args.k)
         report("review", rows, {"seeds": args.seeds, "k": args.k, "zoo": str(zoo) if zoo else None, "scale": speed,
-                                "verdict": goals, "runs": [{k: v for k, v in f.items() if k != "gold"} for f in found]})
+                                "verdict": goals, "errors_captured": captured,
+                                "runs": [{k: v for k, v in f.items() if k != "gold"} for f in found]})
+    report("review-errors", captured)
     report("review-goals", [{"goal": g, "met": "yes" if v["met"] else "NO", "figures": str(v)} for g, v in goals.items()])
 
 
