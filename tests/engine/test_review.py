@@ -298,3 +298,9 @@ def test_a_refinement_after_a_review_round_finds_the_models_below_it(tmp_path):
     (folder / STATE).write_text(json.dumps({"round": 1, "config": "c.json", "trained": {}, "holders": {}, "gates": {}}))
     assert Refinement.load(tmp_path, 2).round == 1  # round 2 is a review round: no models of its own
     assert Refinement.load(tmp_path, 1).config == Path("c.json")
+
+
+def test_refine_names_what_a_run_folder_lacks(tmp_path):
+    (tmp_path / "dataset").mkdir()
+    out = CliRunner().invoke(app, ["refine", "--out", str(tmp_path)])
+    assert out.exit_code == 2 and "models" in out.output and "world" in out.output
