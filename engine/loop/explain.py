@@ -121,11 +121,10 @@ def _review(store: Store, row_id: str, row: dict) -> dict | None:
     """The reviews-table record a human row was made from (its id starts with the review's prefix)."""
     if row.get("score_source") != "human":
         return None
-    from engine.review.apply import Review
-    from engine.review.label_studio import Answer
+    from engine.review.apply import review_prefix
 
     for x in store.read("reviews").to_pylist():
-        review = Review(x["image_id"], x["task_id"], x["annotation_id"], x["reviewer"], x["reviewed_at"], Answer())
-        if x["image_id"] == row["image_id"] and row_id.startswith(review.prefix()):
+        if x["image_id"] == row["image_id"] and row_id.startswith(review_prefix(x["image_id"], x["annotation_id"],
+                                                                                  x["reviewed_at"])):
             return {k: (str(v) if k.endswith("_at") else v) for k, v in x.items() if k != "answer"}
     return None

@@ -21,6 +21,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import torch
@@ -28,7 +29,7 @@ from torchvision.ops import box_iou
 
 from engine.dataset.store import RoundWriter, Store
 from engine.review.label_studio import Answer
-from filters.decision import Decision, apply
+from filters.decision import ID_COLUMNS, Decision, apply, rejected_rows
 from schemas import schema_for
 from schemas.hashing import fingerprint
 
@@ -51,13 +52,20 @@ class Review:
     reviewed_at: object
     answer: Answer
 
-    @property
-    def key(self) -> str:
-        """Names the rows this review made (a newer review of the image has another key)."""
-        return fingerprint([self.image_id, self.annotation_id, str(self.reviewed_at)])
-
     def prefix(self) -> str:
-        return f"{self.image_id}-human{self.key}-"
+        return review_prefix(self.image_id, self.annotation_id, self.reviewed_at)
+
+
+def review_prefix(image_id: str, annotation_id: str, reviewed_at: object) -> str:
+    """What the ids of the rows one review made start with (a newer review of the image has another)."""
+    return f"{image_id}-human{fingerprint([image_id, annotation_id, str(reviewed_at)])}-"
+
+
+def _prefixes(table: str, rows: pa.Table) -> list[str]:
+    """Each human row's review prefix (all prefixes of an image have the same length)."""
+    extra = len(review_prefix("", "", None))
+    return [i[: len(image) + extra] for i, image in zip(rows.column(ID_COLUMNS[table]).to_pylist(),
+                                                         rows.column("image_id").to_pylist())]
 
 
 def latest_reviews(store: Store, up_to_round: int) -> dict[str, Review]:
@@ -120,13 +128,14 @@ def override(table: str, rows: pa.Table, reviews: Mapping[str, Review], gone: se
     """What a person's review removes from machine ``rows`` of ``table``; ``gone`` collects the
     ids removed (texts and regions first, so that triplets pointing at them follow)."""
     reasons: list[str | None] = [None] * rows.num_rows
-    id_column = {"texts": "text_id", "regions": "region_id", "triplets": "triplet_id"}[table]
+    id_column = ID_COLUMNS[table]
     names = ["image_id", id_column, "score_source"] + {"texts": ["granularity"], "regions": ["kind"],
                                                        "triplets": ["text_id", "region_id"]}[table]
-    for k, r in enumerate(rows.select(names).to_pylist()):
-        review = reviews.get(r["image_id"])
-        if review is None or r["score_source"] == "human":
-            continue
+    reviewed = pc.and_(pc.is_in(rows.column("image_id"), pa.array(list(reviews), pa.string())),
+                       pc.not_equal(rows.column("score_source"), "human"))
+    at = np.flatnonzero(reviewed.to_numpy(zero_copy_only=False))
+    for k, r in zip(at, rows.take(pa.array(at, pa.int64())).select(names).to_pylist()):
+        review = reviews[r["image_id"]]
         why = f"human_review: replaced by {review.reviewer}'s review (task {review.task_id})"
         if table == "regions" and r["kind"] in ("object", "ocr"):
             reasons[k] = why
@@ -167,18 +176,20 @@ def apply_reviews(store: Store, writer: RoundWriter) -> Applied:
     earlier = {t: [store.read_file(p, t) for r in (round_id, round_id - 1) if r >= 0
                    for p in [store.shard_path(t, r, SHARD)] if p.exists()] for t in ("texts", "regions")}
     keys = {review.prefix() for review in reviews.values()}
+    found = {t: [_prefixes(t, rows) for rows in earlier[t]] for t in earlier}
+    present = {p for prefixes in found.values() for each in prefixes for p in each}
     machine = store.read("regions", round_id)
-    made = human_rows({i: r for i, r in reviews.items()
-                       if not any(_has_prefix(t, r.prefix()) for t in earlier["regions"] + earlier["texts"])}, round_id)
+    made = human_rows({i: r for i, r in reviews.items() if r.prefix() not in present}, round_id)
     for table in ("texts", "regions"):
-        current = [_with_round(_only(t, keys), round_id) for t in earlier[table]]
+        current = [_with_round(rows.filter(pa.array([p in keys for p in prefixes], pa.bool_())), round_id)
+                   for rows, prefixes in zip(earlier[table], found[table])]
         rows = _unique(table, pa.concat_tables([*current, made[table]]))
         if table == "regions":
             rows = borrow_masks(rows, machine.filter(pc.not_equal(machine.column("score_source"), "human")))
         own = store.shard_path(table, round_id, SHARD)
         if own.exists():  # a newer review of an image supersedes the human rows of the older one
             before = store.read_file(own, table)
-            stale = before.filter(pc.invert(pc.is_in(before.column(_id(table)), rows.column(_id(table)))))
+            stale = before.filter(pc.invert(pc.is_in(before.column(ID_COLUMNS[table]), rows.column(ID_COLUMNS[table]))))
             if stale.num_rows:
                 _reject(store, writer, table, SHARD, stale, "human_review: superseded by a newer review of the image")
         writer.write(table, SHARD, rows)
@@ -203,36 +214,18 @@ def apply_reviews(store: Store, writer: RoundWriter) -> Applied:
     return result
 
 
-def _id(table: str) -> str:
-    return {"texts": "text_id", "regions": "region_id"}[table]
-
-
-def _has_prefix(table: pa.Table, prefix: str) -> bool:
-    column = "region_id" if "region_id" in table.column_names and "kind" in table.column_names else "text_id"
-    return bool(pc.any(pc.starts_with(table.column(column), prefix)).as_py()) if table.num_rows else False
-
-
-def _only(table: pa.Table, prefixes: set[str]) -> pa.Table:
-    column = "region_id" if "kind" in table.column_names else "text_id"
-    ids = table.column(column).to_pylist()
-    keep = [any(i.startswith(p) for p in prefixes) for i in ids]
-    return table.filter(pa.array(keep, pa.bool_()))
-
-
 def _with_round(table: pa.Table, round_id: int) -> pa.Table:
     index = table.schema.get_field_index("round")
     return table.set_column(index, table.schema.field(index), pa.array([round_id] * table.num_rows, pa.int32()))
 
 
 def _unique(table: str, rows: pa.Table) -> pa.Table:
-    ids = rows.column(_id(table)).to_pylist()
+    ids = rows.column(ID_COLUMNS[table]).to_pylist()
     first = {i: k for k, i in reversed(list(enumerate(ids)))}
     return rows.take(pa.array(sorted(first.values()), pa.int64()))
 
 
 def _reject(store: Store, writer: RoundWriter, table: str, label: str, rows: pa.Table, reason: str) -> None:
-    from filters.decision import rejected_rows
-
     _reject_rows(store, writer, table, label, rejected_rows(table, rows, FILTER, [reason] * rows.num_rows))
 
 
