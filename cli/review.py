@@ -54,10 +54,12 @@ def review_queue(
 
 
 def _latest(store: Store) -> int:
-    rounds = [r for r in store.read("rounds").to_pylist() if r["status"] == "completed" and r["kind"] != "review"]
-    if not rounds:
+    from engine.review.queue import latest_annotation_round
+
+    found = latest_annotation_round(store)
+    if found is None:
         raise ValueError(f"{store.root} has no completed annotation round to review: run one first (`fld run`)")
-    return max(r["round"] for r in rounds)
+    return found
 
 
 def review_import(

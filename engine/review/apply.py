@@ -181,7 +181,7 @@ def apply_reviews(store: Store, writer: RoundWriter) -> Applied:
     machine = store.read("regions", round_id)
     made = human_rows({i: r for i, r in reviews.items() if r.prefix() not in present}, round_id)
     for table in ("texts", "regions"):
-        current = [_with_round(rows.filter(pa.array([p in keys for p in prefixes], pa.bool_())), round_id)
+        current = [with_round(rows.filter(pa.array([p in keys for p in prefixes], pa.bool_())), round_id)
                    for rows, prefixes in zip(earlier[table], found[table])]
         rows = _unique(table, pa.concat_tables([*current, made[table]]))
         if table == "regions":
@@ -214,7 +214,8 @@ def apply_reviews(store: Store, writer: RoundWriter) -> Applied:
     return result
 
 
-def _with_round(table: pa.Table, round_id: int) -> pa.Table:
+def with_round(table: pa.Table, round_id: int) -> pa.Table:
+    """``table`` with every row moved to round ``round_id``."""
     index = table.schema.get_field_index("round")
     return table.set_column(index, table.schema.field(index), pa.array([round_id] * table.num_rows, pa.int32()))
 

@@ -17,24 +17,23 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import logging
 import time
 import uuid
-from collections import Counter
 from collections.abc import Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.dataset.store import Store, StoreError, write_atomic
-from engine.review.apply import Applied, apply_reviews
+from engine.loop.summary import write_summary
+from engine.review.apply import Applied, apply_reviews, with_round
 from engine.review.label_studio import ExportError, ReviewedTask, read_export
-from engine.review.queue import REVIEWABLE_SPLITS
+from engine.review.queue import REVIEWABLE_SPLITS, latest_annotation_round
+from engine.round.run import record_round
 from schemas import schema_for
 
-log = logging.getLogger(__name__)
 COPIED = "review-copy"
 """Completion marker of a review round's copy of the round below it."""
 COPY_TABLES = ("texts", "regions", "triplets")
@@ -71,7 +70,6 @@ class Imported:
     superseded: int
     applied: Applied | None = None
     seconds: float = 0.0
-    rows: Counter = field(default_factory=Counter)
 
     def to_dict(self) -> dict:
         return {"round": self.round, "created": self.created, "tasks": self.tasks, "new": self.new,
@@ -95,8 +93,7 @@ def _check(tasks: list[ReviewedTask], store: Store, path: Path, queue_round: int
     queues = sorted({t.queue_round for t in tasks})
     if len(queues) > 1:
         raise ExportError(f"{path} mixes tasks of the queues of rounds {queues}: export one queue's project at a time")
-    annotation_rounds = [r for r, row in rounds.items() if row["kind"] != "review" and row["status"] == "completed"]
-    latest = max(annotation_rounds, default=None)
+    latest = latest_annotation_round(store)
     expected = queue_round if queue_round is not None else latest
     if queues[0] != expected:
         raise ExportError(f"{path} reviews the queue of round {queues[0]}, but "
@@ -143,8 +140,6 @@ def import_export(store: Store, path: str | Path, queue_round: int | None = None
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     now = dt.datetime.now(dt.timezone.utc)
     with store.writer(target) as writer:
-        from engine.round.run import record_round
-
         config = rounds[below]["config"]
         record_round(writer, "review", config, "running", rounds.get(target, {}).get("started_at") or now)
         if new:
@@ -153,8 +148,6 @@ def import_export(store: Store, path: str | Path, queue_round: int | None = None
             _copy(store, writer, below)
         result.applied = apply_reviews(store, writer)
         record_round(writer, "review", config, "completed", rounds.get(target, {}).get("started_at") or now)
-    from engine.loop.summary import write_summary
-
     write_summary(store, target)
     result.seconds = time.perf_counter() - start
     return result
@@ -178,14 +171,9 @@ def _copy(store: Store, writer, below: int) -> None:
     """The review round starts as a copy of round ``below``'s rows and gold metrics."""
     for table in COPY_TABLES:
         for path in store.files(table, below):
-            rows = store.read_file(path, table)
-            index = rows.schema.get_field_index("round")
-            rows = rows.set_column(index, rows.schema.field(index), pa.array([writer.round] * rows.num_rows, pa.int32()))
-            writer.write(table, path.stem.removeprefix("shard-"), rows)
+            writer.write(table, path.stem.removeprefix("shard-"), with_round(store.read_file(path, table), writer.round))
     metrics = store.read("metrics", below)
     metrics = metrics.filter(pc.invert(pc.is_in(metrics.column("family"), pa.array(COPY_METRICS))))
     if metrics.num_rows:
-        metrics = metrics.set_column(metrics.schema.get_field_index("round"), "round",
-                                     pa.array([writer.round] * metrics.num_rows, pa.int32()))
-        writer.write("metrics", "copied", metrics)
+        writer.write("metrics", "copied", with_round(metrics, writer.round))
     writer.mark_done(COPIED, {"from_round": below})

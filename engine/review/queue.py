@@ -108,6 +108,13 @@ def floors(store: Store, round_id: int) -> tuple[float, dict[str, float]]:
     return float(regions.get("min_score", 0.0)), {k: float(v) for k, v in regions.get("min_score_by_specialist", {}).items()}
 
 
+def latest_annotation_round(store: Store) -> int | None:
+    """The latest completed round the machines made (review rounds are people's)."""
+    rounds = [r["round"] for r in store.read("rounds", columns=["round", "kind", "status"]).to_pylist()
+              if r["status"] == "completed" and r["kind"] != "review"]
+    return max(rounds, default=None)
+
+
 def reviewed_images(store: Store) -> set[str]:
     return set(store.read("reviews", columns=["image_id"]).column("image_id").to_pylist())
 
@@ -150,6 +157,7 @@ def build_queue(store: Store, round_id: int, config: QueueConfig = QueueConfig()
     for k, r in enumerate(rows):
         by_image[r["image_id"]].append(k)
     labels = {r["label"] for r in rows if r["kind"] == "object" and r["label"]}
+    patterns = _words(labels)
     for image, ks in by_image.items():
         objects = [k for k in ks if rows[k]["kind"] == "object"]
         for k in ks:
@@ -179,10 +187,10 @@ def build_queue(store: Store, round_id: int, config: QueueConfig = QueueConfig()
             for c, k in enumerate(captions):
                 best = int(iou[c].argmax())
                 label = rows[objects[best]]["label"]
-                if iou[c, best] >= 0.9 and label and not _words({label})[label].search(rows[k]["label"] or ""):
+                if iou[c, best] >= 0.9 and label and not patterns[label].search(rows[k]["label"] or ""):
                     hit(image, "region_caption_vs_label", 1.0, rows[k]["region_id"],
                         f"'{(rows[k]['label'] or '')[:40]}' on a {label}")
-    _caption_signal(store, round_id, ids, rows, by_image, labels, hit)
+    _caption_signal(store, round_id, ids, rows, by_image, patterns, hit)
     entries = [QueueEntry(image, sum(r.score for r in found.values()),
                           sorted(found.values(), key=lambda r: -r.score)) for image, found in reasons.items()]
     entries += [QueueEntry(image, 0.0, []) for image in ids - set(reasons)]
@@ -193,13 +201,12 @@ def build_queue(store: Store, round_id: int, config: QueueConfig = QueueConfig()
 
 
 def _caption_signal(store: Store, round_id: int, ids: set[str], rows: list[dict], by_image: dict[str, list[int]],
-                    labels: set[str], hit) -> None:
+                    patterns: dict[str, re.Pattern], hit) -> None:
     """Descriptions that name a category no kept box of their image has."""
     texts = store.read("texts", round_id, columns=["image_id", "text_id", "granularity", "text", "score_source"])
     texts = texts.filter(pc.is_in(texts.column("image_id"), pa.array(sorted(ids), pa.string())))
-    if not texts.num_rows or not labels:
+    if not texts.num_rows or not patterns:
         return
-    patterns = _words(labels)
     for t in texts.to_pylist():
         if t["score_source"] == "human":
             continue
