@@ -46,14 +46,6 @@ def _gold(data: Path, round_id: int) -> dict:
             if r["split"] == "gold" and r["source"] == "dataset" and f"{r['family']}/{r['metric']}" in METRICS}
 
 
-def _units(row: dict):
-    from engine.evaluation.noise import Units
-
-    if not row or row["unit_images"] is None:
-        return None
-    return Units(tuple(row["unit_images"]), np.asarray(row["unit_num"], np.float64), np.asarray(row["unit_den"], np.float64))
-
-
 def case(base: Path, out: Path, strategy: str, k: int, seed: int) -> dict:
     """Copy round 1, review ``k`` images chosen by ``strategy`` (none/queue/random), refine once."""
     from engine.dataset.rounds import next_round
@@ -156,6 +148,7 @@ def _save(root: Path, found: list[dict]) -> None:
 
 def compare(found: list[dict], ks: list[int]) -> tuple[list[dict], dict]:
     """Rows per seed, K and strategy, and the queue-minus-random difference paired over gold images."""
+    from engine.dataset.metrics import units_of
     from engine.evaluation.noise import change_interval
 
     rows, goals = [], {}
@@ -169,7 +162,7 @@ def compare(found: list[dict], ks: list[int]) -> tuple[list[dict], dict]:
                    "value": r["value"], "low": r["low"], "high": r["high"]}
             other = by.get((f["seed"], "random", f["k"])) if f["strategy"] == "queue" else None
             if other and other["gold"].get(metric):
-                diff = change_interval(_units(other["gold"][metric]), _units(r))
+                diff = change_interval(units_of(other["gold"][metric]), units_of(r))
                 row["minus_random"] = r["value"] - other["gold"][metric]["value"]
                 row["diff_low"], row["diff_high"] = (diff.low, diff.high) if diff else (None, None)
             rows.append(row)
@@ -208,6 +201,7 @@ def scale(out: Path, images: int = 10_000, tasks: int = 1_000) -> dict:
     import pyarrow as pa
 
     from schemas import schema_for
+    from specialists.columns import region_table
 
     if out.exists():
         shutil.rmtree(out)
@@ -221,9 +215,10 @@ def scale(out: Path, images: int = 10_000, tasks: int = 1_000) -> dict:
         wh = rng.uniform(10, 100, (n, 2))
         return np.concatenate([xy, np.minimum(xy + wh, [320, 240])], 1).astype(np.float32)
 
-    def region_rows(round_id, specialist, source, score):
+    def region_rows(round_id, specialist, scores):
         n = images * 7
-        return _regions(ids, boxes(n), rng.choice(labels, n), round_id, specialist, source, score(n))
+        return region_table(list(np.repeat(ids, 7)), boxes(n), list(rng.choice(labels, n)), scores(n) if scores else None,
+                            kind="object", specialist=specialist, version="1", round_id=round_id, id_prefix=specialist)
 
     store, truth = Store(out / "dataset", create=True), Store(out / "truth", create=True)
     image_rows = pa.Table.from_pylist([{"image_id": i, "uri": f"/images/{i}.png", "width": 320, "height": 240,
@@ -233,13 +228,13 @@ def scale(out: Path, images: int = 10_000, tasks: int = 1_000) -> dict:
     with store.writer(0) as w:
         w.write("images", "synthetic", image_rows)
     with store.writer(1) as w:
-        w.write("regions", "synthetic", region_rows(1, "yolo", "model_probability", lambda n: rng.uniform(0.3, 1, n)))
+        w.write("regions", "synthetic", region_rows(1, "yolo", lambda n: rng.uniform(0.3, 1, n)))
         w.write("rounds", "round", pa.Table.from_pylist([{"round": 1, "kind": "specialists", "config": config,
                                                           "status": "completed", "started_at": now, "finished_at": now}],
                                                         schema=schema_for("rounds")))
     with truth.writer(0) as w:
         w.write("images", "synthetic", image_rows)
-        w.write("regions", "synthetic", region_rows(0, "world", "ground_truth", lambda n: np.full(n, np.nan)))
+        w.write("regions", "synthetic", region_rows(0, "world", None))
     start = time.perf_counter()
     entries = build_queue(store, 1)
     queue_seconds = time.perf_counter() - start
@@ -253,31 +248,6 @@ def scale(out: Path, images: int = 10_000, tasks: int = 1_000) -> dict:
             "import_seconds": round(import_seconds, 2), "human_rows": human,
             "rows_per_second": round(human / import_seconds, 1),
             "round_rows_rewritten": int(sum(store.read(t, 2).num_rows for t in ("regions",)))}
-
-
-def _regions(ids, boxes, labels, round_id, specialist, source, scores):
-    import pyarrow as pa
-
-    from schemas import schema_for
-
-    n = len(boxes)
-    per = n // len(ids)
-    return pa.Table.from_pydict({
-        "image_id": pa.array(np.repeat(ids, per), pa.string()),
-        "region_id": pa.array([f"{i}-{specialist}{k}" for i in ids for k in range(per)], pa.string()),
-        "kind": pa.array(["object"] * n, pa.string()),
-        "box": pa.FixedSizeListArray.from_arrays(pa.array(boxes.reshape(-1), pa.float32()), 4),
-        "quad": pa.nulls(n, pa.list_(pa.float32(), 8)),
-        "mask": pa.nulls(n, schema_for("regions").field("mask").type),
-        "mask_score": pa.nulls(n, pa.float32()), "mask_specialist": pa.nulls(n, pa.string()),
-        "label": pa.array(labels, pa.string()),
-        "members": pa.nulls(n, schema_for("regions").field("members").type),
-        "round": pa.array(np.full(n, round_id, np.int32)),
-        "specialist": pa.array([specialist] * n, pa.string()),
-        "specialist_version": pa.array(["1"] * n, pa.string()),
-        "score": pa.array(scores, pa.float32(), from_pandas=True),
-        "score_source": pa.array([source] * n, pa.string()),
-    }, schema=schema_for("regions"))
 
 
 def main() -> None:

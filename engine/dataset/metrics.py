@@ -86,7 +86,8 @@ class MetricRow:
                 "rounds": {str(r): c.to_dict() for r, c in sorted(self.cells.items())}}
 
 
-def _units(row: dict) -> Units | None:
+def units_of(row: dict) -> Units | None:
+    """The per-image units a ``metrics`` row keeps (None when it has none)."""
     if row["unit_images"] is None:
         return None
     return Units(tuple(row["unit_images"]), np.asarray(row["unit_num"], np.float64), np.asarray(row["unit_den"], np.float64))
@@ -108,7 +109,7 @@ def metric_rows(store: Store, source: str | None = None) -> list[MetricRow]:
             if before is not None and before["value"] is not None and r["value"] is not None:
                 change = r["value"] - before["value"]
                 if key[2] not in NON_GOLD_FAMILIES:
-                    found_interval = change_interval(_units(before), _units(r))
+                    found_interval = change_interval(units_of(before), units_of(r))
             row.cells[r["round"]] = Cell(r["value"], r["low"], r["high"], r["images"], change,
                                          found_interval.low if found_interval else None,
                                          found_interval.high if found_interval else None)
