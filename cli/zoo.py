@@ -33,6 +33,12 @@ def zoo_build(
     work: Annotated[Path, typer.Option(help="Where the zoo world and the trainings' checkpoints live "
                                        "(an interrupted build resumes from them).")] = Path("zoo-build"),
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    steps: Annotated[int | None, typer.Option(help="Training steps instead of the zoo profile's (Florence-2, "
+                                              "SAM); the card's command names them.")] = None,
+    train_only: Annotated[bool, typer.Option("--train-only", help="Train and stop: no measuring or publishing "
+                                             "(on a machine with torch and transformers only). The same "
+                                             "command without it, where the whole engine is installed, "
+                                             "measures and publishes what WORK holds.")] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Train the zoo's models with the zoo profile (a long budget: hours on 2 CPU cores, minutes
@@ -43,9 +49,14 @@ def zoo_build(
 
     try:
         cards = build(work, zoo, tuple(only or ()), device,
-                      step=lambda what: err_console().print(f"[bold]{what}[/bold] ..."))
+                      step=lambda what: err_console().print(f"[bold]{what}[/bold] ..."), steps=steps,
+                      train_only=train_only)
     except USER_ERRORS as err:
         raise fail(str(err)) from None
+    if train_only:
+        err_console().print(f"trained into {work / 'models'}; measure and publish with the same command "
+                            "without --train-only")
+        return
     if as_json:
         print_json({name: card.to_dict() for name, card in cards.items()})
         return

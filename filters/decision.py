@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 
@@ -57,7 +56,11 @@ class Decision:
 
 
 def rows_as_json(rows: pa.Table) -> pa.Array:
-    """Each row as one JSON object string (DuckDB's to_json: ~10x a Python loop)."""
+    """Each row as one JSON object string (DuckDB's to_json: ~10x a Python loop). DuckDB is
+    imported here, not with the module: training a model on a lent GPU imports the filters (through
+    its trainer's measurement code) and needs no SQL engine."""
+    import duckdb
+
     if rows.num_rows == 0:
         return pa.array([], pa.string())
     con = duckdb.connect()

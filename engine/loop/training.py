@@ -6,6 +6,12 @@ fingerprint of the inputs, the settings and the gold split), its weights, traini
 its gold metrics, measured through the round's annotation path with the round's filters
 (``engine.evaluation.measure``): the number a gate reads is what a round with that model alone
 would score. A call whose fingerprint matches an existing manifest reuses it.
+
+Training and measuring are two steps: ``train_model`` writes ``trained.json`` (the key and the
+trainer's facts) once the weights are saved, and ``train_and_measure`` measures what it finds
+there. So a model can be trained on a machine that has only what training needs (a lent GPU with
+torch and transformers; ``fld zoo build --train-only``) and measured where the whole engine is
+installed, and a measurement cut short never retrains.
 """
 
 from __future__ import annotations
@@ -23,12 +29,14 @@ from engine.dataset.store import Store
 from engine.evaluation.evaluate import Measurement
 from engine.evaluation.noise import Units
 from engine.evaluation.measure import GoldBoxes, gold_images, measure_specs
+from engine.loop.machine import machine
 from engine.loop.serving import SHARD_SIZE, round_filters, specs
 from schemas.hashing import fingerprint
 from specialists.training.trainer import Trainer, TrainingSet
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
+TRAINED = "trained.json"
 TRAINER_VERSION = "4"
 """Bump when training or measuring changes what a trained model's manifest would be."""
 
@@ -75,10 +83,14 @@ def _cached(folder: Path, key: str) -> Trained | None:
     return None
 
 
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(tmp, path)
+
+
 def _write_manifest(folder: Path, manifest: dict) -> Trained:
-    tmp = folder / f".{MANIFEST}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2, default=str))
-    os.replace(tmp, folder / MANIFEST)
+    _write_json(folder / MANIFEST, manifest)
     return Trained(manifest["name"], folder, manifest)
 
 
@@ -122,24 +134,59 @@ def measured(found: list[Measurement]) -> dict[str, dict]:
     return out
 
 
+def training_key(trainer: Trainer, data: TrainingSet, budget: Any, gold: Store, previous: Trained | None = None,
+                 device: str = "cpu", seed_gold: Store | None = None) -> str:
+    """What a training's result depends on: its data, settings, starting model and gold splits."""
+    before = previous.manifest if previous else None
+    return fingerprint({"trainer": TRAINER_VERSION, "name": trainer.name, "images": data.ids(), "counts": data.counts(),
+                        "settings": trainer.settings(data, budget, before, device),
+                        "previous": before["key"] if before else None, "gold": sorted(gold_images(gold)),
+                        "seed_gold": sorted(gold_images(seed_gold)) if seed_gold else None})
+
+
+def train_model(trainer: Trainer, data: TrainingSet, root: Path, budget: Any, gold: Store,
+                previous: Trained | None = None, device: str = "cpu", seed_gold: Store | None = None) -> dict:
+    """Train ``trainer``'s model into ``root/<name>`` (or find it trained there with the same key)
+    and return its unmeasured manifest (``trained.json``: key, facts, seconds, machine)."""
+    key = training_key(trainer, data, budget, gold, previous, device, seed_gold)
+    folder = Path(root) / trainer.name
+    path = folder / TRAINED
+    if path.is_file():
+        found = json.loads(path.read_text())
+        if found.get("key") == key and (not found["weights"] or Path(found["weights"]).exists()):
+            log.info("%s trained earlier with the same inputs (%s)", trainer.name, folder)
+            return found
+    folder.mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    facts = trainer.train(data, folder, budget, previous.manifest if previous else None, device)
+    manifest = {"name": trainer.name, "key": key, **facts, "seconds": time.monotonic() - start,
+                "machine": machine(device)}
+    _write_json(path, manifest)
+    return manifest
+
+
 def train_and_measure(trainer: Trainer, data: TrainingSet, root: Path, budget: Any, gold: Store,
                       previous: Trained | None = None, device: str = "cpu", seed_gold: Store | None = None) -> Trained:
     """``trainer``'s model trained on ``data`` into ``root/<name>`` (reused when its inputs are
-    unchanged), measured on ``gold`` (and on the seed domain's ``seed_gold``, when given)."""
-    before = previous.manifest if previous else None
-    settings = trainer.settings(data, budget, before, device)
-    key = fingerprint({"trainer": TRAINER_VERSION, "name": trainer.name, "images": data.ids(), "counts": data.counts(),
-                       "settings": settings, "previous": before["key"] if before else None,
-                       "gold": sorted(gold_images(gold)),
-                       "seed_gold": sorted(gold_images(seed_gold)) if seed_gold else None})
+    unchanged), measured on ``gold`` (and on the seed domain's ``seed_gold``, when given). A
+    model trained on a GPU is measured on the CPU where no GPU is present (inference only)."""
+    key = training_key(trainer, data, budget, gold, previous, device, seed_gold)
     folder = Path(root) / trainer.name
     if found := _cached(folder, key):
         return found
-    folder.mkdir(parents=True, exist_ok=True)
-    start = time.monotonic()
-    facts = trainer.train(data, folder, budget, before, device)
-    manifest = {"name": trainer.name, "key": key, **facts, "seconds": time.monotonic() - start}
-    return measure_and_record(trainer, folder, manifest, gold, device, seed_gold)
+    manifest = train_model(trainer, data, root, budget, gold, previous, device, seed_gold)
+    return measure_and_record(trainer, folder, dict(manifest), gold, usable_device(device), seed_gold)
+
+
+def usable_device(device: str) -> str:
+    """``device``, or the CPU when it names a GPU this machine does not have."""
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            log.warning("no GPU here: measuring a model trained on %s on the CPU", device)
+            return "cpu"
+    return device
 
 
 def adopt_and_measure(trainer: Trainer, facts: dict, source: str, root: Path, gold: Store, device: str = "cpu",

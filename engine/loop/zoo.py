@@ -18,15 +18,15 @@ import hashlib
 import json
 import logging
 import os
-import platform
 import shutil
 import subprocess
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields, is_dataclass
+from dataclasses import asdict, dataclass, fields, is_dataclass, replace
 from pathlib import Path
 
 from engine.dataset.store import Store
 from engine.loop.bootstrap import ModelSet, bootstrap, models_dir
+from engine.loop.machine import machine
 from engine.loop.profiles import Profile, budget_for, profile
 from engine.loop.training import TRAINER_VERSION, Trained, adopt_and_measure, train_and_measure
 from engine.loop.training_set import load_training_set
@@ -53,8 +53,9 @@ def domain_fingerprint(config: WorldConfig) -> str:
     return fingerprint({"world_version": WORLD_VERSION, **config.domain_settings()})
 
 
-def rebuild_command(name: str, device: str = "cpu") -> str:
-    return f"fld zoo build --only {name}" + (f" --device {device}" if device != "cpu" else "")
+def rebuild_command(name: str, device: str = "cpu", steps: int | None = None) -> str:
+    return (f"fld zoo build --only {name}" + (f" --device {device}" if device != "cpu" else "")
+            + (f" --steps {steps}" if steps is not None else ""))
 
 
 @dataclass(frozen=True)
@@ -125,23 +126,7 @@ def _commit() -> str | None:
     return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
-def machine(device: str) -> dict:
-    """The machine a model was trained on, as a card records it."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    gpu = None
-    if device.startswith("cuda"):
-        import torch
-
-        gpu = torch.cuda.get_device_name(0)
-    return {"cpu": cpu, "cores": os.cpu_count(), "gpu": gpu, "device": device}
-
-
-def publish(trained: Trained, world: World, zoo: Path, budget: object, device: str) -> Card:
+def publish(trained: Trained, world: World, zoo: Path, budget: object, device: str, steps: int | None = None) -> Card:
     """Copy a trained model's weights into ``zoo/<name>/`` with its card (replacing what was there
     only once the new folder is complete)."""
     zoo.mkdir(parents=True, exist_ok=True)
@@ -150,7 +135,7 @@ def publish(trained: Trained, world: World, zoo: Path, budget: object, device: s
     staging = zoo / f".{name}.tmp"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
-    facts = {k: v for k, v in trained.manifest.items() if k not in ("key", "gold", "measured", "units", "seconds", "name")}
+    facts = {k: v for k, v in trained.manifest.items() if k not in ("key", "gold", "measured", "units", "seconds", "name", "machine")}
     if trained.weights:
         source = Path(trained.weights)
         target = staging / source.name
@@ -159,11 +144,12 @@ def publish(trained: Trained, world: World, zoo: Path, budget: object, device: s
         files = {str(p.relative_to(staging)): sha256(p) for p in weights_files(target)}
     else:
         files = {}
-    training = {"seconds": round(trained.manifest.get("seconds", 0.0), 1), "machine": machine(device),
+    training = {"seconds": round(trained.manifest.get("seconds", 0.0), 1),
+                "machine": trained.manifest.get("machine") or machine(device),
                 **{k: trained.manifest[k] for k in ("steps", "train_seconds") if k in trained.manifest}}
     if "config" in trained.manifest and "epochs" in trained.manifest["config"]:
         training["epochs"] = trained.manifest["config"]["epochs"]
-    card = Card(name=name, command=rebuild_command(name, device), code_commit=_commit(),
+    card = Card(name=name, command=rebuild_command(name, device, steps), code_commit=_commit(),
                 world={"config": world.config.to_dict(), "domain": domain_fingerprint(world.config),
                        "world_version": WORLD_VERSION, "world": world.version},
                 trainer_version=TRAINER_VERSION, training_key=trained.manifest["key"],
@@ -345,10 +331,30 @@ def zoo_world(work: Path) -> World:
     return make_world(config, path, overwrite=True)
 
 
+def with_steps(chosen: Profile, names: tuple[str, ...], steps: int) -> Profile:
+    """``chosen`` with the bootstrap budget of each of ``names`` set to ``steps`` training steps."""
+    if steps < 1:
+        raise ValueError(f"--steps must be >= 1, got {steps}")
+    budgets = dict(chosen.bootstrap)
+    for name in names:
+        budget = budget_for(chosen.bootstrap, TRAINERS[name])
+        if "steps" not in {f.name for f in fields(budget)}:
+            raise ValueError(f"--steps cannot set {name}'s budget ({type(budget).__name__} has no steps); "
+                             f"build it separately with --only")
+        budgets[name] = replace(budget, steps=steps)
+    return replace(chosen, bootstrap=budgets)
+
+
 def build(work: Path, zoo: Path, only: tuple[str, ...], device: str = "cpu",
-          step: Callable[[str], None] | None = None) -> dict[str, Card]:
+          step: Callable[[str], None] | None = None, steps: int | None = None,
+          train_only: bool = False) -> dict[str, Card]:
     """Train ``only`` with the zoo profile on its world (resuming what ``work`` holds) and publish
-    each into ``zoo``. Models without weights to learn (GrabCut) have no place in a zoo."""
+    each into ``zoo``. Models without weights to learn (GrabCut) have no place in a zoo.
+
+    ``steps`` overrides the profile's training steps (the card's command then names it);
+    ``train_only`` trains and stops before measuring and publishing (a machine with only torch and
+    transformers, a lent GPU: the same command without it, run where the whole engine is
+    installed and with ``work`` copied over, measures and publishes without training again)."""
     unknown = [n for n in only if n not in TRAINERS]
     if unknown:
         raise ValueError(f"unknown specialist(s) {unknown}; known: {', '.join(TRAINERS)}")
@@ -356,7 +362,11 @@ def build(work: Path, zoo: Path, only: tuple[str, ...], device: str = "cpu",
     if not wanted:
         raise ValueError(f"{', '.join(only)} learn(s) nothing: a zoo holds trained weights only")
     chosen = profile(ZOO_PROFILE).on(device)
+    if steps is not None:
+        chosen = with_steps(chosen, wanted, steps)
     world = zoo_world(work)
-    trained = bootstrap(world, work / "models", chosen, wanted, step)
-    return {name: publish(model, world, zoo, budget_for(chosen.bootstrap, TRAINERS[name]), device)
+    trained = bootstrap(world, work / "models", chosen, wanted, step, measure=not train_only)
+    if train_only:
+        return {}
+    return {name: publish(model, world, zoo, budget_for(chosen.bootstrap, TRAINERS[name]), device, steps)
             for name, model in trained.models.items()}
