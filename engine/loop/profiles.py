@@ -104,7 +104,7 @@ PROFILES = {
     "zoo": Profile("zoo", world_images=1000, seed_fraction=0.6, gold_fraction=0.15, seed_gold_fraction=0.1,
                    shift="field", world_seed=1000,
                    bootstrap={"yolo": YoloBudget(epochs=30, imgsz=320), "sam": SamBudget(steps=1500),
-                              "florence2": Florence2Budget(steps=4000)},
+                              "florence2": Florence2Budget(steps=6000, batch=64, size="small", recipe={"flip_od": True})},
                    refine={"yolo": YoloBudget(epochs=3, imgsz=320), "sam": SamBudget(steps=30),
                            "florence2": Florence2Budget(steps=80)}),
 }

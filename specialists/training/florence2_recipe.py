@@ -10,17 +10,43 @@ Two pieces, both used only while training (the saved checkpoint is a plain Flore
   the region whose box covers its cell (or background) and that box. The vision tower gets a
   direct, dense gradient from the first step instead of only what trickles back through the
   decoder's cross-attention.
+* **Mirrored ``<OD>`` examples** (``flip_od``): each image's ``<OD>`` example also as its left-right
+  mirror image with the mirrored boxes (bin ``k`` becomes ``999 - k``, regions again in raster
+  order), so the boxes of a few hundred seed images are not learnt by heart. Only ``<OD>``: a
+  mirrored image would make its OCR text and any "left of" in a description wrong.
 """
 
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import torch
 from torch import nn
 
 LOC_BINS = 1000
+MIRRORED = "#mirrored"
+"""Suffix of the image id of an image's mirrored copy (training only)."""
+_REGION = re.compile(r"(.*?)<loc_(\d+)><loc_(\d+)><loc_(\d+)><loc_(\d+)>", re.S)
+
+
+def mirrored_od_target(target: str) -> str:
+    """An ``<OD>`` target ("label<loc_x1><loc_y1><loc_x2><loc_y2>..."), mirrored left to right."""
+    regions = [(label, LOC_BINS - 1 - int(x2), int(y1), LOC_BINS - 1 - int(x1), int(y2))
+               for label, x1, y1, x2, y2 in _REGION.findall(target)]
+    regions.sort(key=lambda r: (r[2], r[1]))
+    return "".join(f"{label}<loc_{x1}><loc_{y1}><loc_{x2}><loc_{y2}>" for label, x1, y1, x2, y2 in regions)
+
+
+def with_mirrored_od(examples: list, images: dict[str, np.ndarray]) -> tuple[list, dict[str, np.ndarray]]:
+    """``examples`` plus each ``<OD>`` example on its mirrored image, and ``images`` plus those."""
+    from dataclasses import replace
+
+    extra = [replace(e, image_id=e.image_id + MIRRORED, target=mirrored_od_target(e.target))
+             for e in examples if e.task == "<OD>" and e.image_id in images]
+    mirrored = {e.image_id: np.ascontiguousarray(images[e.image_id.removesuffix(MIRRORED)][:, ::-1]) for e in extra}
+    return examples + extra, {**images, **mirrored}
 
 
 def sinusoidal_codes(positions: np.ndarray, dim: int) -> np.ndarray:

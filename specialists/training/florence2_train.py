@@ -46,10 +46,14 @@ class Florence2TrainConfig:
     """Steps (counted in ``steps``) that first train only the vision tower with the dense head,
     warm-starting it on the seed split before the decoder sees it (about 3x cheaper a step)."""
     structured_locations: bool = True
+    flip_od: bool = False
+    """Also train on each <OD> example mirrored left to right (``florence2_recipe.with_mirrored_od``)."""
     task_weights: dict = field(default_factory=lambda: {"<OD>": 3.0})
     """Sampling weight per task (1.0 for tasks not named)."""
     max_target_tokens: int = 160
     save_every: int = 100
+    log_every: int = 100
+    """Log the loss every this many steps."""
     max_minutes: float | None = None
     seed: int = 0
     device: str = "cpu"
@@ -57,6 +61,8 @@ class Florence2TrainConfig:
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1 or self.save_every < 1 or not 0 <= self.vision_steps < self.steps:
             raise ValueError("steps, batch_size and save_every must be >= 1")
+        if self.log_every < 1:
+            raise ValueError(f"log_every must be >= 1, got {self.log_every}")
         if not (self.lr > 0 and (self.vision_lr is None or self.vision_lr > 0)):
             raise ValueError(f"learning rates must be > 0, got {self.lr} / {self.vision_lr}")
         if self.aux_weight < 0 or self.attention_weight < 0 or any(w < 0 for w in self.task_weights.values()):
@@ -192,10 +198,13 @@ def train_florence2(model, processor, examples: list[Example], images: dict[str,
     """Train ``model`` in place on ``examples``; state in ``out`` (resumed from when present)."""
     import torch
 
-    from specialists.training.florence2_recipe import DenseHead, dense_loss, init_location_embeddings
+    from specialists.training.florence2_recipe import DenseHead, dense_loss, init_location_embeddings, with_mirrored_od
 
     if not examples:
         raise ValueError("no training examples: the round kept no annotations of any trained task")
+    n_given = len(examples)
+    if config.flip_od:
+        examples, images = with_mirrored_od(examples, images)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
@@ -212,6 +221,8 @@ def train_florence2(model, processor, examples: list[Example], images: dict[str,
     if config.attention_weight:
         model.set_attn_implementation("eager")  # supervised cross-attention needs the weights
     model.to(config.device).train()
+    if head is not None:
+        head.to(config.device)
     vision = [p for n, p in model.named_parameters() if "vision_tower" in n or "multi_modal_projector" in n]
     vision_ids = {id(p) for p in vision}
     rest = [p for p in model.parameters() if id(p) not in vision_ids] + (list(head.parameters()) if head else [])
@@ -223,7 +234,7 @@ def train_florence2(model, processor, examples: list[Example], images: dict[str,
     state_path, start = out / STATE, 0
     if state_path.exists():
         state = torch.load(state_path, weights_only=False)
-        if state["config"] == config.to_dict() and state["examples"] == len(examples):
+        if state["config"] == config.to_dict() and state["examples"] == n_given:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             if head and state.get("head"):
@@ -277,8 +288,11 @@ def train_florence2(model, processor, examples: list[Example], images: dict[str,
             done = step + 1
             if progress:
                 progress(done, config.steps)
+            if done % config.log_every == 0:
+                log.info("Florence-2 step %d/%d: loss %.4f (%.1f min)", done, config.steps, float(loss.detach()),
+                         (time.monotonic() - started) / 60)
             if done % config.save_every == 0 or done == config.steps:
-                _save_state(state_path, model, head, optimizer, done, rng, config, len(examples))
+                _save_state(state_path, model, head, optimizer, done, rng, config, n_given)
             if evaluate and eval_every and (done % eval_every == 0 or done == config.steps):
                 model.eval()
                 curve.append({"step": done, "minutes": (time.monotonic() - started) / 60, "loss": float(output.loss.detach()),
@@ -287,7 +301,7 @@ def train_florence2(model, processor, examples: list[Example], images: dict[str,
             if config.max_minutes and time.monotonic() - started > config.max_minutes * 60:
                 log.warning("Florence-2 training stopped at step %d of %d: the %.1f-minute budget is spent",
                             done, config.steps, config.max_minutes)
-                _save_state(state_path, model, head, optimizer, done, rng, config, len(examples))
+                _save_state(state_path, model, head, optimizer, done, rng, config, n_given)
                 break
     finally:
         hook.remove()

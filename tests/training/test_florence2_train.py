@@ -84,3 +84,40 @@ def test_config_validates():
         Florence2TrainConfig(steps=0)
     with pytest.raises(ValueError):
         Florence2TrainConfig(lr=-1.0)
+
+
+def test_a_mirrored_od_target_mirrors_each_box_and_keeps_raster_order():
+    from specialists.training.florence2_recipe import mirrored_od_target
+
+    target = "car<loc_100><loc_50><loc_300><loc_200>sign<loc_600><loc_50><loc_990><loc_120>"
+    # x bins k -> 999 - k with x1 and x2 swapped; the sign now starts further left, so it comes first
+    assert mirrored_od_target(target) == ("sign<loc_9><loc_50><loc_399><loc_120>"
+                                          "car<loc_699><loc_50><loc_899><loc_200>")
+    assert mirrored_od_target(mirrored_od_target(target)) == target
+
+
+def test_mirrored_od_examples_see_the_mirrored_image(setup):
+    import numpy as np
+
+    from specialists.training.florence2_recipe import MIRRORED, with_mirrored_od
+
+    examples, pixels, _ = setup
+    grown, images = with_mirrored_od(examples, pixels)
+    extra = grown[len(examples):]
+    od = [e for e in examples if e.task == "<OD>"]
+    assert len(extra) == len(od) > 0 and all(e.task == "<OD>" for e in extra)
+    first = extra[0]
+    original = first.image_id.removesuffix(MIRRORED)
+    assert np.array_equal(images[first.image_id], pixels[original][:, ::-1])
+    assert set(images) == set(pixels) | {e.image_id for e in extra}
+
+
+def test_training_with_mirrored_od_resumes_its_own_state(setup, tmp_path):
+    examples, pixels, tokenizer = setup
+    config = Florence2TrainConfig(steps=2, batch_size=2, save_every=1, warmup=1, flip_od=True)
+    model, processor = fresh_model(tokenizer)
+    result = train_florence2(model, processor, examples, pixels, tmp_path, config, fresh=True)
+    n_od = sum(e.task == "<OD>" for e in examples)
+    assert result.steps == 2 and result.tasks["<OD>"] == 2 * n_od
+    model, processor = fresh_model(tokenizer)
+    assert train_florence2(model, processor, examples, pixels, tmp_path, config, fresh=True).resumed_from == 2
