@@ -4,10 +4,11 @@
 # `fld zoo build --train-only`'s function and the measuring and publishing happen back here with
 # the same command without --train-only (docs/FLORENCE2_RECIPE.md, "The zoo's Florence-2 on a GPU").
 #
-# What travels with the working tree (prepared here; .whl/ and .device/ are git-ignored):
+# What travels with the working tree (`python bench/device_zoo_prepare.py` makes it here; .whl/ and
+# .device/ are git-ignored), named in the call's carry: [".whl", ".device"]
 #   .whl/                transformers (this project's pin), pycocotools, dill, defusedxml wheels, cp312
 #   .device/site/        pycocoevalcap's bleu, cider and rouge (its wheel is 100 MB of Java jars)
-#   .device/zoo-build/   the zoo world without its target-domain images (training reads the seed split)
+#   .device/zoo-build/   the zoo world's tables and seed images (null list cells as placeholders)
 # Steps: the speed of 40 timed steps sets how many fit MINUTES (default 6.5), rounded down to 100,
 # at least MIN_STEPS and at most MAX_STEPS.
 # Back in $OUT: florence2-speed.json, train.log, and florence2.tgz.* (the checkpoint and trained.json

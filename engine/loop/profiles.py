@@ -104,12 +104,14 @@ PROFILES = {
     "zoo": Profile("zoo", world_images=1000, seed_fraction=0.6, gold_fraction=0.15, seed_gold_fraction=0.1,
                    shift="field", world_seed=1000,
                    bootstrap={"yolo": YoloBudget(epochs=30, imgsz=320), "sam": SamBudget(steps=1500),
-                              "florence2": Florence2Budget(steps=6000, batch=64, size="small", recipe={"flip_od": True})},
+                              "florence2": Florence2Budget(steps=2800, batch=64, size="small", recipe={"flip_od": True})},
                    refine={"yolo": YoloBudget(epochs=3, imgsz=320), "sam": SamBudget(steps=30),
                            "florence2": Florence2Budget(steps=80)}),
 }
 """``zoo`` trains the round-0 models that ``make run`` starts from (``fld zoo build``, hours on 2
-cores): another sample (world seed 1000) of the same domains as every other profile's world."""
+cores): another sample (world seed 1000) of the same domains as every other profile's world. Its
+Florence-2 (``small``, 2800 steps of 64) is a GPU job: 5 minutes on an H200, about 7 hours on 2
+CPU cores (``bench/florence2_speed.py``)."""
 
 
 def profile(name: str) -> Profile:
