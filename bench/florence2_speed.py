@@ -14,7 +14,6 @@ must exist (``fld zoo build`` makes it under ``--work``).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import tempfile

@@ -23,6 +23,9 @@ BOX_RUN = re.compile(r"((?:<loc_\d+>){4,})")
 LABELLED = re.compile(r"([^<]+)((?:<loc_\d+>){4,})")
 OCR_ITEM = re.compile(r"(.+?)((?:<loc_\d+>){8})")
 WRAPPERS = re.compile(r"</?(?:od|ground|obj|box|bbox)>")
+MALFORMED = re.compile(r"loc_\d|[<>]|^(.{2,}?)\1{2,}$")
+"""A label that is no label: a broken location token spelt out ("loc_662>star"), or one word
+generated over and over ("starstarstar..."): a small model's degenerate output, seen in a round."""
 TOKEN_SPLIT = re.compile(r"(<s>|</s>|<pad>|<loc_\d+>)")
 
 TASK_TYPES = {
@@ -148,7 +151,7 @@ def parse_florence2(generated: Generated | str, task: str, image_size: tuple[int
     for m in LABELLED.finditer(t.text):
         raw = m.group(1)
         label = WRAPPERS.sub("", raw).strip()
-        if not label:
+        if not label or MALFORMED.search(label):
             continue
         lead = len(raw) - len(raw.lstrip())
         span = (m.start(1) + lead, m.start(1) + lead + len(raw.strip()))

@@ -126,3 +126,10 @@ def test_bad_checkpoints_are_named(tiny_florence2, tmp_path, damage):
         tokenizer.save_pretrained(target)
     with pytest.raises(WeightsError, match=str(target) if damage != "other_tokenizer" else "different tokenizer"):
         load_florence2(str(target))
+
+
+def test_malformed_labels_are_no_labels():
+    boxes = "<loc_10><loc_20><loc_30><loc_40>"
+    text = f"loc_662>star{boxes}starstarstarstar{boxes}car{boxes}"
+    assert [i.text for i in parse_florence2(text, "<OD>", SIZE)] == ["car"]
+    assert [i.text for i in parse_florence2(f"red red car{boxes}", "<OD>", SIZE)] == ["red red car"]

@@ -166,3 +166,16 @@ def test_florence2_reads_and_describes_regions_only_where_its_gates_pass():
     f2.manifest["gold"]["region-text/region_caption_object"] = 0.11
     gate = decide({"yolo": yolo, "florence2": f2}, {}, trivial)["florence2:<REGION_TO_DESCRIPTION>"][0]
     assert gate.chosen == "none" and "wrong objects" in gate.refused
+
+
+def test_a_far_weaker_second_detector_is_not_fused_with_the_first():
+    yolo = model("yolo", "y", **{F1: 0.76})
+    weak = model("florence2", "f", **{F1: 0.35, CIDER: 0.3, GROUND: None, **SEES})
+    gates = decide({"yolo": yolo, "florence2": weak}, {}, CONFIG)
+    gate = gates["florence2:<OD>"][0]
+    assert gate.chosen == "none" and "weaker than yolo:" in gate.refused  # above its floor, but far below YOLO
+    assert gates["yolo:<OD>"][0].chosen == "candidate" and gates["florence2:<CAPTION>"][0].chosen == "candidate"
+    assert holders(gates)["florence2:<OD>"] is weak  # remembered: next round's candidate must beat it
+    close = model("florence2", "c", **{F1: 0.755, CIDER: 0.3, GROUND: None, **SEES})
+    both = decide({"yolo": yolo, "florence2": close}, {}, CONFIG)
+    assert {"yolo:<OD>", "florence2:<OD>"} <= set(served(both))  # as good (within tolerance): both fused
