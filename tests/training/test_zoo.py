@@ -157,3 +157,43 @@ def test_zoo_build_trains_publishes_and_reuses(tmp_path, monkeypatch, small_worl
     assert again["yolo"].training_key == cards["yolo"].training_key
     assert again["yolo"].files == cards["yolo"].files  # reused the training, not redone
     shutil.rmtree(tmp_path / "zoo")
+
+
+def test_a_build_trained_elsewhere_is_measured_and_published_without_training_again(tmp_path, monkeypatch):
+    from specialists.training.registry import TRAINERS
+    from specialists.training.sam import SamBudget
+
+    tiny = replace(profiles.PROFILES["quick"], name="zoo", world_images=24, seed_fraction=0.5, gold_fraction=0.25,
+                   seed_gold_fraction=0.0, world_seed=3,
+                   bootstrap={"yolo": YoloBudget(epochs=1, imgsz=64), "sam": SamBudget(steps=40)})
+    monkeypatch.setitem(profiles.PROFILES, "zoo", tiny)
+    with pytest.raises(ValueError, match="no steps"):
+        build(tmp_path / "work", tmp_path / "zoo", ("yolo",), steps=2)
+    # the GPU machine: trains and stops; nothing measured, nothing published
+    assert build(tmp_path / "work", tmp_path / "zoo", ("sam",), steps=2, train_only=True) == {}
+    folder = tmp_path / "work" / "models" / "round-0" / "sam"
+    trained = json.loads((folder / "trained.json").read_text())
+    assert trained["config"]["steps"] == 2 and trained["machine"]["device"] == "cpu"
+    assert not (folder / "manifest.json").exists() and not (tmp_path / "zoo").exists()
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained again")
+
+    monkeypatch.setattr(TRAINERS["sam"], "train", no_training)
+    card = build(tmp_path / "work", tmp_path / "zoo", ("sam",), steps=2)["sam"]  # here: measure and publish
+    assert card.command == "fld zoo build --only sam --steps 2"
+    assert card.training["machine"] == trained["machine"] and card.budget["steps"] == 2
+    assert card.gold["gold"]["region-text/mask_iou"]["images"] > 0
+    with pytest.raises(AssertionError, match="trained again"):  # other steps: another training
+        build(tmp_path / "work", tmp_path / "zoo", ("sam",), steps=3)
+
+
+def test_a_model_trained_on_a_gpu_is_measured_on_the_cpu_without_one(monkeypatch):
+    import torch
+
+    from engine.loop.training import usable_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert usable_device("cuda") == "cpu" and usable_device("cuda:1") == "cpu" and usable_device("cpu") == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert usable_device("cuda") == "cuda"
