@@ -152,8 +152,12 @@ def train_model(trainer: Trainer, data: TrainingSet, root: Path, budget: Any, go
     folder = Path(root) / trainer.name
     path = folder / TRAINED
     if path.is_file():
-        found = json.loads(path.read_text())
-        if found.get("key") == key and (not found["weights"] or Path(found["weights"]).exists()):
+        try:
+            found = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:  # e.g. a copy cut short: train again
+            log.warning("%s is unreadable (%s): training %s again", path, err, trainer.name)
+            found = {}
+        if found.get("key") == key and (not found.get("weights") or Path(found["weights"]).exists()):
             log.info("%s trained earlier with the same inputs (%s)", trainer.name, folder)
             return found
     folder.mkdir(parents=True, exist_ok=True)

@@ -186,6 +186,9 @@ def test_a_build_trained_elsewhere_is_measured_and_published_without_training_ag
     assert card.gold["gold"]["region-text/mask_iou"]["images"] > 0
     with pytest.raises(AssertionError, match="trained again"):  # other steps: another training
         build(tmp_path / "work", tmp_path / "zoo", ("sam",), steps=3)
+    (folder / "trained.json").write_text('{"key": "cut sho')  # a copy cut short: trained again, no crash
+    with pytest.raises(AssertionError, match="trained again"):
+        build(tmp_path / "work", tmp_path / "zoo", ("sam",), steps=2, train_only=True)
 
 
 def test_a_model_trained_on_a_gpu_is_measured_on_the_cpu_without_one(monkeypatch):
