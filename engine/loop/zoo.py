@@ -340,7 +340,7 @@ def with_steps(chosen: Profile, names: tuple[str, ...], steps: int) -> Profile:
         budget = budget_for(chosen.bootstrap, TRAINERS[name])
         if "steps" not in {f.name for f in fields(budget)}:
             raise ValueError(f"--steps cannot set {name}'s budget ({type(budget).__name__} has no steps); "
-                             f"build it separately with --only")
+                             f"leave {name} out of this build (--only the models that train in steps)")
         budgets[name] = replace(budget, steps=steps)
     return replace(chosen, bootstrap=budgets)
 
