@@ -68,7 +68,7 @@ def train_specialists(world: World, root: str | Path, profile: Profile, splits: 
     """Train ``only`` of the registered specialists (default: all) with the profile's bootstrap
     budget on the world's truth of ``splits`` into ``root``, and measure each on the gold (and on
     the seed-gold, when the world has one) unless ``measure`` is false (their manifests then hold
-    no gold metrics and are not written: see ``engine.loop.training``)."""
+    no gold metrics: see ``engine.loop.training``)."""
     only = tuple(TRAINERS) if only is None else only
     unknown = [n for n in only if n not in TRAINERS]
     if unknown:
@@ -84,9 +84,8 @@ def train_specialists(world: World, root: str | Path, profile: Profile, splits: 
             step(f"train {name} on {'+'.join(splits)}")
         trainer = TRAINERS[name]
         run = train_and_measure if measure else train_model
-        found = run(trainer, data, Path(root), budget_for(profile.bootstrap, trainer), gold, device=profile.device,
-                    seed_gold=seed_gold)
-        models[name] = found if isinstance(found, Trained) else Trained(name, Path(root) / name, found)
+        models[name] = run(trainer, data, Path(root), budget_for(profile.bootstrap, trainer), gold,
+                           device=profile.device, seed_gold=seed_gold)
         log.info("trained %s on %s: %s", name, splits, models[name].gold)
     return ModelSet(round_id, models)
 

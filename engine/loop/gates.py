@@ -138,7 +138,8 @@ def decide(candidates: dict[str, Trained], incumbents: dict[str, Trained], confi
 def weaker_companions_out(gates: dict[str, tuple[Gate, Trained | None]], config: GateConfig
                           ) -> dict[str, tuple[Gate, Trained | None]]:
     """Refuse each admitted model that is worse than the best admitted model of the same metric by
-    more than ``tolerance``; the gates as they were otherwise."""
+    more than ``tolerance``, and, for a task one model a round serves (``Task.exclusive``: the
+    segmenters), each but the best; the gates as they were otherwise."""
     admitted = {task: (gate, gate.candidate if gate.chosen == "candidate" else gate.incumbent)
                 for task, (gate, _) in gates.items() if gate.chosen != "none"}
     out = dict(gates)
@@ -147,12 +148,23 @@ def weaker_companions_out(gates: dict[str, tuple[Gate, Trained | None]], config:
         if not rivals or value is None:
             continue
         best_task = max(rivals, key=rivals.get)
-        if value < rivals[best_task] - config.tolerance:
-            refused = (f"weaker than {best_task} on the same gold ({gate.metric} {value:.3f} < {rivals[best_task]:.3f}): "
-                       "fused with it, it would only add its mistakes")
+        best = rivals[best_task]
+        if _exclusive(task):
+            weaker = value < best or (value == best and best_task < task)  # a tie: one of them, always the same
+        else:
+            weaker = value < best - config.tolerance
+        if weaker:
+            refused = (f"weaker than {best_task} on the same gold ({gate.metric} {value:.3f} < {best:.3f}): "
+                       + ("one model a round serves it" if _exclusive(task) else
+                          "fused with it, it would only add its mistakes"))
             log.info("gate %s: %s", task, refused)
             out[task] = (replace(gate, chosen="none", refused=refused), gates[task][1])
     return out
+
+
+def _exclusive(key: str) -> bool:
+    name, task = key.split(":", 1)
+    return any(t.name == task and t.exclusive for t in trainer_for(name).tasks)
 
 
 def within_trivial_noise(metric: str, model: Trained, config: GateConfig) -> str | None:

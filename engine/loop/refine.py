@@ -49,27 +49,11 @@ LABEL_GROUNDER = Serving("label-grounder", {})
 both describes images and detects objects."""
 
 
-def _best_per_exclusive_task(served_by: dict[str, Trained]) -> dict[str, Trained]:
-    """Only the best model (on gold) of a task that one model a round serves (the segmenters)."""
-    keep = dict(served_by)
-    by_task: dict[str, list[str]] = {}
-    for key in served_by:
-        name, task = key.split(":", 1)
-        if any(t.name == task and t.exclusive for t in trainer_for(name).tasks):
-            by_task.setdefault(task, []).append(key)
-    for task, keys in by_task.items():
-        best = max(keys, key=lambda k: served_by[k].gold.get(trainer_for(k.split(":")[0]).metric(task)) or 0.0)
-        for key in keys:
-            if key != best:
-                keep.pop(key)
-    return keep
-
-
 def round_config(gates: dict[str, tuple[Gate, Trained | None]], ocr: bool = True, device: str = "cpu") -> RoundConfig:
     """The round's specialists: each gated-in task served by the model that won its gate (each
     model as its trainer serves it), the fixed specialists (RapidOCR; ``ocr=False`` when its rows
     are carried over) and, when the round both describes and detects, the label grounder."""
-    served_by = _best_per_exclusive_task(served(gates))
+    served_by = served(gates)
     by_model: dict[Path, tuple[Trained, list[str]]] = {}
     for key, model in sorted(served_by.items()):
         by_model.setdefault(model.folder, (model, []))[1].append(key.split(":", 1)[1])

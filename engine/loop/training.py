@@ -73,14 +73,25 @@ def load_trained(folder: Path) -> Trained:
     return Trained(manifest["name"], folder, manifest)
 
 
-def _cached(folder: Path, key: str) -> Trained | None:
-    path = folder / MANIFEST
-    if path.is_file():
-        manifest = json.loads(path.read_text())
-        if manifest.get("key") == key and (not manifest["weights"] or Path(manifest["weights"]).exists()):
-            log.info("reusing %s trained earlier (%s)", manifest["name"], folder)
-            return Trained(manifest["name"], folder, manifest)
+def _keyed(path: Path, key: str) -> dict | None:
+    """The JSON at ``path`` when it was written for ``key`` and its weights still exist; None
+    otherwise (also when it is unreadable, e.g. a copy cut short: the work is done again)."""
+    if not path.is_file():
+        return None
+    try:
+        found = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        log.warning("%s is unreadable (%s): doing its work again", path, err)
+        return None
+    if found.get("key") == key and (not found.get("weights") or Path(found["weights"]).exists()):
+        log.info("reusing %s trained earlier (%s)", found["name"], path.parent)
+        return found
     return None
+
+
+def _cached(folder: Path, key: str) -> Trained | None:
+    manifest = _keyed(folder / MANIFEST, key)
+    return Trained(manifest["name"], folder, manifest) if manifest else None
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -145,28 +156,22 @@ def training_key(trainer: Trainer, data: TrainingSet, budget: Any, gold: Store, 
 
 
 def train_model(trainer: Trainer, data: TrainingSet, root: Path, budget: Any, gold: Store,
-                previous: Trained | None = None, device: str = "cpu", seed_gold: Store | None = None) -> dict:
-    """Train ``trainer``'s model into ``root/<name>`` (or find it trained there with the same key)
-    and return its unmeasured manifest (``trained.json``: key, facts, seconds, machine)."""
-    key = training_key(trainer, data, budget, gold, previous, device, seed_gold)
+                previous: Trained | None = None, device: str = "cpu", seed_gold: Store | None = None,
+                key: str | None = None) -> Trained:
+    """Train ``trainer``'s model into ``root/<name>`` (or find it trained there with the same key):
+    unmeasured, its manifest is ``trained.json`` (key, facts, seconds, machine)."""
+    key = key or training_key(trainer, data, budget, gold, previous, device, seed_gold)
     folder = Path(root) / trainer.name
     path = folder / TRAINED
-    if path.is_file():
-        try:
-            found = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:  # e.g. a copy cut short: train again
-            log.warning("%s is unreadable (%s): training %s again", path, err, trainer.name)
-            found = {}
-        if found.get("key") == key and (not found.get("weights") or Path(found["weights"]).exists()):
-            log.info("%s trained earlier with the same inputs (%s)", trainer.name, folder)
-            return found
+    if (found := _keyed(path, key)) is not None:
+        return Trained(trainer.name, folder, found)
     folder.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     facts = trainer.train(data, folder, budget, previous.manifest if previous else None, device)
     manifest = {"name": trainer.name, "key": key, **facts, "seconds": time.monotonic() - start,
                 "machine": machine(device)}
     _write_json(path, manifest)
-    return manifest
+    return Trained(trainer.name, folder, manifest)
 
 
 def train_and_measure(trainer: Trainer, data: TrainingSet, root: Path, budget: Any, gold: Store,
@@ -178,8 +183,8 @@ def train_and_measure(trainer: Trainer, data: TrainingSet, root: Path, budget: A
     folder = Path(root) / trainer.name
     if found := _cached(folder, key):
         return found
-    manifest = train_model(trainer, data, root, budget, gold, previous, device, seed_gold)
-    return measure_and_record(trainer, folder, dict(manifest), gold, usable_device(device), seed_gold)
+    trained = train_model(trainer, data, root, budget, gold, previous, device, seed_gold, key=key)
+    return measure_and_record(trainer, folder, dict(trained.manifest), gold, usable_device(device), seed_gold)
 
 
 def usable_device(device: str) -> str:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -41,8 +42,6 @@ def mirrored_od_target(target: str) -> str:
 
 def with_mirrored_od(examples: list, images: dict[str, np.ndarray]) -> tuple[list, dict[str, np.ndarray]]:
     """``examples`` plus each ``<OD>`` example on its mirrored image, and ``images`` plus those."""
-    from dataclasses import replace
-
     extra = [replace(e, image_id=e.image_id + MIRRORED, target=mirrored_od_target(e.target))
              for e in examples if e.task == "<OD>" and e.image_id in images]
     mirrored = {e.image_id: np.ascontiguousarray(images[e.image_id.removesuffix(MIRRORED)][:, ::-1]) for e in extra}
