@@ -111,19 +111,42 @@ class Florence2Specialist(Specialist):
         self._version = weights_version(path) if path.exists() else self.config.checkpoint
 
     # -- generation ---------------------------------------------------------------------------
-    def generate(self, images: list[np.ndarray], prompts: list[str]) -> list[Generated]:
-        """One generation per (image, prompt), in batches of ``batch_size``."""
+    def encode(self, images: list[np.ndarray]):
+        """The vision tower's projected features of each image, in batches of ``batch_size``: run once
+        per image and shared by every task and every prompt (box, caption) of that image."""
         import torch
 
+        if not images:
+            return None
+        features = []
+        for start in range(0, len(images), self.batch_size):
+            pixels = self.processor.image_processor(images[start : start + self.batch_size], return_tensors="pt")
+            with torch.no_grad():
+                features.append(self.model.get_image_features(pixels["pixel_values"].to(self.config.device)).pooler_output)
+        return torch.cat(features)
+
+    def generate(self, images: list[np.ndarray], prompts: list[str], features=None,
+                 of_image: list[int] | None = None) -> list[Generated]:
+        """One generation per prompt, in batches of ``batch_size``; prompt ``i`` reads image
+        ``of_image[i]`` (default: image ``i``), whose vision features ``features`` holds when given
+        (from :meth:`encode`; computed here otherwise)."""
+        import torch
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+        of_image = list(range(len(prompts))) if of_image is None else of_image
+        features = self.encode(images) if features is None else features
         out: list[Generated] = []
         tokenizer = self.processor.tokenizer
         specials = set(tokenizer.all_special_tokens)
         for start in range(0, len(prompts), self.batch_size):
-            inputs = self.processor(images=images[start : start + self.batch_size],
-                                    text=prompts[start : start + self.batch_size], return_tensors="pt",
-                                    padding=True).to(self.config.device)
+            which = of_image[start : start + self.batch_size]
+            inputs = self.processor(images=[images[k] for k in which], text=prompts[start : start + self.batch_size],
+                                    return_tensors="pt", padding=True).to(self.config.device)
+            inputs.pop("pixel_values")
+            seen = BaseModelOutputWithPooling(pooler_output=features[torch.as_tensor(which, device=features.device)])
             with torch.no_grad():
-                result = self.model.generate(**inputs, max_new_tokens=self.config.max_new_tokens,
+                result = self.model.generate(**inputs, mm_encoder_outputs={"image": seen},
+                                             max_new_tokens=self.config.max_new_tokens,
                                              min_new_tokens=self.config.min_new_tokens,
                                              num_beams=self.config.num_beams, do_sample=False,
                                              output_scores=True, return_dict_in_generate=True)
@@ -146,9 +169,10 @@ class Florence2Specialist(Specialist):
     # -- tasks ----------------------------------------------------------------------------
     def predict(self, batch: Batch) -> dict[str, pa.Table]:
         texts, regions, triplets = [], [], []
+        features = self.encode(batch.images)
         for task in self.config.tasks:
             if task in GRANULARITY or task in REGION_KIND:
-                results = self.generate(batch.images, [task] * len(batch))
+                results = self.generate(batch.images, [task] * len(batch), features)
                 for image_id, generated in zip(batch.image_ids, results):
                     items = parse_florence2(generated, task, batch.sizes[image_id])
                     if task in GRANULARITY:
@@ -156,9 +180,9 @@ class Florence2Specialist(Specialist):
                     else:
                         regions.append(self._regions(image_id, task, items, batch.round))
             elif task == GROUNDING:
-                triplets += self._ground(batch)
+                triplets += self._ground(batch, features)
             elif task == REGION_TO_DESCRIPTION:
-                regions.append(self._describe_regions(batch))
+                regions.append(self._describe_regions(batch, features))
         made = {"texts": self.table("texts", texts), "regions": pa.concat_tables([self.table("regions", []), *regions]),
                 "triplets": self.table("triplets", triplets)}
         return {t: made[t] for t in self.produces}
@@ -188,9 +212,9 @@ class Florence2Specialist(Specialist):
             if row["image_id"] in index:
                 yield index[row["image_id"]], row
 
-    def _ground(self, batch: Batch) -> list[dict]:
+    def _ground(self, batch: Batch, features) -> list[dict]:
         pairs = list(self._pairs(batch, "texts"))
-        results = self.generate([batch.images[k] for k, _ in pairs], [GROUNDING + row["text"] for _, row in pairs])
+        results = self.generate(batch.images, [GROUNDING + row["text"] for _, row in pairs], features, [k for k, _ in pairs])
         rows = []
         for (k, source), generated in zip(pairs, results):
             image_id = batch.image_ids[k]
@@ -211,10 +235,10 @@ class Florence2Specialist(Specialist):
                              "phrase_score": item.phrase_score, **self.provenance(batch.round, item.score)})
         return rows
 
-    def _describe_regions(self, batch: Batch) -> pa.Table:
+    def _describe_regions(self, batch: Batch, features) -> pa.Table:
         pairs = list(self._pairs(batch, "regions"))
         prompts = [REGION_TO_DESCRIPTION + location_tokens(row["box"], batch.sizes[row["image_id"]]) for _, row in pairs]
-        results = self.generate([batch.images[k] for k, _ in pairs], prompts)
+        results = self.generate(batch.images, prompts, features, [k for k, _ in pairs])
         rows = []
         for (_, region), generated in zip(pairs, results):
             items = parse_florence2(generated, REGION_TO_DESCRIPTION, batch.sizes[region["image_id"]])

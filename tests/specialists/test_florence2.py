@@ -133,3 +133,19 @@ def test_malformed_labels_are_no_labels():
     text = f"loc_662>star{boxes}starstarstarstar{boxes}car{boxes}"
     assert [i.text for i in parse_florence2(text, "<OD>", SIZE)] == ["car"]
     assert [i.text for i in parse_florence2(f"red red car{boxes}", "<OD>", SIZE)] == ["red red car"]
+
+
+def test_one_vision_pass_per_image_serves_every_prompt(tiny_florence2, small_world):
+    """Prompts that share an image's features (``of_image``) generate what encoding that image for
+    each prompt alone generates, and each prompt reads its own image's features."""
+    batch = gold_batch(small_world, 3)
+    specialist = Florence2Specialist(Florence2Config(str(tiny_florence2), max_new_tokens=12, batch_size=2))
+    specialist.load()
+    prompts, of_image = ["<CAPTION>", "<OD>", "<CAPTION>", "<OD>", "<CAPTION>"], [2, 0, 1, 2, 0]
+    shared = specialist.generate(batch.images, prompts, specialist.encode(batch.images), of_image)
+    alone = [specialist.generate([batch.images[k]], [p])[0] for p, k in zip(prompts, of_image)]
+    assert [g.pieces for g in shared] == [g.pieces for g in alone]
+    for s, a in zip(shared, alone):
+        assert s.probs == pytest.approx(a.probs, abs=1e-5)
+    captions = {k: shared[i].probs for i, k in enumerate(of_image) if prompts[i] == "<CAPTION>"}
+    assert captions[0] != pytest.approx(captions[2], abs=1e-6)  # the images differ, so must what is read
