@@ -24,12 +24,22 @@ class RapidOcrConfig:
     threads: int = 0
     """onnxruntime threads per session (0: the worker's share of the cores when the engine sets
     one, else onnxruntime's default of one per core)."""
+    det_limit_side_len: int = 960
+    det_limit_type: str = "max"
+    """The text detector's input size: ``max``: the long side scaled down to at most this, never
+    up (PaddleOCR's classic setting); ``min``: the short side scaled up to at least this
+    (rapidocr's own default, 736, which enlarges a 320 x 240 image three times: ten times the
+    time, and noise read as text; ``bench/ocr_settings.py``)."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.min_score <= 1.0:
             raise ValueError(f"min_score must be within [0, 1], got {self.min_score}")
         if self.threads < 0:
             raise ValueError(f"threads must be >= 0, got {self.threads}")
+        if self.det_limit_side_len < 32:
+            raise ValueError(f"det_limit_side_len must be >= 32, got {self.det_limit_side_len}")
+        if self.det_limit_type not in ("max", "min"):
+            raise ValueError(f"det_limit_type must be 'max' or 'min', got {self.det_limit_type!r}")
 
 
 class RapidOcrReader(Specialist):
@@ -48,7 +58,8 @@ class RapidOcrReader(Specialist):
 
         count = self.config.threads or self.threads  # the config's own, else the worker's share
         threads = {"intra_op_num_threads": count, "inter_op_num_threads": 1} if count else {}
-        self.engine = RapidOCR(text_score=0.0, **threads)  # min_score is applied (and counted) in predict
+        self.engine = RapidOCR(text_score=0.0, det_limit_side_len=self.config.det_limit_side_len,
+                               det_limit_type=self.config.det_limit_type, **threads)  # min_score: in predict
         models = Path(rapidocr_onnxruntime.__file__).parent / "models"
         self._version = weights_version(models) if models.exists() else f"rapidocr-{rapidocr_onnxruntime.__version__}"
 

@@ -102,6 +102,29 @@ def test_ocr_reads_world_signs(small_world):
     assert out.column("quad").null_count == 0
 
 
+def test_ocr_reads_large_images_in_their_own_coordinates(small_world):
+    """An image past the detector's size limit (960 px on the long side) is scaled down for
+    detection only: its words are read, with boxes in the full image's pixels."""
+    import cv2
+
+    batch = signed_batch(small_world)
+    small = build("rapidocr")(batch)["regions"].to_pylist()
+    large = Batch(batch.image_ids, [cv2.resize(a, None, fx=4, fy=4, interpolation=cv2.INTER_CUBIC) for a in batch.images])
+    out = build("rapidocr")(large)["regions"]
+    assert validate_table("regions", out, large.sizes) == []
+    read = {(r["image_id"], r["label"]): r["box"] for r in out.to_pylist()}
+    both = [(r["box"], read[(r["image_id"], r["label"])]) for r in small if (r["image_id"], r["label"]) in read]
+    assert both  # the same words are read at four times the size
+    for box, box4 in both:
+        assert np.allclose(np.array(box4) / 4, box, atol=6)
+
+
+@pytest.mark.parametrize("bad", [{"det_limit_type": "long"}, {"det_limit_side_len": 0}, {"min_score": 2.0}])
+def test_ocr_config_refuses_bad_settings(bad):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        build("rapidocr", **bad)
+
+
 def test_label_grounder_links_phrases_to_matching_detections(small_world):
     batch = gold_batch(small_world, 3)
     regions = batch.regions.filter(pa.compute.equal(batch.regions.column("kind"), "object"))
