@@ -14,7 +14,10 @@ Families and metrics (written to the ``metrics`` table, shown by ``fld metrics``
   collapsed captioner's is near 0);
 - text-phrase-region: grounding recall@1: for each ground-truth (image, phrase), the predicted
   triplet with the same normalised phrase and the highest score must overlap one of the
-  phrase's boxes with IoU >= 0.5.
+  phrase's boxes with IoU >= 0.5 (so it is bounded by how many of the truth's phrases the
+  round's own descriptions say, word for word); and grounding precision: of the predicted
+  triplets whose phrase names an object category, the share whose box overlaps (IoU >= 0.5) a
+  ground-truth object of a category it names (are the triplets the dataset holds right?).
 """
 
 from __future__ import annotations
@@ -282,7 +285,24 @@ class Evaluator:
             counted[0], counted[1] = counted[0] + hit, counted[1] + 1
         recall = hits / len(gt_groups) if gt_groups else None
         return [Measurement("text-phrase-region", "grounding_recall@1", recall,
-                            Units.of({i: (a, b) for i, (a, b) in per_image.items()}))]
+                            Units.of({i: (a, b) for i, (a, b) in per_image.items()})),
+                self._grounding_precision(triplets)]
+
+    def _grounding_precision(self, triplets: pa.Table) -> Measurement:
+        objects = self._kind(self.truth["regions"], "object")
+        per_image = {i: [0.0, 0.0] for i in self.images}
+        for row in triplets.to_pylist():
+            named = self._mentioned(row["phrase"] or "")
+            if row["image_id"] not in per_image or not named or row["box"] is None:
+                continue  # not a gold image, or a phrase that names no category: nothing to judge
+            boxes = [r["box"] for r in objects.get(row["image_id"], []) if r["label"] in named]
+            right = bool(boxes) and box_iou(np.array([row["box"]]), np.array(boxes)).max() >= self.config.iou
+            counted = per_image[row["image_id"]]
+            counted[0], counted[1] = counted[0] + right, counted[1] + 1
+        judged = sum(b for _, b in per_image.values())
+        return Measurement("text-phrase-region", "grounding_precision",
+                           sum(a for a, _ in per_image.values()) / judged if judged else None,
+                           Units.of({i: (a, b) for i, (a, b) in per_image.items()}))
 
 
 def metric_rows(results: list[Measurement], round_id: int, source: str, split: str = "gold") -> pa.Table:

@@ -189,13 +189,31 @@ def test_grounding_recall_at_one(truth, tmp_path):
     assert normalise_phrase("The  Red, house!") == "red house"
 
 
+def test_grounding_precision_judges_the_predicted_triplets(truth):
+    """Each predicted triplet whose phrase names a category is right when its box is on a truth
+    object of that category; phrases that name none are not judged."""
+    def pred(tid, image, phrase, box):
+        return valid_row("triplets", image_id=image, triplet_id=tid, text=phrase, phrase=phrase,
+                         span_start=0, span_end=len(phrase), box=box, score=0.5)
+
+    house, tree, car = GT_REGIONS[0]["box"], GT_REGIONS[1]["box"], GT_REGIONS[2]["box"]
+    rows = [pred("a", "i1", "a red house", house),    # right
+            pred("b", "i1", "a tall tree", house),    # a tree's phrase on the house
+            pred("c", "i2", "two cars", car),         # plural names the category: right
+            pred("d", "i1", "something blue", tree)]  # names no category: not judged
+    assert metrics(truth, triplets=rows)["grounding_precision"] == pytest.approx(2 / 3)
+    assert metrics(truth, triplets=rows[:1])["grounding_precision"] == 1.0
+    assert metrics(truth, triplets=[pred("e", "i1", "a car", tree)])["grounding_precision"] == 0.0
+    assert metrics(truth, triplets=rows[3:])["grounding_precision"] is None
+
+
 def test_world_truth_as_predictions_is_perfect(small_world):
     gold = Store(small_world.gold)
     predictions = {t: gold.read(t) for t in ("texts", "regions", "triplets")}
     m = {x.metric: x.value for x in Evaluator(gold).evaluate(predictions)}
     for key in ("detection_f1", "mask_iou", "ocr_word_precision", "ocr_word_recall", "ocr_word_f1",
                 "region_caption_word_f1", "region_caption_object", "grounding_recall@1",
-                "brief.rouge_l", "more_detailed.rouge_l", "brief.coverage"):
+                "grounding_precision", "brief.rouge_l", "more_detailed.rouge_l", "brief.coverage"):
         assert m[key] == pytest.approx(1.0), key
     assert m["detailed.bleu4"] == pytest.approx(1.0)
     assert m["more_detailed.hallucination"] == 0.0
