@@ -53,15 +53,15 @@ def main() -> None:
         world = make_world(WorldConfig(images=max(args.images * 4, 40), seed=5), Path(tmp) / "world")
         gold = Store(world.gold)
         images = gold.read("images").to_pylist()[: args.images]
-        regions = gold.read("regions")
+        regions, texts = gold.read("regions"), gold.read("texts")
         specialist = build("florence2", checkpoint=args.checkpoint, tasks=SERVED, batch_size=args.batch)
         specialist.load()
         ids, pixels = [r["image_id"] for r in images], [load_rgb(r["uri"]) for r in images]
         objects = regions.filter(regions.column("kind").to_numpy(zero_copy_only=False) == "object")
-        specialist(Batch(ids[:1], pixels[:1], objects, gold.read("texts")))  # warm-up
+        specialist(Batch(ids[:1], pixels[:1], objects, texts))  # warm-up
         digests, start = [], time.perf_counter()
         for i in range(0, len(ids), args.batch):
-            out = specialist(Batch(ids[i : i + args.batch], pixels[i : i + args.batch], objects, gold.read("texts")))
+            out = specialist(Batch(ids[i : i + args.batch], pixels[i : i + args.batch], objects, texts))
             digests.append(fingerprint(out))
         seconds = time.perf_counter() - start
     rows = [{"images": len(ids), "batch": args.batch, "tasks": len(SERVED), "seconds": round(seconds, 1),

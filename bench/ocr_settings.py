@@ -15,8 +15,10 @@ import argparse
 import sys
 import tempfile
 import time
-from collections import Counter
 from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -24,6 +26,7 @@ from bench.common import report  # noqa: E402
 from engine import settings  # noqa: E402
 from engine.dataset.sources import load_rgb  # noqa: E402
 from engine.dataset.store import Store  # noqa: E402
+from engine.evaluation.evaluate import Evaluator  # noqa: E402
 from engine.loop.profiles import profile  # noqa: E402
 from engine.world.make import make_world  # noqa: E402
 from filters.text import ocr_text  # noqa: E402
@@ -34,36 +37,27 @@ DETECTOR = {"min 736 (rapidocr's default)": (736, "min"), "max 960 (PaddleOCR's)
 FLOORS = (0.3, 0.5, 0.7, 0.8, 0.9)
 
 
-def words(rows: list[dict]) -> dict[str, Counter]:
-    out: dict[str, Counter] = {}
-    for r in rows:
-        out.setdefault(r["image_id"], Counter()).update((r["label"] or "").upper().split())
-    return out
-
-
 def measure(store: Store, split: str, images: int) -> list[dict]:
+    """Each detector setting and floor on the first ``images`` of ``split``, scored by the round's
+    own evaluator (``ocr_word_*``)."""
     listed = [r for r in store.read("images").to_pylist() if r["split"] == split][:images]
     ids = [r["image_id"] for r in listed]
     pixels = {r["image_id"]: load_rgb(r["uri"]) for r in listed}
-    truth = words([r for r in store.read("regions").to_pylist() if r["kind"] == "ocr" and r["image_id"] in pixels])
-    n_true = sum(sum(c.values()) for c in truth.values())
+    evaluator = Evaluator(store, images=ids)
     rows = []
     for name, (side, kind) in DETECTOR.items():
         reader = build("rapidocr", min_score=0.0, threads=1, det_limit_side_len=side, det_limit_type=kind)
         reader.load()
         start = time.perf_counter()
-        reads = [reader(Batch(ids[s : s + 16], [pixels[i] for i in ids[s : s + 16]]))["regions"] for s in range(0, len(ids), 16)]
+        reads = pa.concat_tables([reader(Batch(ids[s : s + 16], [pixels[i] for i in ids[s : s + 16]]))["regions"]
+                                  for s in range(0, len(ids), 16)])
         seconds = (time.perf_counter() - start) / len(ids)
-        kept = [t.filter(ocr_text(t).keep).to_pylist() for t in reads]
+        reads = reads.filter(ocr_text(reads).keep)
         for floor in FLOORS:
-            said = words([r for rows_ in kept for r in rows_ if r["score"] >= floor])
-            hit = sum(sum((said.get(i, Counter()) & truth.get(i, Counter())).values()) for i in ids)
-            n_said = sum(sum(c.values()) for c in said.values())
+            kept = reads.filter(pc.greater_equal(reads.column("score"), floor))
+            found = {m.metric: m.value for m in evaluator.evaluate({"regions": kept})}
             rows.append({"split": split, "detector": name, "s_per_image": round(seconds, 3), "floor": floor,
-                         "precision": round(hit / n_said, 3) if n_said else 0.0,
-                         "recall": round(hit / n_true, 3) if n_true else 0.0,
-                         "f1": round(2 * hit / (n_said + n_true), 3) if n_said + n_true else 0.0,
-                         "true_words": n_true})
+                         **{k: round(found[f"ocr_word_{k}"] or 0.0, 3) for k in ("precision", "recall", "f1")}})
     return rows
 
 

@@ -26,6 +26,7 @@ import contextlib
 import io
 import re
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -132,11 +133,14 @@ def coco_map(pred: dict[str, list[dict]], gt: dict[str, list[dict]], images: lis
 class Evaluator:
     """Compares predicted annotations with truth on the truth's images."""
 
-    def __init__(self, truth: Store, config: EvalConfig = EvalConfig()):
+    def __init__(self, truth: Store, config: EvalConfig = EvalConfig(), images: Sequence[str] | None = None):
+        """``images``: only these of the truth's images (a sample, one split of a world's truth)."""
         self.config = config
-        images = truth.read("images")
-        self.images = sorted(images.column("image_id").to_pylist())
+        listed = truth.read("images").column("image_id").to_pylist()
+        self.images = sorted(listed if images is None else set(listed) & set(images))
         self.truth = {t: truth.read(t) for t in ("texts", "regions", "triplets")}
+        if images is not None:
+            self.truth = {t: self._restrict(table) for t, table in self.truth.items()}
 
     def _restrict(self, table: pa.Table) -> pa.Table:
         return table.filter(pc.is_in(table.column("image_id"), pa.array(self.images, pa.string())))

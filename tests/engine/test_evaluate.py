@@ -207,6 +207,14 @@ def test_grounding_precision_judges_the_predicted_triplets(truth):
     assert metrics(truth, triplets=rows[3:])["grounding_precision"] is None
 
 
+def test_evaluating_a_sample_of_the_truths_images(truth):
+    """``images`` restricts the truth too: what the sample holds is all there is to find."""
+    found_i1 = {"regions": table_of("regions", [dict(r, score=0.9) for r in GT_REGIONS if r["image_id"] == "i1"])}
+    whole = {m.metric: m.value for m in Evaluator(truth).evaluate(found_i1)}
+    sample = {m.metric: m.value for m in Evaluator(truth, images=["i1", "elsewhere"]).evaluate(found_i1)}
+    assert whole["detection_recall"] == 0.5 and sample["detection_recall"] == 1.0
+
+
 def test_world_truth_as_predictions_is_perfect(small_world):
     gold = Store(small_world.gold)
     predictions = {t: gold.read(t) for t in ("texts", "regions", "triplets")}
