@@ -16,7 +16,7 @@ from engine.dataset.query import run_query
 from engine.dataset.rounds import rounds_table
 from engine.dataset.stats import dataset_stats
 from engine.dataset.store import Store
-from engine.evaluation.evaluate import evaluate_round
+from engine.evaluation.round_quality import evaluate_round
 
 
 def query(

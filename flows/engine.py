@@ -24,7 +24,7 @@ from engine.dataset.metrics import HEADLINE, headline_markdown
 from engine.dataset.rounds import next_round
 from engine.dataset.stats import dataset_stats
 from engine.dataset.store import Store
-from engine.evaluation.evaluate import evaluate_round
+from engine.evaluation.round_quality import evaluate_round
 from engine.loop.summary import write_summary
 from engine.round.config import RoundConfig
 from engine.round.run import RoundSummary, run_round

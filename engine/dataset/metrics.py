@@ -14,7 +14,7 @@ from engine.evaluation.noise import MIN_IMAGES, Units, change_interval
 
 HEADLINE = ("region-text/detection_f1", "region-text/mask_iou", "region-text/ocr_word_f1",
             "region-text/region_caption_word_f1", "text/brief.cider", "text/detailed.cider", "text/more_detailed.cider",
-            "text-phrase-region/grounding_recall@1", "text-phrase-region/grounding_precision")
+            "text-phrase-region/grounding_recall@1", "text-phrase-region/triplet_precision")
 """The gold metric that stands for each annotation family (what the report opens with, and what
 keeps the data engine going)."""
 NON_GOLD_FAMILIES = ("gates", "counts", "dropped", "changes")

@@ -12,12 +12,15 @@ Families and metrics (written to the ``metrics`` table, shown by ``fld metrics``
   ground-truth object categories it mentions (object recall) and how many it names that are
   not there (hallucination), and distinct descriptions per described image (distinct: a
   collapsed captioner's is near 0);
-- text-phrase-region: grounding recall@1: for each ground-truth (image, phrase), the predicted
-  triplet with the same normalised phrase and the highest score must overlap one of the
-  phrase's boxes with IoU >= 0.5 (so it is bounded by how many of the truth's phrases the
-  round's own descriptions say, word for word); and grounding precision: of the predicted
-  triplets whose phrase names an object category, the share whose box overlaps (IoU >= 0.5) a
-  ground-truth object of a category it names (are the triplets the dataset holds right?).
+- text-phrase-region: grounding recall@1, as Flickr30k Entities (and Florence-2's paper) measure
+  a grounder: given the gold descriptions, for each ground-truth (image, phrase) the grounded
+  triplet with the same normalised phrase and the highest score must overlap one of the phrase's
+  boxes with IoU >= 0.5 (scored on ``grounded``: the triplets a grounder made given the gold
+  descriptions; None without them); triplet recall, the same on the round's own triplets (how
+  many of the truth's phrases the dataset holds, word for word and boxed right: bounded by what
+  the round's descriptions say); and triplet precision: of the round's triplets whose phrase
+  names an object category, the share whose box overlaps (IoU >= 0.5) a ground-truth object of a
+  category it names (are the triplets the dataset holds right?).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import io
 import re
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pyarrow as pa
@@ -146,9 +149,13 @@ class Evaluator:
         return table.filter(pc.is_in(table.column("image_id"), pa.array(self.images, pa.string())))
 
     def evaluate(self, predictions: dict[str, pa.Table]) -> list[Measurement]:
-        """Every metric; value None where it cannot be measured."""
+        """Every metric; value None where it cannot be measured. ``predictions``: ``texts``,
+        ``regions``, ``triplets`` and, optionally, ``grounded`` (triplets made given the gold
+        descriptions)."""
         pred = {t: self._restrict(predictions.get(t, schema_for(t).empty_table())) for t in ("texts", "regions", "triplets")}
-        return [*self._regions(pred["regions"]), *self._texts(pred["texts"]), *self._grounding(pred["triplets"])]
+        grounded = predictions.get("grounded")
+        return [*self._regions(pred["regions"]), *self._texts(pred["texts"]),
+                *self._grounding(pred["triplets"], None if grounded is None else self._restrict(grounded))]
 
     def _kind(self, table: pa.Table, kind: str) -> dict[str, list[dict]]:
         return rows_by_image(table.filter(pc.equal(table.column("kind"), kind)))
@@ -270,7 +277,16 @@ class Evaluator:
             ]
         return out
 
-    def _grounding(self, triplets: pa.Table):
+    def _grounding(self, triplets: pa.Table, grounded: pa.Table | None) -> list[Measurement]:
+        recall = self._recall_at_one(grounded) if grounded is not None else Measurement(
+            "text-phrase-region", "grounding_recall@1", None)
+        return [replace(recall, metric="grounding_recall@1"),
+                replace(self._recall_at_one(triplets), metric="triplet_recall"),
+                self._triplet_precision(triplets)]
+
+    def _recall_at_one(self, triplets: pa.Table) -> Measurement:
+        """Of the truth's (image, phrase) pairs, the share whose best-scored triplet of that phrase
+        boxes one of the phrase's boxes."""
         gt_groups: dict[tuple[str, str], list] = defaultdict(list)
         for row in self.truth["triplets"].to_pylist():
             gt_groups[(row["image_id"], normalise_phrase(row["phrase"]))].append(row["box"])
@@ -288,11 +304,10 @@ class Evaluator:
             counted = per_image.setdefault(key[0], [0.0, 0.0])
             counted[0], counted[1] = counted[0] + hit, counted[1] + 1
         recall = hits / len(gt_groups) if gt_groups else None
-        return [Measurement("text-phrase-region", "grounding_recall@1", recall,
-                            Units.of({i: (a, b) for i, (a, b) in per_image.items()})),
-                self._grounding_precision(triplets)]
+        return Measurement("text-phrase-region", "recall@1", recall,
+                           Units.of({i: (a, b) for i, (a, b) in per_image.items()}))
 
-    def _grounding_precision(self, triplets: pa.Table) -> Measurement:
+    def _triplet_precision(self, triplets: pa.Table) -> Measurement:
         objects = self._kind(self.truth["regions"], "object")
         per_image = {i: [0.0, 0.0] for i in self.images}
         for row in triplets.to_pylist():
@@ -304,7 +319,7 @@ class Evaluator:
             counted = per_image[row["image_id"]]
             counted[0], counted[1] = counted[0] + right, counted[1] + 1
         judged = sum(b for _, b in per_image.values())
-        return Measurement("text-phrase-region", "grounding_precision",
+        return Measurement("text-phrase-region", "triplet_precision",
                            sum(a for a, _ in per_image.values()) / judged if judged else None,
                            Units.of({i: (a, b) for i, (a, b) in per_image.items()}))
 
@@ -323,13 +338,3 @@ def metric_rows(results: list[Measurement], round_id: int, source: str, split: s
                      "unit_num": units.num.tolist() if units else None,
                      "unit_den": units.den.tolist() if units else None})
     return pa.Table.from_pylist(rows, schema=schema_for("metrics"))
-
-
-def evaluate_round(dataset: Store, round_id: int, gold_truth: Store, source: str = "dataset",
-                   config: EvalConfig = EvalConfig()) -> pa.Table:
-    """Evaluate round ``round_id`` of ``dataset`` on the gold split and write its metrics."""
-    predictions = {t: dataset.read(t, round_id) for t in ("texts", "regions", "triplets")}
-    table = metric_rows(Evaluator(gold_truth, config).evaluate(predictions), round_id, source)
-    with dataset.writer(round_id) as writer:
-        writer.write("metrics", f"gold-{source}", table)
-    return table

@@ -12,34 +12,46 @@ from engine.dataset.sources import load_rgb
 from engine.dataset.store import Store
 from engine.evaluation.evaluate import Evaluator, Measurement
 from engine.round.annotate import Annotated, annotate, decode, stage_order
-from engine.round.config import SpecialistSpec
+from engine.round.config import RoundConfig, SpecialistSpec
 from filters.phrases import PhraseParser
 from filters.pipeline import FilterConfig
 from specialists.base import Batch, Specialist
 
-GOLD_BOXES = "gold-boxes"
+class Given(Specialist):
+    """Fixed rows served as prompts, to measure a specialist given them rather than given another
+    model's output: the gold split's object boxes (a segmenter's and a region captioner's mask IoU
+    and captions given perfect boxes), the gold descriptions (a grounder's recall@1 given the
+    gold captions, as Flickr30k Entities measures it), or a round's kept regions."""
 
+    role = "prompts"
 
-class GoldBoxes(Specialist):
-    """The gold split's object boxes as prompts, to measure a segmenter alone (mask IoU given
-    perfect boxes): a segmenter's round has boxes from a detector, which is measured on its own."""
-
-    name, role, produces = GOLD_BOXES, "detector", ("regions",)
-
-    def __init__(self, gold: Store):
+    def __init__(self, name: str, tables: dict[str, pa.Table]):
         super().__init__(batch_size=1024)
-        regions = gold.read("regions")
-        self.regions = regions.filter(pc.equal(regions.column("kind"), "object"))
+        self.name = name
+        self.tables = tables
+        self.produces = tuple(tables)
 
     def load(self) -> None:
-        self._version = "gold"
+        self._version = "given"
 
     def predict(self, batch: Batch) -> dict[str, pa.Table]:
-        rows = self.regions.filter(pc.is_in(self.regions.column("image_id"), pa.array(batch.image_ids, pa.string())))
-        for name, values in (("mask", pa.nulls(rows.num_rows, rows.schema.field("mask").type)),
-                             ("score", pa.array([1.0] * rows.num_rows, pa.float32()))):
-            rows = rows.set_column(rows.schema.get_field_index(name), name, values)
-        return {"regions": rows}
+        ids = pa.array(batch.image_ids, pa.string())
+        return {t: rows.filter(pc.is_in(rows.column("image_id"), ids)) for t, rows in self.tables.items()}
+
+
+def gold_boxes(gold: Store) -> Given:
+    """The gold split's object boxes (no masks, score 1)."""
+    regions = gold.read("regions")
+    rows = regions.filter(pc.equal(regions.column("kind"), "object"))
+    for name, values in (("mask", pa.nulls(rows.num_rows, rows.schema.field("mask").type)),
+                         ("score", pa.array([1.0] * rows.num_rows, pa.float32()))):
+        rows = rows.set_column(rows.schema.get_field_index(name), name, values)
+    return Given("gold-boxes", {"regions": rows})
+
+
+def gold_texts(gold: Store) -> Given:
+    """The gold split's descriptions, every granularity."""
+    return Given("gold-texts", {"texts": gold.read("texts")})
 
 
 def gold_images(gold: Store) -> dict[str, str]:
@@ -65,8 +77,12 @@ def annotate_gold(specialists: Sequence[tuple[str, Specialist]], gold: Store, fi
 
 def measure(specialists: Sequence[tuple[str, Specialist]], gold: Store, filters: FilterConfig,
             batch_size: int = 32) -> list[Measurement]:
-    """Gold metrics of what ``specialists`` make and the filters keep."""
+    """Gold metrics of what ``specialists`` make and the filters keep. When one of them serves the
+    gold descriptions (``gold_texts``), the kept triplets are a grounding given them: they are
+    scored as such (``grounding_recall@1``), not as a round's own triplets (``triplet_*``)."""
     kept = annotate_gold(specialists, gold, filters, batch_size).kept
+    if any(isinstance(s, Given) and "texts" in s.produces for _, s in specialists):
+        kept = {"texts": kept["texts"], "regions": kept["regions"], "grounded": kept["triplets"]}
     return Evaluator(gold).evaluate(kept)
 
 
@@ -79,3 +95,17 @@ def measure_specs(specs: Sequence[SpecialistSpec], filters: FilterConfig, gold: 
         if not specialist.loaded:
             specialist.load()
     return measure(specialists, gold, filters, batch_size)
+
+
+def ground_gold_texts(config: RoundConfig, kept_regions: pa.Table, gold: Store, batch_size: int = 32) -> pa.Table | None:
+    """The triplets a round's grounders (its specialists that make triplets) keep given the gold
+    descriptions and the round's own kept regions of the gold images; None when it has no grounder."""
+    grounders = [s for s in config.specialists if "triplets" in s.build().produces]
+    if not grounders:
+        return None
+    given = [gold_texts(gold), Given("round-regions", {"regions": kept_regions})]
+    specialists = [*((g.name, g) for g in given), *((s.key, s.build()) for s in grounders)]
+    for _, specialist in specialists:
+        if not specialist.loaded:
+            specialist.load()
+    return annotate_gold(specialists, gold, config.filters, batch_size).kept["triplets"]

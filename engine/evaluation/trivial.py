@@ -3,8 +3,9 @@
 Learnt from the training truth alone, with no look at the image: for detection the box prior (the
 mean relative box with the most common label, on every image), for OCR the most common text at
 the mean relative text box, for descriptions the most common description of each granularity,
-for every image, and for region captions the most common region caption on every box it is given
-(the gold boxes: a region captioner is measured given them). A gate whose floor a constant output clears is
+for every image, for region captions the most common region caption on every box it is given
+(the gold boxes: a region captioner is measured given them), and for grounding the box prior for
+every phrase of the descriptions it is given (the gold ones: a grounder is measured given them). A gate whose floor a constant output clears is
 no gate (a captioner that wrote one sentence for 96% of the images once passed a CIDEr floor of
 0.1), so the gates take these values as floors too (``engine.loop.gates``).
 """
@@ -66,7 +67,7 @@ def _provenance(name: str) -> dict:
 
 def trivial_measurements(truth: Store, gold: Store, splits: tuple[str, ...] = TRAINING_SPLITS) -> list[Measurement]:
     """Gold metrics of the trivial answers learnt from the ``splits`` of ``truth`` (the box prior,
-    constant texts)."""
+    constant texts, every given phrase grounded to the box prior)."""
     images = gold.read("images").to_pylist()
     regions, texts = [], []
     for kind in ("object", "ocr"):
@@ -82,11 +83,21 @@ def trivial_measurements(truth: Store, gold: Store, splits: tuple[str, ...] = TR
         boxes = gold_regions.filter(pc.equal(gold_regions.column("kind"), "object")).select(["image_id", "region_id", "box"])
         regions += [{**row, "region_id": f"constant-caption-{row['region_id']}", "kind": "region_caption",
                      "label": caption[1], **_provenance("constant-text")} for row in boxes.to_pylist()]
+    grounded = []
+    object_prior = box_prior(truth, splits, "object")
+    if object_prior is not None:
+        sizes = {g["image_id"]: (g["width"], g["height"]) for g in images}
+        for row in gold.read("triplets").to_pylist():
+            w, h = sizes[row["image_id"]]
+            grounded.append({**row, "triplet_id": f"prior-{row['triplet_id']}", "region_id": None, "mask": None,
+                             "box": (object_prior[0] * [w, h, w, h]).tolist(), "phrase_score": 1.0,
+                             **_provenance("box-prior")})
     for granularity, text in constant_texts(truth, splits).items():
         texts += [{"image_id": g["image_id"], "text_id": f"constant-{granularity}-{g['image_id']}",
                    "granularity": granularity, "text": text, **_provenance("constant-text")} for g in images]
     return Evaluator(gold).evaluate({"regions": pa.Table.from_pylist(regions, schema=schema_for("regions")),
-                                     "texts": pa.Table.from_pylist(texts, schema=schema_for("texts"))})
+                                     "texts": pa.Table.from_pylist(texts, schema=schema_for("texts")),
+                                     "grounded": pa.Table.from_pylist(grounded, schema=schema_for("triplets"))})
 
 
 def trivial_answers(found: list[Measurement]) -> dict[str, float]:

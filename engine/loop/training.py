@@ -28,7 +28,7 @@ from typing import Any
 from engine.dataset.store import Store
 from engine.evaluation.evaluate import Measurement
 from engine.evaluation.noise import Units
-from engine.evaluation.measure import GoldBoxes, gold_images, measure_specs
+from engine.evaluation.measure import gold_boxes, gold_images, gold_texts, measure_specs
 from engine.loop.machine import machine
 from engine.loop.serving import SHARD_SIZE, round_filters, specs
 from schemas.hashing import fingerprint
@@ -37,7 +37,7 @@ from specialists.training.trainer import Trainer, TrainingSet
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 TRAINED = "trained.json"
-TRAINER_VERSION = "4"
+TRAINER_VERSION = "5"
 """Bump when training or measuring changes what a trained model's manifest would be."""
 
 
@@ -112,8 +112,9 @@ def _family(metric: str) -> str:
 
 
 def measure_on_gold(trainer: Trainer, manifest: dict, gold: Store, device: str = "cpu") -> list[Measurement]:
-    """Gold metrics of a trained model's tasks: the model alone in a round (gold boxes as prompts
-    for a segmenter), filtered as the round filters it."""
+    """Gold metrics of a trained model's tasks: the model alone in a round, filtered as the round
+    filters it; its prompted tasks given the gold boxes and descriptions (a segmenter, a region
+    captioner, a grounder)."""
     tasks = trainer.served_tasks(manifest)
     found: list[Measurement] = []
     for prompted in (False, True):
@@ -121,7 +122,7 @@ def measure_on_gold(trainer: Trainer, manifest: dict, gold: Store, device: str =
         servings = trainer.serve(manifest, group, device) if group else []
         if not servings:
             continue
-        prompts = [("gold-boxes", GoldBoxes(gold))] if prompted else []
+        prompts = [(given.name, given) for given in (gold_boxes(gold), gold_texts(gold))] if prompted else []
         wanted = {_family(trainer.metric(t)) for t in group}
         found += [m for m in measure_specs(specs(servings), round_filters(servings), gold, prompts, SHARD_SIZE)
                   if _family(m.key) in wanted]

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from specialists.florence2 import GRANULARITY, GROUNDING, REGION_TO_DESCRIPTION
+from specialists.florence2 import GROUNDING, REGION_TO_DESCRIPTION
 from specialists.training.trainer import Serving, Task, Trainer, TrainingSet
 
 log = logging.getLogger(__name__)
@@ -47,8 +47,9 @@ class Florence2Trainer(Trainer):
              Task(REGION_TO_DESCRIPTION, "region-text/region_caption_word_f1"))
     """CIDEr gates descriptions (BLEU-4 let a model through whose detailed descriptions lost half their CIDEr)."""
     Budget = Florence2Budget
-    prompted_tasks = frozenset({REGION_TO_DESCRIPTION})
-    """Region captions describe the boxes they are given: measured on the gold boxes."""
+    prompted_tasks = frozenset({REGION_TO_DESCRIPTION, GROUNDING})
+    """Region captions describe the boxes they are given, grounding grounds the descriptions it is
+    given: measured given the gold boxes and the gold descriptions."""
 
     def served_tasks(self, manifest: dict) -> list[str]:
         return [t for t in manifest.get("tasks", []) if t in ALL]
@@ -112,13 +113,13 @@ class Florence2Trainer(Trainer):
                 "examples_per_second": result.examples_per_second}
 
     def serve(self, manifest: dict, tasks: Sequence[str], device: str) -> list[Serving]:
-        """Its own tasks in one specialist; grounding in a second one that grounds the descriptions
-        of the first (without descriptions there is nothing to ground); region captions in a third
-        that describes the object boxes the round's detectors kept."""
+        """Its own tasks in one specialist; grounding in a second one that grounds the round's
+        descriptions (a round without any leaves it out); region captions in a third that
+        describes the object boxes the round's detectors kept."""
         own = sorted(t for t in tasks if t not in (GROUNDING, REGION_TO_DESCRIPTION))
         out = [Serving("florence2", {"checkpoint": manifest["weights"], "tasks": own, "max_new_tokens": 128,
                                      "batch_size": 16, "device": device})] if own else []
-        if GROUNDING in tasks and any(t in GRANULARITY for t in own):
+        if GROUNDING in tasks:
             out.append(Serving("florence2", {"checkpoint": manifest["weights"], "tasks": [GROUNDING], "max_new_tokens": 64,
                                              "batch_size": 16, "device": device}, key="florence2-grounder"))
         if REGION_TO_DESCRIPTION in tasks:

@@ -91,8 +91,9 @@ class Trainer(ABC):
     trains: ClassVar[bool] = True
     """False for a specialist without weights to learn (measured on gold only, kept as it is)."""
     prompted_tasks: ClassVar[frozenset[str]] = frozenset()
-    """Tasks measured given the gold boxes as prompts (a segmenter's, a region captioner's), not
-    on what a detector found: each is measured apart from the trainer's other tasks."""
+    """Tasks measured given the gold boxes and descriptions as prompts (a segmenter's, a region
+    captioner's, a grounder's), not on what the model's other tasks found: each is measured apart
+    from the trainer's other tasks."""
 
     def metric(self, task: str) -> str:
         return next(t.metric for t in self.tasks if t.name == task)

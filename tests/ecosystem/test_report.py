@@ -34,7 +34,7 @@ def test_report_opens_with_the_headline_then_gates_then_what_changed(small_world
     """Two rounds on the gold images (the truth, then the truth less some objects): the headline
     carries intervals and the change, the changed images are drawn in both rounds, and annotation
     text is escaped."""
-    from engine.evaluation.evaluate import evaluate_round
+    from engine.evaluation.round_quality import evaluate_round
 
     gold = Store(small_world.gold)
     data = Store(tmp_path / "data", create=True)

@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from engine.dataset.store import Store
-from engine.evaluation.evaluate import EvalConfig, Evaluator, evaluate_round, normalise_phrase, tokens
+from engine.evaluation.evaluate import EvalConfig, Evaluator, normalise_phrase, tokens
+from engine.evaluation.round_quality import evaluate_round
 from tests.rows import table_of, valid_row
 
 W, H = 100, 80
@@ -44,9 +45,11 @@ def truth(tmp_path):
     return store
 
 
-def metrics(truth, regions=(), texts=(), triplets=(), **config):
+def metrics(truth, regions=(), texts=(), triplets=(), grounded=None, **config):
     predictions = {"regions": table_of("regions", list(regions)), "texts": table_of("texts", list(texts)),
                    "triplets": table_of("triplets", list(triplets))}
+    if grounded is not None:
+        predictions["grounded"] = table_of("triplets", list(grounded))
     return {m.metric: m.value for m in Evaluator(truth, EvalConfig(**config)).evaluate(predictions)}
 
 
@@ -184,12 +187,17 @@ def test_grounding_recall_at_one(truth, tmp_path):
                          span_start=0, span_end=13, box=box, score=score)
 
     right, wrong = [10.0, 10.0, 40.0, 40.0], [60.0, 40.0, 90.0, 70.0]
-    assert metrics(store, triplets=[pred("a", right, 0.9), pred("b", wrong, 0.1)])["grounding_recall@1"] == 1.0
-    assert metrics(store, triplets=[pred("a", right, 0.1), pred("b", wrong, 0.9)])["grounding_recall@1"] == 0.0
+    best_right, best_wrong = [pred("a", right, 0.9), pred("b", wrong, 0.1)], [pred("a", right, 0.1), pred("b", wrong, 0.9)]
+    assert metrics(store, grounded=best_right)["grounding_recall@1"] == 1.0
+    assert metrics(store, grounded=best_wrong)["grounding_recall@1"] == 0.0
     assert normalise_phrase("The  Red, house!") == "red house"
+    # the round's own triplets are triplet recall; grounding recall@1 reads only what was grounded given the truth's texts
+    found = metrics(store, triplets=best_right, grounded=best_wrong)
+    assert found["triplet_recall"] == 1.0 and found["grounding_recall@1"] == 0.0
+    assert metrics(store, triplets=best_right)["grounding_recall@1"] is None
 
 
-def test_grounding_precision_judges_the_predicted_triplets(truth):
+def test_triplet_precision_judges_the_predicted_triplets(truth):
     """Each predicted triplet whose phrase names a category is right when its box is on a truth
     object of that category; phrases that name none are not judged."""
     def pred(tid, image, phrase, box):
@@ -201,10 +209,10 @@ def test_grounding_precision_judges_the_predicted_triplets(truth):
             pred("b", "i1", "a tall tree", house),    # a tree's phrase on the house
             pred("c", "i2", "two cars", car),         # plural names the category: right
             pred("d", "i1", "something blue", tree)]  # names no category: not judged
-    assert metrics(truth, triplets=rows)["grounding_precision"] == pytest.approx(2 / 3)
-    assert metrics(truth, triplets=rows[:1])["grounding_precision"] == 1.0
-    assert metrics(truth, triplets=[pred("e", "i1", "a car", tree)])["grounding_precision"] == 0.0
-    assert metrics(truth, triplets=rows[3:])["grounding_precision"] is None
+    assert metrics(truth, triplets=rows)["triplet_precision"] == pytest.approx(2 / 3)
+    assert metrics(truth, triplets=rows[:1])["triplet_precision"] == 1.0
+    assert metrics(truth, triplets=[pred("e", "i1", "a car", tree)])["triplet_precision"] == 0.0
+    assert metrics(truth, triplets=rows[3:])["triplet_precision"] is None
 
 
 def test_evaluating_a_sample_of_the_truths_images(truth):
@@ -218,10 +226,10 @@ def test_evaluating_a_sample_of_the_truths_images(truth):
 def test_world_truth_as_predictions_is_perfect(small_world):
     gold = Store(small_world.gold)
     predictions = {t: gold.read(t) for t in ("texts", "regions", "triplets")}
-    m = {x.metric: x.value for x in Evaluator(gold).evaluate(predictions)}
+    m = {x.metric: x.value for x in Evaluator(gold).evaluate({**predictions, "grounded": predictions["triplets"]})}
     for key in ("detection_f1", "mask_iou", "ocr_word_precision", "ocr_word_recall", "ocr_word_f1",
-                "region_caption_word_f1", "region_caption_object", "grounding_recall@1",
-                "grounding_precision", "brief.rouge_l", "more_detailed.rouge_l", "brief.coverage"):
+                "region_caption_word_f1", "region_caption_object", "grounding_recall@1", "triplet_recall",
+                "triplet_precision", "brief.rouge_l", "more_detailed.rouge_l", "brief.coverage"):
         assert m[key] == pytest.approx(1.0), key
     assert m["detailed.bleu4"] == pytest.approx(1.0)
     assert m["more_detailed.hallucination"] == 0.0
@@ -256,8 +264,10 @@ def test_per_image_units_add_up_to_each_metric(small_world):
     regions = gold.read("regions")
     half = regions.slice(0, regions.num_rows // 2)
     texts = gold.read("texts")
-    for predictions in ({t: gold.read(t) for t in ("texts", "regions", "triplets")},
-                        {"regions": half, "texts": texts.slice(0, texts.num_rows // 3)}):
+    triplets = gold.read("triplets")
+    for predictions in ({**{t: gold.read(t) for t in ("texts", "regions", "triplets")}, "grounded": triplets},
+                        {"regions": half, "texts": texts.slice(0, texts.num_rows // 3),
+                         "grounded": triplets.slice(0, triplets.num_rows // 2)}):
         found = Evaluator(gold).evaluate(predictions)
         with_units = [m for m in found if m.units is not None and m.value is not None]
         assert {m.metric for m in with_units} >= {"detection_f1", "detection_recall", "brief.cider", "grounding_recall@1",

@@ -12,7 +12,7 @@ import pytest
 
 from engine.dataset.ingest import IngestConfig, ingest
 from engine.dataset.store import Store
-from engine.evaluation.evaluate import evaluate_round
+from engine.evaluation.round_quality import evaluate_round
 from engine.evaluation.measure import measure_specs
 from engine.loop.serving import round_config, round_filters, specs
 from engine.loop.training import measure_on_gold
