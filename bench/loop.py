@@ -78,6 +78,16 @@ def _present(data: Path) -> dict[str, int]:
     return {"florence2_region_captions": found[0], "florence2_ocr": found[1]}
 
 
+def _florence2_grounds(data: Path, round_id: int) -> bool:
+    """Whether round ``round_id``'s config served Florence-2 as a grounder."""
+    from engine.evaluation.round_quality import round_config
+    from engine.dataset.store import Store
+
+    config = round_config(Store(data), round_id)
+    return bool(config) and any(s.name == "florence2" and "<CAPTION_TO_PHRASE_GROUNDING>" in s.options.get("tasks", [])
+                                for s in config.specialists)
+
+
 def seed_run(out: Path, profile: str, seed: int, zoo: Path | None) -> dict:
     """One world seed: the whole engine, then the oracle; per headline metric, every figure."""
     from engine.dataset.metrics import headline, metric_rows
@@ -130,6 +140,14 @@ def seed_run(out: Path, profile: str, seed: int, zoo: Path | None) -> dict:
         rows.append(row)
     last = max((int(c.split()[1]) for r in rows for c in r["rounds"]), default=1)
     alone = _alone(out / "models", last)
+    grounding = "text-phrase-region/grounding_recall@1"
+    if not _florence2_grounds(out / "dataset", last):
+        # the round's grounder is then the label grounder on the specialists' boxes: the specialists
+        # alone, so the round's own value is what "alone" scores (no Florence-2 to credit)
+        row = next((r for r in rows if r["metric"] == grounding), None)
+        own = row and row["rounds"].get(f"round {last}")
+        if own and own["value"] is not None:
+            alone[grounding] = (own["value"], "label-grounder on the round's boxes")
     for row in rows:
         cell = row["rounds"].get(f"round {last}")
         best = alone.get(row["metric"])

@@ -37,8 +37,12 @@ from specialists.training.trainer import Trainer, TrainingSet
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 TRAINED = "trained.json"
-TRAINER_VERSION = "5"
-"""Bump when training or measuring changes what a trained model's manifest would be."""
+TRAINER_VERSION = "4"
+"""Bump when training changes what a trained model would be (a zoo card of another version is refused)."""
+MEASURE_VERSION = "2"
+"""Bump when measuring changes what a trained model's manifest records (its gold metrics): a
+manifest of another version is measured again, its training reused (2: grounding given the gold
+descriptions)."""
 
 
 @dataclass
@@ -90,7 +94,11 @@ def _keyed(path: Path, key: str) -> dict | None:
 
 
 def _cached(folder: Path, key: str) -> Trained | None:
+    """The measured model in ``folder`` when it was trained for ``key`` and measured by this code."""
     manifest = _keyed(folder / MANIFEST, key)
+    if manifest and manifest.get("measure_version", "1") != MEASURE_VERSION:
+        log.info("%s was measured by an older evaluation: measuring it again", folder)
+        return None
     return Trained(manifest["name"], folder, manifest) if manifest else None
 
 
@@ -217,6 +225,7 @@ def measure_and_record(trainer: Trainer, folder: Path, manifest: dict, gold: Sto
                        seed_gold: Store | None = None) -> Trained:
     """Measure the model of ``manifest`` on gold (and seed-gold) and write its manifest, last."""
     on_gold = measure_on_gold(trainer, manifest, gold, device)
+    manifest["measure_version"] = MEASURE_VERSION
     manifest["gold"] = {m.key: m.value for m in on_gold}
     manifest["measured"] = {"gold": measured(on_gold)}
     manifest["units"] = {m.key: m.units.to_dict() for m in on_gold if m.units is not None and m.key in gated_metrics()}

@@ -14,7 +14,7 @@ from engine.dataset.store import Store
 from engine.loop.bootstrap import bootstrap, models_dir, oracle, train_specialists
 from engine.loop.profiles import Profile
 from engine.loop.refine import Refinement, carry_unchanged, config_path, first_round, prepare_refinement
-from engine.loop.training import MANIFEST
+from engine.loop.training import MANIFEST, MEASURE_VERSION, TRAINED
 from engine.round.config import RoundConfig
 from specialists.training.florence2 import Florence2Budget
 from specialists.training.sam import SamBudget
@@ -51,6 +51,14 @@ def test_bootstrap_trains_measures_and_reuses(small_world, booted):
     mtimes = {n: (t.folder / MANIFEST).stat().st_mtime_ns for n, t in result.models.items()}
     again = bootstrap(small_world, models, PROFILE)  # unchanged inputs: reused, not retrained
     assert {n: (t.folder / MANIFEST).stat().st_mtime_ns for n, t in again.models.items()} == mtimes
+    # a model measured by an older evaluation is measured again; its training is reused
+    yolo = result.models["yolo"].folder
+    trained_at = (yolo / TRAINED).stat().st_mtime_ns
+    old = json.loads((yolo / MANIFEST).read_text())
+    (yolo / MANIFEST).write_text(json.dumps({**old, "measure_version": "0", "gold": {}}))
+    remeasured = bootstrap(small_world, models, PROFILE).models["yolo"]
+    assert remeasured.manifest["measure_version"] == MEASURE_VERSION and remeasured.gold == old["gold"]
+    assert (yolo / TRAINED).stat().st_mtime_ns == trained_at
 
 
 def test_the_oracle_trains_on_seed_and_pool_truth_into_its_own_folder_and_round_zero_goes_on_record(small_world, booted,

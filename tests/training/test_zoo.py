@@ -200,3 +200,13 @@ def test_a_model_trained_on_a_gpu_is_measured_on_the_cpu_without_one(monkeypatch
     assert usable_device("cuda") == "cpu" and usable_device("cuda:1") == "cpu" and usable_device("cpu") == "cpu"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert usable_device("cuda") == "cuda"
+
+
+def test_the_committed_zoo_serves_the_default_profiles_world():
+    """`make run` adopts the zoo committed in zoo/: a change to the trainers' version, the world's
+    domain or a weights file that its cards do not match would refuse it there, so it is caught here."""
+    from engine.loop.zoo import DEFAULT_ZOO
+    from specialists.training.registry import TRAINERS
+
+    found = check(DEFAULT_ZOO, profiles.profile("default").world())
+    assert {"yolo", "sam", "florence2"} <= set(found) <= set(TRAINERS)
