@@ -13,6 +13,7 @@ from engine.dataset.store import Store
 from engine.evaluation.evaluate import EvalConfig, Evaluator, metric_rows
 from engine.evaluation.measure import gold_images, ground_gold_texts
 from engine.round.config import RoundConfig
+from specialists.base import WeightsError
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,12 @@ def grounded_given_gold(dataset: Store, round_id: int, gold_truth: Store) -> pa.
         return None
     regions = dataset.read("regions", round_id)
     regions = regions.filter(pc.is_in(regions.column("image_id"), pa.array(sorted(gold_images(gold_truth)), pa.string())))
-    return ground_gold_texts(config, regions, gold_truth)
+    try:
+        return ground_gold_texts(config, regions, gold_truth)
+    except WeightsError as err:  # e.g. evaluated again where its models are not: the rest is still measured
+        log.warning("round %d's grounders could not be loaded, so its grounding recall@1 is not measured: %s",
+                    round_id, err)
+        return None
 
 
 def evaluate_round(dataset: Store, round_id: int, gold_truth: Store, source: str = "dataset",

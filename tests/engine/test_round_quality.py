@@ -61,3 +61,14 @@ def test_a_round_without_a_grounder_has_no_grounding_recall(small_world, detect_
     gold = Store(small_world.gold)
     found = metrics(a_round(tmp_path / "ds", gold, detect_describe_ground[:2], kept_objects(gold)), gold)
     assert found["grounding_recall@1"] is None and found["detection_f1"] == 1.0
+
+
+def test_a_round_evaluated_where_its_grounder_is_gone_keeps_its_other_metrics(small_world, yolo_weights, tmp_path):
+    gold = Store(small_world.gold)
+    gone = str(tmp_path / "moved-away" / "florence2")
+    specialists = (SpecialistSpec("yolo", {"weights": str(yolo_weights)}),
+                   SpecialistSpec("florence2", {"checkpoint": gone, "tasks": ["<CAPTION>"]}),
+                   SpecialistSpec("florence2", {"checkpoint": gone, "tasks": ["<CAPTION_TO_PHRASE_GROUNDING>"]},
+                                  key="florence2-grounder"))
+    found = metrics(a_round(tmp_path / "ds", gold, specialists, kept_objects(gold)), gold)
+    assert found["grounding_recall@1"] is None and found["detection_f1"] == 1.0
