@@ -121,8 +121,8 @@ def _family(metric: str) -> str:
 
 def measure_on_gold(trainer: Trainer, manifest: dict, gold: Store, device: str = "cpu") -> list[Measurement]:
     """Gold metrics of a trained model's tasks: the model alone in a round, filtered as the round
-    filters it; its prompted tasks given the gold boxes and descriptions (a segmenter, a region
-    captioner, a grounder)."""
+    filters it; its prompted tasks given the gold boxes and descriptions they take (a segmenter's
+    and a region captioner's boxes, a grounder's descriptions)."""
     tasks = trainer.served_tasks(manifest)
     found: list[Measurement] = []
     for prompted in (False, True):
@@ -130,7 +130,9 @@ def measure_on_gold(trainer: Trainer, manifest: dict, gold: Store, device: str =
         servings = trainer.serve(manifest, group, device) if group else []
         if not servings:
             continue
-        prompts = [(given.name, given) for given in (gold_boxes(gold), gold_texts(gold))] if prompted else []
+        needs = {table for spec in specs(servings) for table in spec.build().needs} if prompted else set()
+        prompts = [(given.name, given) for table, make in (("regions", gold_boxes), ("texts", gold_texts))
+                   if table in needs for given in [make(gold)]]
         wanted = {_family(trainer.metric(t)) for t in group}
         found += [m for m in measure_specs(specs(servings), round_filters(servings), gold, prompts, SHARD_SIZE)
                   if _family(m.key) in wanted]
