@@ -274,3 +274,14 @@ def test_per_image_units_add_up_to_each_metric(small_world):
                                                   "ocr_word_f1", "region_caption_word_f1"}
         for m in with_units:
             assert m.units.value == pytest.approx(m.value), m.key
+
+
+def test_fld_evaluate_names_a_gold_folder_that_holds_no_truth(truth, tmp_path):
+    data = Store(tmp_path / "ds", create=True)
+    with data.writer(1) as w:
+        w.write("regions", 0, table_of("regions", [{**p, "round": 1} for p in shifted(GT_REGIONS, 0.0)]))
+    for gold in (tmp_path / "missing", tmp_path / "ds"):  # nothing there; a dataset, not a gold truth
+        result = CliRunner().invoke(app, ["evaluate", "--gold", str(gold), "--data", str(data.root), "--round", "1"])
+        assert result.exit_code == 1 and "--gold" in result.output and str(gold) in result.output.replace("\n", "")
+    result = CliRunner().invoke(app, ["evaluate", "--gold", str(truth.root), "--data", str(data.root), "--round", "1"])
+    assert result.exit_code == 0, result.output
