@@ -48,12 +48,12 @@ def _cell(cell) -> dict:
 
 def specialists_alone(data: Path, gold: Path, round_id: int) -> dict[str, float | None]:
     """Gold metrics of round ``round_id``'s config without Florence-2 (the specialists alone, with
-    the round's filters, through the one annotation path), grounding given the gold descriptions
-    as the round's is: what the round would score had Florence-2 not been in the loop."""
+    the round's filters, through the one annotation path), the label grounder given the gold
+    descriptions as the round's grounders are measured: what the round would score had Florence-2
+    not been in the loop. The specialists alone describe nothing: no text metrics."""
     from engine.dataset.store import Store
     from engine.evaluation.measure import gold_texts, measure_specs
     from engine.evaluation.round_quality import round_config
-
     from engine.loop.refine import CARRIED
 
     config = round_config(Store(data), round_id)
@@ -61,21 +61,9 @@ def specialists_alone(data: Path, gold: Path, round_id: int) -> dict[str, float 
     # the specialists whose rows a refinement round carries over (RapidOCR) ran in round 1
     specs += [s for s in round_config(Store(data), 1).specialists
               if s.name in CARRIED and s.name not in {x.name for x in specs}]
-    while True:  # a specialist whose prompts only Florence-2 made (the label grounder's texts) goes too
-        made = [{t for other in specs if other is not s for t in other.build().produces} for s in specs]
-        kept = [s for s, m in zip(specs, made) if set(s.build().needs) <= m]
-        if len(kept) == len(specs):
-            break
-        specs = kept
     store = Store(gold)
-    found = {m.key: m.value for m in measure_specs(specs, config.filters, store)}
-    grounders = [s for s in config.specialists if s.name == "label-grounder"]
-    if grounders:  # grounding is measured given the gold descriptions, as the round's is
-        detectors = [s for s in specs if "regions" in s.build().produces]
-        given = measure_specs([*detectors, *grounders], config.filters, store,
-                              prompts=[("gold-texts", gold_texts(store))])
-        found.update({m.key: m.value for m in given if m.key == "text-phrase-region/grounding_recall@1"})
-    return found
+    found = measure_specs(specs, config.filters, store, prompts=[("gold-texts", gold_texts(store))])
+    return {m.key: m.value for m in found if m.family != "text"}
 
 
 def _present(data: Path) -> dict[str, int]:
@@ -193,7 +181,6 @@ def verdict(rows: list[dict], runs: dict) -> dict:
     out[">= 40% of the gap closed on two families"] = {"values": closed, "met": bool(closed) and min(closed) >= 2}
     out["no family worse than round 1 beyond its interval"] = {"values": worse, "met": not any(worse)}
     out["fused beats the specialists alone on two families"] = {"values": beats, "met": bool(beats) and min(beats) >= 2}
-
     return out
 
 

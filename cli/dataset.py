@@ -112,7 +112,7 @@ def evaluate(
     as_json: JsonOption = False,
 ) -> None:
     """Measure a round's annotations on the gold split and store the metrics."""
-    if not (gold / "images").is_dir():
+    if not gold.is_dir() or not Store(gold).files("images"):
         raise fail(f"--gold {gold} holds no gold truth (no images table): pass a world's gold folder (WORLD/gold)")
     try:
         table = evaluate_round(Store(data), round_id, Store(gold), source)

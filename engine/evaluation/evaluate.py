@@ -30,7 +30,7 @@ import io
 import re
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -278,13 +278,11 @@ class Evaluator:
         return out
 
     def _grounding(self, triplets: pa.Table, grounded: pa.Table | None) -> list[Measurement]:
-        recall = self._recall_at_one(grounded) if grounded is not None else Measurement(
-            "text-phrase-region", "grounding_recall@1", None)
-        return [replace(recall, metric="grounding_recall@1"),
-                replace(self._recall_at_one(triplets), metric="triplet_recall"),
-                self._triplet_precision(triplets)]
+        return [self._recall_at_one(grounded, "grounding_recall@1") if grounded is not None
+                else Measurement("text-phrase-region", "grounding_recall@1", None),
+                self._recall_at_one(triplets, "triplet_recall"), self._triplet_precision(triplets)]
 
-    def _recall_at_one(self, triplets: pa.Table) -> Measurement:
+    def _recall_at_one(self, triplets: pa.Table, metric: str) -> Measurement:
         """Of the truth's (image, phrase) pairs, the share whose best-scored triplet of that phrase
         boxes one of the phrase's boxes."""
         gt_groups: dict[tuple[str, str], list] = defaultdict(list)
@@ -304,7 +302,7 @@ class Evaluator:
             counted = per_image.setdefault(key[0], [0.0, 0.0])
             counted[0], counted[1] = counted[0] + hit, counted[1] + 1
         recall = hits / len(gt_groups) if gt_groups else None
-        return Measurement("text-phrase-region", "recall@1", recall,
+        return Measurement("text-phrase-region", metric, recall,
                            Units.of({i: (a, b) for i, (a, b) in per_image.items()}))
 
     def _triplet_precision(self, triplets: pa.Table) -> Measurement:

@@ -90,11 +90,16 @@ def measure_specs(specs: Sequence[SpecialistSpec], filters: FilterConfig, gold: 
                   prompts: Sequence[tuple[str, Specialist]] = (), batch_size: int = 32) -> list[Measurement]:
     """Gold metrics of configured specialists alone (``prompts``, e.g. gold boxes, run before them),
     with a round's filters and shard size: what a round of exactly these would score on gold."""
+    return measure(loaded(specs, prompts), gold, filters, batch_size)
+
+
+def loaded(specs: Sequence[SpecialistSpec], prompts: Sequence[tuple[str, Specialist]] = ()) -> list[tuple[str, Specialist]]:
+    """``(key, specialist)`` of the prompts, then of the configured specialists, each loaded."""
     specialists = [*prompts, *((s.key, s.build()) for s in specs)]
     for _, specialist in specialists:
         if not specialist.loaded:
             specialist.load()
-    return measure(specialists, gold, filters, batch_size)
+    return specialists
 
 
 def ground_gold_texts(config: RoundConfig, kept_regions: pa.Table, gold: Store, batch_size: int = 32) -> pa.Table | None:
@@ -103,9 +108,5 @@ def ground_gold_texts(config: RoundConfig, kept_regions: pa.Table, gold: Store, 
     grounders = [s for s in config.specialists if "triplets" in s.build().produces]
     if not grounders:
         return None
-    given = [gold_texts(gold), Given("round-regions", {"regions": kept_regions})]
-    specialists = [*((g.name, g) for g in given), *((s.key, s.build()) for s in grounders)]
-    for _, specialist in specialists:
-        if not specialist.loaded:
-            specialist.load()
-    return annotate_gold(specialists, gold, config.filters, batch_size).kept["triplets"]
+    given = [(g.name, g) for g in (gold_texts(gold), Given("round-regions", {"regions": kept_regions}))]
+    return annotate_gold(loaded(grounders, given), gold, config.filters, batch_size).kept["triplets"]
