@@ -1,17 +1,25 @@
 """LabelMatchGrounder: a second opinion on text-phrase-region triplets. Each noun phrase of a
 caption (spaCy) is linked to the detector regions of its image whose label's head word has the
 phrase's head lemma; the triplet's score is the detector's confidence. A plural phrase takes
-every match, a singular one the best."""
+every match, a singular one the best: the one whose colour is nearest the phrase's colour word
+("the blue car" beside a red car), else the highest-scored."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from filters.phrases import PhraseParser
+from schemas.masks import decode_rle
 from specialists.base import Batch, Resources, Specialist
+
+COLOUR_WORDS = ("black", "white", "gray", "grey", "silver", "red", "maroon", "pink", "orange", "yellow", "gold",
+                "beige", "tan", "brown", "olive", "green", "lime", "teal", "cyan", "turquoise", "blue", "navy",
+                "purple", "violet", "magenta")
+"""Basic colour terms a phrase may pick its box by; their RGB is matplotlib's CSS4 colour of that name."""
 
 
 @dataclass(frozen=True)
@@ -20,6 +28,8 @@ class LabelGrounderConfig:
     model: str | None = None
     """spaCy pipeline (default: the first English one installed)."""
     batch_size: int = 64
+    by_colour: bool = True
+    """Among several boxes of a singular phrase's label, pick by the phrase's colour word."""
 
 
 class LabelMatchGrounder(Specialist):
@@ -34,8 +44,11 @@ class LabelMatchGrounder(Specialist):
         self.parser = PhraseParser(config.model)
 
     def load(self) -> None:
-        self._version = f"spacy:{self.parser.version}"
+        from matplotlib.colors import CSS4_COLORS, to_rgb
+
+        self._version = f"spacy:{self.parser.version}" + ("+colour" if self.config.by_colour else "")
         self._heads: dict[str, str] = {}
+        self._colours = {w: np.array(to_rgb(CSS4_COLORS[w])) * 255 for w in COLOUR_WORDS}
 
     def head(self, label: str) -> str:
         """The lemma of a label's last word ("traffic lights" -> "light")."""
@@ -53,6 +66,7 @@ class LabelMatchGrounder(Specialist):
         for r in regions.select(["image_id", "region_id", "box", "mask", "label", "score"]).to_pylist():
             if r["label"]:
                 by_image.setdefault(r["image_id"], []).append({**r, "head": self.head(r["label"])})
+        pixels = dict(zip(batch.image_ids, batch.images))
         docs = self.parser.nlp.pipe([t["text"] for t in texts], batch_size=self.batch_size)
         rows = []
         for text, doc in zip(texts, docs):
@@ -61,7 +75,7 @@ class LabelMatchGrounder(Specialist):
                 matches = [r for r in candidates if r["head"] == chunk.root.lemma_.lower()]
                 matches.sort(key=lambda r: -(r["score"] if r["score"] is not None else 0.0))
                 if chunk.root.tag_ not in ("NNS", "NNPS"):
-                    matches = matches[:1]
+                    matches = self._pick(chunk, matches, pixels[text["image_id"]])
                 for r in matches:
                     rows.append({"image_id": text["image_id"], "triplet_id": f"{text['text_id']}-lg{p}-{r['region_id']}",
                                  "text_id": text["text_id"], "text": text["text"], "phrase": chunk.text,
@@ -69,3 +83,33 @@ class LabelMatchGrounder(Specialist):
                                  "mask": r["mask"], "region_id": r["region_id"], "phrase_score": None,
                                  **self.provenance(batch.round, r["score"])})
         return {"triplets": self.table("triplets", rows)}
+
+    def _pick(self, chunk, matches: list[dict], image: np.ndarray) -> list[dict]:
+        """A singular phrase's box: of several (best-scored first), the one whose colour is nearest
+        the phrase's first colour word, when it has one; else the best-scored."""
+        words = [t.text.lower() for t in chunk if t.i != chunk.root.i and t.text.lower() in self._colours]
+        if len(matches) < 2 or not words or not self.config.by_colour:
+            return matches[:1]
+        target = self._colours[words[0]]
+        for r in matches:
+            if "colour" not in r:  # once per region, however many phrases weigh it
+                r["colour"] = region_colour(image, r["box"], r["mask"])
+        distance = [float(np.linalg.norm(r["colour"] - target)) for r in matches]
+        return [matches[int(np.argmin(distance))]]  # argmin keeps the first (best-scored) of equals
+
+
+def region_colour(image: np.ndarray, box, mask: dict | None) -> np.ndarray:
+    """A region's median RGB: over its mask when it has one, else over the central half of its box
+    (where an object fills its box, away from the background at its corners)."""
+    if mask is not None:
+        pixels = image[decode_rle(mask)]
+    elif not np.all(np.isfinite(box)):
+        return np.full(3, np.inf)
+    else:
+        h, w = image.shape[:2]
+        x1, y1, x2, y2 = box
+        dx, dy = (x2 - x1) / 4, (y2 - y1) / 4
+        ys = slice(int(np.clip(y1 + dy, 0, h - 1)), int(np.clip(np.ceil(y2 - dy), 1, h)))
+        xs = slice(int(np.clip(x1 + dx, 0, w - 1)), int(np.clip(np.ceil(x2 - dx), 1, w)))
+        pixels = image[ys, xs].reshape(-1, image.shape[2])
+    return np.median(pixels[:, :3], axis=0) if len(pixels) else np.full(3, np.inf)

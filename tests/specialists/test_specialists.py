@@ -10,12 +10,13 @@ import pyarrow as pa
 import pytest
 
 from schemas import validate_table
-from schemas.masks import rle_iou
+from schemas.masks import encode_rle, rle_iou
 from specialists.base import Batch, WeightsError, as_rgb, weights_version
 from specialists.registry import build
 from specialists.sam import GrabCutSegmenter, SamConfig, SamSegmenter
 from specialists.yolo import YoloConfig, YoloDetector
 from tests.batches import gold_batch, signed_batch
+from tests.rows import table_of, valid_row
 
 
 def detector(weights, **kw):
@@ -139,6 +140,59 @@ def test_label_grounder_links_phrases_to_matching_detections(small_world):
     for t in out.to_pylist():
         assert labels[t["region_id"]] in t["phrase"].lower() or labels[t["region_id"]] + "s" in t["phrase"].lower()
         assert 0.5 <= t["score"] <= 0.9
+
+
+def _cars(image: np.ndarray, *regions: dict, texts: tuple[str, ...]) -> Batch:
+    return Batch(["img0"], [image], regions=table_of("regions", [valid_row("regions", label="car", **r) for r in regions]),
+                 texts=table_of("texts", [valid_row("texts", text_id=f"t{k}", text=t) for k, t in enumerate(texts)]))
+
+
+def _picked(batch: Batch, **options) -> dict[tuple[str, str], list[str]]:
+    picked: dict[tuple[str, str], list[str]] = {}
+    for t in build("label-grounder", **options)(batch)["triplets"].to_pylist():
+        picked.setdefault((t["text_id"], t["phrase"]), []).append(t["region_id"])
+    return {k: sorted(v) for k, v in picked.items()}
+
+
+def _red_and_blue_cars() -> Batch:
+    """A red car (left, scored higher) and a blue car (right) on gray."""
+    image = np.full((40, 80, 3), 128, np.uint8)
+    image[5:35, 5:35] = (220, 30, 30)
+    image[5:35, 45:75] = (30, 40, 220)
+    return _cars(image, dict(region_id="red", box=[5.0, 5.0, 35.0, 35.0], mask=None, score=0.9),
+                 dict(region_id="blue", box=[45.0, 5.0, 75.0, 35.0], mask=None, score=0.6),
+                 texts=("A blue car.", "A red car.", "A car.", "The Blue car and two cars."))
+
+
+def test_label_grounder_picks_a_singular_phrases_box_by_its_colour_word():
+    picked = _picked(_red_and_blue_cars())
+    assert picked[("t0", "A blue car")] == ["blue"]
+    assert picked[("t1", "A red car")] == ["red"]
+    assert picked[("t2", "A car")] == ["red"]  # no colour word: the best-scored
+    assert picked[("t3", "The Blue car")] == ["blue"]
+    assert picked[("t3", "two cars")] == ["blue", "red"]  # a plural phrase takes every match
+
+
+def test_label_grounder_reads_a_regions_colour_from_its_mask():
+    """A green car with a blue patch at its centre (its mask holds the green only) beside a blue car:
+    by the centre of its box it is as blue as the other, by its mask it is green."""
+    image = np.full((40, 80, 3), 128, np.uint8)
+    image[5:35, 5:35] = (30, 160, 60)
+    image[13:28, 13:28] = (30, 40, 220)
+    image[5:35, 45:75] = (30, 40, 220)
+    green = np.zeros((40, 80), bool)
+    green[5:35, 5:35] = True
+    green[13:28, 13:28] = False
+    batch = _cars(image, dict(region_id="green", box=[5.0, 5.0, 35.0, 35.0], mask=encode_rle(green), score=0.9),
+                  dict(region_id="blue", box=[45.0, 5.0, 75.0, 35.0], mask=None, score=0.6),
+                  texts=("A blue car.", "A green car."))
+    picked = _picked(batch)
+    assert picked[("t0", "A blue car")] == ["blue"]
+    assert picked[("t1", "A green car")] == ["green"]
+
+
+def test_label_grounder_without_colour_picks_the_best_scored():
+    assert _picked(_red_and_blue_cars(), by_colour=False)[("t0", "A blue car")] == ["red"]
 
 
 def test_registry_and_contract_errors():
