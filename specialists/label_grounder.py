@@ -1,8 +1,8 @@
 """LabelMatchGrounder: a second opinion on text-phrase-region triplets. Each noun phrase of a
 caption (spaCy) is linked to the detector regions of its image whose label's head word has the
 phrase's head lemma; the triplet's score is the detector's confidence. A plural phrase takes
-every match, a singular one the best: the one whose colour is nearest the phrase's colour word
-("the blue car" beside a red car), else the highest-scored."""
+every match, a singular one the best: the highest-scored, or, when the phrase has a colour word
+("the blue car" beside a red car), the one nearest that colour among those scored almost as high."""
 
 from __future__ import annotations
 
@@ -30,6 +30,13 @@ class LabelGrounderConfig:
     batch_size: int = 64
     by_colour: bool = True
     """Among several boxes of a singular phrase's label, pick by the phrase's colour word."""
+    colour_min_score: float = 0.7
+    """A box may win by colour only with at least this share of the best box's score: a weak box
+    of the named colour is more often a false detection than the object a description names."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.colour_min_score <= 1.0:
+            raise ValueError(f"colour_min_score must be within [0, 1], got {self.colour_min_score}")
 
 
 class LabelMatchGrounder(Specialist):
@@ -46,7 +53,8 @@ class LabelMatchGrounder(Specialist):
     def load(self) -> None:
         from matplotlib.colors import CSS4_COLORS, to_rgb
 
-        self._version = f"spacy:{self.parser.version}" + ("+colour" if self.config.by_colour else "")
+        colour = f"+colour{self.config.colour_min_score}" if self.config.by_colour else ""
+        self._version = f"spacy:{self.parser.version}{colour}"
         self._heads: dict[str, str] = {}
         self._colours = {w: np.array(to_rgb(CSS4_COLORS[w])) * 255 for w in COLOUR_WORDS}
 
@@ -86,8 +94,12 @@ class LabelMatchGrounder(Specialist):
 
     def _pick(self, chunk, matches: list[dict], image: np.ndarray) -> list[dict]:
         """A singular phrase's box: of several (best-scored first), the one whose colour is nearest
-        the phrase's first colour word, when it has one; else the best-scored."""
+        the phrase's first colour word, among those scored almost as high as the best; else the
+        best-scored."""
         words = [t.text.lower() for t in chunk if t.i != chunk.root.i and t.text.lower() in self._colours]
+        score = lambda r: r["score"] if r["score"] is not None else 0.0  # noqa: E731
+        if matches and words and self.config.by_colour:
+            matches = [r for r in matches if score(r) >= self.config.colour_min_score * score(matches[0])]
         if len(matches) < 2 or not words or not self.config.by_colour:
             return matches[:1]
         target = self._colours[words[0]]

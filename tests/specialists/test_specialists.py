@@ -155,22 +155,25 @@ def _picked(batch: Batch, **options) -> dict[tuple[str, str], list[str]]:
 
 
 def _red_and_blue_cars() -> Batch:
-    """A red car (left, scored higher) and a blue car (right) on gray."""
-    image = np.full((40, 80, 3), 128, np.uint8)
+    """A red car (left, scored highest), a blue car (right) and, below, a bluer car scored far lower."""
+    image = np.full((60, 80, 3), 128, np.uint8)
     image[5:35, 5:35] = (220, 30, 30)
     image[5:35, 45:75] = (30, 40, 220)
+    image[40:55, 30:45] = (0, 0, 255)
     return _cars(image, dict(region_id="red", box=[5.0, 5.0, 35.0, 35.0], mask=None, score=0.9),
-                 dict(region_id="blue", box=[45.0, 5.0, 75.0, 35.0], mask=None, score=0.6),
+                 dict(region_id="blue", box=[45.0, 5.0, 75.0, 35.0], mask=None, score=0.8),
+                 dict(region_id="weak", box=[30.0, 40.0, 45.0, 55.0], mask=None, score=0.3),
                  texts=("A blue car.", "A red car.", "A car.", "The Blue car and two cars."))
 
 
 def test_label_grounder_picks_a_singular_phrases_box_by_its_colour_word():
     picked = _picked(_red_and_blue_cars())
-    assert picked[("t0", "A blue car")] == ["blue"]
+    assert picked[("t0", "A blue car")] == ["blue"]  # not the bluer one scored under 0.7 of the best
     assert picked[("t1", "A red car")] == ["red"]
     assert picked[("t2", "A car")] == ["red"]  # no colour word: the best-scored
     assert picked[("t3", "The Blue car")] == ["blue"]
-    assert picked[("t3", "two cars")] == ["blue", "red"]  # a plural phrase takes every match
+    assert picked[("t3", "two cars")] == ["blue", "red", "weak"]  # a plural phrase takes every match
+    assert _picked(_red_and_blue_cars(), colour_min_score=0.0)[("t0", "A blue car")] == ["weak"]
 
 
 def test_label_grounder_reads_a_regions_colour_from_its_mask():
@@ -184,7 +187,7 @@ def test_label_grounder_reads_a_regions_colour_from_its_mask():
     green[5:35, 5:35] = True
     green[13:28, 13:28] = False
     batch = _cars(image, dict(region_id="green", box=[5.0, 5.0, 35.0, 35.0], mask=encode_rle(green), score=0.9),
-                  dict(region_id="blue", box=[45.0, 5.0, 75.0, 35.0], mask=None, score=0.6),
+                  dict(region_id="blue", box=[45.0, 5.0, 75.0, 35.0], mask=None, score=0.8),
                   texts=("A blue car.", "A green car."))
     picked = _picked(batch)
     assert picked[("t0", "A blue car")] == ["blue"]
@@ -193,6 +196,8 @@ def test_label_grounder_reads_a_regions_colour_from_its_mask():
 
 def test_label_grounder_without_colour_picks_the_best_scored():
     assert _picked(_red_and_blue_cars(), by_colour=False)[("t0", "A blue car")] == ["red"]
+    with pytest.raises(ValueError, match="colour_min_score must be within"):
+        build("label-grounder", colour_min_score=1.5)
 
 
 def test_registry_and_contract_errors():
