@@ -111,10 +111,11 @@ class LabelMatchGrounder(Specialist):
 
 
 def region_colour(image: np.ndarray, box, mask: dict | None) -> np.ndarray:
-    """A region's median RGB: over its mask when it has one, else over the central half of its box
-    (where an object fills its box, away from the background at its corners)."""
-    if mask is not None:
-        pixels = image[decode_rle(mask)]
+    """A region's median RGB: over its mask when it has one of the image's size, else over the
+    central half of its box (where an object fills its box, away from the background at its corners)."""
+    on = decode_rle(mask) if mask is not None else None
+    if on is not None and on.shape == image.shape[:2]:
+        pixels = image[on]
     elif not np.all(np.isfinite(box)):
         return np.full(3, np.inf)
     else:

@@ -194,6 +194,18 @@ def test_label_grounder_reads_a_regions_colour_from_its_mask():
     assert picked[("t1", "A green car")] == ["green"]
 
 
+def test_a_mask_of_another_size_or_a_broken_box_does_not_stop_the_label_grounder():
+    batch = _red_and_blue_cars()
+    regions = batch.regions.to_pylist()
+    regions[0]["mask"] = encode_rle(np.ones((7, 9), bool))  # the red car's mask is of another image
+    regions[2]["box"] = [float("nan"), 40.0, 45.0, 55.0]
+    batch = _cars(batch.images[0], *({k: r[k] for k in ("region_id", "box", "mask", "score")} for r in regions),
+                  texts=("A blue car.", "A red car."))
+    picked = _picked(batch)
+    assert picked[("t0", "A blue car")] == ["blue"]
+    assert picked[("t1", "A red car")] == ["red"]
+
+
 def test_label_grounder_without_colour_picks_the_best_scored():
     assert _picked(_red_and_blue_cars(), by_colour=False)[("t0", "A blue car")] == ["red"]
     with pytest.raises(ValueError, match="colour_min_score must be within"):
