@@ -74,6 +74,8 @@ class LabelMatchGrounder(Specialist):
         for r in regions.select(["image_id", "region_id", "box", "mask", "label", "score"]).to_pylist():
             if r["label"]:
                 by_image.setdefault(r["image_id"], []).append({**r, "head": self.head(r["label"])})
+        for candidates in by_image.values():
+            candidates.sort(key=lambda r: -_score(r))  # best-scored first, for every phrase
         pixels = dict(zip(batch.image_ids, batch.images))
         docs = self.parser.nlp.pipe([t["text"] for t in texts], batch_size=self.batch_size)
         rows = []
@@ -81,7 +83,6 @@ class LabelMatchGrounder(Specialist):
             candidates = by_image.get(text["image_id"], [])
             for p, chunk in enumerate(doc.noun_chunks):
                 matches = [r for r in candidates if r["head"] == chunk.root.lemma_.lower()]
-                matches.sort(key=lambda r: -(r["score"] if r["score"] is not None else 0.0))
                 if chunk.root.tag_ not in ("NNS", "NNPS"):
                     matches = self._pick(chunk, matches, pixels[text["image_id"]])
                 for r in matches:
@@ -97,17 +98,21 @@ class LabelMatchGrounder(Specialist):
         the phrase's first colour word, among those scored almost as high as the best; else the
         best-scored."""
         words = [t.text.lower() for t in chunk if t.i != chunk.root.i and t.text.lower() in self._colours]
-        score = lambda r: r["score"] if r["score"] is not None else 0.0  # noqa: E731
-        if matches and words and self.config.by_colour:
-            matches = [r for r in matches if score(r) >= self.config.colour_min_score * score(matches[0])]
-        if len(matches) < 2 or not words or not self.config.by_colour:
+        if not matches or not words or not self.config.by_colour:
             return matches[:1]
+        matches = [r for r in matches if _score(r) >= self.config.colour_min_score * _score(matches[0])]
+        if len(matches) < 2:
+            return matches
         target = self._colours[words[0]]
         for r in matches:
             if "colour" not in r:  # once per region, however many phrases weigh it
                 r["colour"] = region_colour(image, r["box"], r["mask"])
         distance = [float(np.linalg.norm(r["colour"] - target)) for r in matches]
         return [matches[int(np.argmin(distance))]]  # argmin keeps the first (best-scored) of equals
+
+
+def _score(region: dict) -> float:
+    return region["score"] if region["score"] is not None else 0.0
 
 
 def region_colour(image: np.ndarray, box, mask: dict | None) -> np.ndarray:

@@ -131,8 +131,8 @@ def measure_on_gold(trainer: Trainer, manifest: dict, gold: Store, device: str =
         if not servings:
             continue
         needs = {table for spec in specs(servings) for table in spec.build().needs} if prompted else set()
-        prompts = [(given.name, given) for table, make in (("regions", gold_boxes), ("texts", gold_texts))
-                   if table in needs for given in [make(gold)]]
+        given = (make(gold) for table, make in (("regions", gold_boxes), ("texts", gold_texts)) if table in needs)
+        prompts = [(g.name, g) for g in given]
         wanted = {_family(trainer.metric(t)) for t in group}
         found += [m for m in measure_specs(specs(servings), round_filters(servings), gold, prompts, SHARD_SIZE)
                   if _family(m.key) in wanted]
