@@ -212,7 +212,7 @@ class GrabCutSegmenter(Specialist):
         self.config = config
 
     def load(self) -> None:
-        self._version = f"opencv-{cv2.__version__}-it{self.config.iterations}-m{self.config.margin}"
+        self._version = f"opencv-{cv2.__version__}-it{self.config.iterations}-m{self.config.margin}-seed0"
 
     def predict(self, batch: Batch) -> dict[str, pa.Table]:
         rows = _prompt_rows(batch, self.config.kinds)
@@ -233,6 +233,7 @@ class GrabCutSegmenter(Specialist):
             crop = np.ascontiguousarray(image[cy1:cy2, cx1:cx2, ::-1])
             mask = np.zeros(crop.shape[:2], np.uint8)
             bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+            cv2.setRNGSeed(0)  # its k-means starts from OpenCV's global RNG: seeded, a box's mask depends on that box alone
             try:
                 cv2.grabCut(crop, mask, (x1 - cx1, y1 - cy1, x2 - x1, y2 - y1), bgd, fgd,
                             self.config.iterations, cv2.GC_INIT_WITH_RECT)

@@ -259,6 +259,17 @@ def test_prompts_are_limited_to_the_batch_images(small_world):
     assert set(out.column("image_id").to_pylist()) == {whole.image_ids[0]}
 
 
+def test_a_grabcut_mask_depends_on_its_box_alone(small_world):
+    """Not on the boxes segmented before it: a gate's measurement and a round batch them differently."""
+    batch = gold_batch(small_world, 4)
+    masks = lambda b: {r["region_id"]: r["mask"] for r in GrabCutSegmenter()(b)["masks"].to_pylist()}  # noqa: E731
+    together = masks(batch)
+    last = batch.image_ids[-1]
+    alone = masks(Batch([last], batch.images[-1:], regions=batch.regions))
+    assert alone and all(together[k] == m for k, m in alone.items())
+    assert masks(batch) == together
+
+
 def test_grabcut_box_over_the_whole_image_gets_no_mask(small_world):
     batch = gold_batch(small_world, 1)
     w, h = batch.sizes[batch.image_ids[0]]
