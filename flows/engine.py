@@ -229,13 +229,14 @@ def bootstrap_task(data: str, world: str, models: str, profile: str, pretrained_
     if pretrained_florence2:
         chosen = chosen.pretrained("florence2", pretrained_florence2)
     w = World.open(world)
+    gates = with_trivial(Store(w.truth), Store(w.gold), record_in=Store(data))  # recorded beside round 0
     if zoo:
         names = tuple(n for n in TRAINERS if not (pretrained_florence2 and n == "florence2"))
-        models_set = adopt(check(Path(zoo), w.config, names), w, models, chosen, device=chosen.device)
+        models_set = adopt(check(Path(zoo), w.config, names), w, models, chosen, device=chosen.device,
+                           stop=gates.early_stop())
     else:
-        models_set = bootstrap(w, models, chosen)
+        models_set = bootstrap(w, models, chosen, stop=gates.early_stop())
     models_set.write_metrics(Store(data))
-    gates = with_trivial(Store(w.truth), Store(w.gold), record_in=Store(data))  # recorded beside round 0
     first = first_round(data, models, models_set, gates, device=chosen.device)
     return {"gold": {n: t.gold for n, t in models_set.models.items()},
             "gates": {k: g.row() for k, (g, _) in first.gates.items()}}

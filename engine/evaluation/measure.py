@@ -3,7 +3,10 @@ with the round's filters: a gate judges exactly what a round with those models w
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -54,20 +57,61 @@ def gold_texts(gold: Store) -> Given:
     return Given("gold-texts", {"texts": gold.read("texts")})
 
 
+@dataclass(frozen=True)
+class EarlyStop:
+    """Measure a model's tasks on a sample of the gold images first, and on the others only those
+    that can still pass their gates. A task whose metric's 95% interval on the sample lies wholly
+    below the least value its gate admits (``bars``: its floor, the trivial answer's value) is
+    refused whatever the other images say, and is recorded as measured on the sample. Measuring on
+    gold is a large part of a refinement round, and a weak model's tasks (Florence-2's grounding,
+    OCR and region captions on the CPU) are refused by wide margins."""
+
+    bars: Mapping[str, float]
+    """Per metric (``family/metric``), the least value its gate admits."""
+    first: int = 48
+    """Gold images in the sample; a gold split no larger is measured whole."""
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.first < 1:
+            raise ValueError(f"EarlyStop.first must be at least 1, got {self.first}")
+        bad = {k: v for k, v in self.bars.items() if not (isinstance(v, (int, float)) and math.isfinite(v))}
+        if bad:
+            raise ValueError(f"EarlyStop bars must be finite numbers: {bad}")
+
+    def sample(self, image_ids: Sequence[str]) -> list[str] | None:
+        """The sample (the same for the same images), or None when all of them are to be measured."""
+        ids = sorted(set(image_ids))
+        return None if len(ids) <= self.first else sorted(random.Random(self.seed).sample(ids, self.first))
+
+    def hopeless(self, found: Sequence[Measurement]) -> dict[str, str]:
+        """Per metric whose 95% interval lies wholly below its bar: why (a metric without an
+        interval, e.g. measured on too few images, is never hopeless)."""
+        out = {}
+        for m in found:
+            bar, interval = self.bars.get(m.key), m.interval()
+            if bar is not None and interval is not None and interval.high < bar:
+                out[m.key] = (f"{m.key} {m.value:.3f} [{interval.low:.3f}, {interval.high:.3f}] on "
+                              f"{m.units.measured} gold images, below its gate's {bar:.3f}")
+        return out
+
+
 def gold_images(gold: Store) -> dict[str, str]:
     images = gold.read("images")
     return dict(zip(images.column("image_id").to_pylist(), images.column("uri").to_pylist()))
 
 
 def annotate_gold(specialists: Sequence[tuple[str, Specialist]], gold: Store, filters: FilterConfig,
-                  batch_size: int = 32, parser: PhraseParser | None = None) -> Annotated:
-    """Loaded specialists (``(key, specialist)``) over the gold images, filtered as in a round."""
+                  batch_size: int = 32, parser: PhraseParser | None = None,
+                  images: Sequence[str] | None = None) -> Annotated:
+    """Loaded specialists (``(key, specialist)``) over the gold images (or only ``images`` of
+    them), filtered as in a round."""
     stages_by_key = stage_order({k: tuple(s.needs) for k, s in specialists}, {k: tuple(s.produces) for k, s in specialists})
     by_key = dict(specialists)
     stages = [[(k, by_key[k]) for k in stage] for stage in stages_by_key]
     parser = parser or PhraseParser()
     uris = gold_images(gold)
-    ids = sorted(uris)
+    ids = sorted(uris if images is None else set(uris) & set(images))
     parts = []
     for start in range(0, len(ids), batch_size):
         chunk = ids[start : start + batch_size]
@@ -75,15 +119,20 @@ def annotate_gold(specialists: Sequence[tuple[str, Specialist]], gold: Store, fi
     return Annotated.concat(parts)
 
 
+def as_scored(specialists: Sequence[tuple[str, Specialist]], kept: dict[str, pa.Table]) -> dict[str, pa.Table]:
+    """Kept rows as the evaluator takes them. When one of ``specialists`` serves the gold
+    descriptions (``gold_texts``), the kept triplets are a grounding given them: they are scored
+    as such (``grounding_recall@1``), not as a round's own triplets (``triplet_*``)."""
+    if any(isinstance(s, Given) and "texts" in s.produces for _, s in specialists):
+        return {"texts": kept["texts"], "regions": kept["regions"], "grounded": kept["triplets"]}
+    return kept
+
+
 def measure(specialists: Sequence[tuple[str, Specialist]], gold: Store, filters: FilterConfig,
             batch_size: int = 32) -> list[Measurement]:
-    """Gold metrics of what ``specialists`` make and the filters keep. When one of them serves the
-    gold descriptions (``gold_texts``), the kept triplets are a grounding given them: they are
-    scored as such (``grounding_recall@1``), not as a round's own triplets (``triplet_*``)."""
+    """Gold metrics of what ``specialists`` make and the filters keep."""
     kept = annotate_gold(specialists, gold, filters, batch_size).kept
-    if any(isinstance(s, Given) and "texts" in s.produces for _, s in specialists):
-        kept = {"texts": kept["texts"], "regions": kept["regions"], "grounded": kept["triplets"]}
-    return Evaluator(gold).evaluate(kept)
+    return Evaluator(gold).evaluate(as_scored(specialists, kept))
 
 
 def measure_specs(specs: Sequence[SpecialistSpec], filters: FilterConfig, gold: Store,

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 from engine.dataset.store import Store
 from engine.evaluation.evaluate import metric_rows
+from engine.evaluation.measure import EarlyStop
 from engine.evaluation.noise import Units, change_interval
 from engine.evaluation.trivial import SOURCE, trivial_answers, trivial_measurements
 from engine.loop.training import Trained
@@ -56,8 +57,13 @@ class GateConfig:
     trivial_units: dict = field(default_factory=dict)
     """The trivial answer's per-image units per metric (``Units.to_dict``): a model must beat it
     beyond the noise, by a paired bootstrap over the gold images both were measured on."""
+    early_stop_images: int = 48
+    """A candidate's tasks are measured on this many gold images first; one that cannot pass its
+    gate there (``EarlyStop``) is not measured on the others. 0: every task on every image."""
 
     def __post_init__(self) -> None:
+        if self.early_stop_images < 0:
+            raise ValueError(f"early_stop_images must be >= 0, got {self.early_stop_images}")
         if not 0.0 <= self.tolerance <= 1.0 or any(v < 0.0 for v in self.floors.values()):
             raise ValueError("gate tolerance must be within [0, 1] and floors >= 0")
         if not all(0.0 <= v <= 1.0 for v in (self.min_distinct, self.max_hallucination, self.min_caption_object)):
@@ -65,6 +71,17 @@ class GateConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def bars(self) -> dict[str, float]:
+        """Per gated metric, the least value a gate admits (its floor; above the trivial answer's
+        value), and the region captioner's least share of right objects."""
+        gated = set(task_metrics().values())
+        bars = {m: max(self.floors.get(m, 0.0), self.trivial.get(m, 0.0)) for m in gated}
+        return {**bars, "region-text/region_caption_object": self.min_caption_object}
+
+    def early_stop(self) -> EarlyStop | None:
+        """How candidates are measured on gold: stopped early for the tasks they cannot pass."""
+        return EarlyStop(self.bars(), self.early_stop_images) if self.early_stop_images else None
 
 
 @dataclass(frozen=True)

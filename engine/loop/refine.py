@@ -169,7 +169,8 @@ def prepare_refinement(data: str | Path, models_root: str | Path, round_id: int,
             step(f"round {round_id}: retrain {name}")
         try:
             candidates[name] = train_and_measure(trainer, tset, root, budget_for(profile.refine, trainer), gold,
-                                                 previous=previous.trained.get(name), device=device)
+                                                 previous=previous.trained.get(name), device=device,
+                                                 stop=gate_config.early_stop())
         except ValueError as err:  # e.g. no kept annotations for it: the previous model stays
             log.warning("round %d: %s not retrained: %s", round_id, name, err)
     gates = decide(candidates, previous.holders, gate_config)

@@ -25,10 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
 from engine.dataset.store import Store
-from engine.evaluation.evaluate import Measurement
+from engine.evaluation.evaluate import Evaluator, Measurement
+from engine.evaluation.measure import EarlyStop, annotate_gold, as_scored, gold_boxes, gold_images, gold_texts, loaded
 from engine.evaluation.noise import Units
-from engine.evaluation.measure import gold_boxes, gold_images, gold_texts, measure_specs
 from engine.loop.machine import machine
 from engine.loop.serving import SHARD_SIZE, round_filters, specs
 from schemas.hashing import fingerprint
@@ -93,13 +95,22 @@ def _keyed(path: Path, key: str) -> dict | None:
     return None
 
 
-def _cached(folder: Path, key: str) -> Trained | None:
-    """The measured model in ``folder`` when it was trained for ``key`` and measured by this code."""
+def _cached(folder: Path, key: str, stop: EarlyStop | None = None) -> Trained | None:
+    """The measured model in ``folder`` when it was trained for ``key`` and measured by this code,
+    with the same early stop (or none)."""
     manifest = _keyed(folder / MANIFEST, key)
     if manifest and manifest.get("measure_version", "1") != MEASURE_VERSION:
         log.info("%s was measured by an older evaluation: measuring it again", folder)
         return None
+    if manifest and manifest.get("early_stop") != _stop_record(stop):
+        log.info("%s was measured with another early stop: measuring it again", folder)
+        return None
     return Trained(manifest["name"], folder, manifest) if manifest else None
+
+
+def _stop_record(stop: EarlyStop | None) -> dict | None:
+    """How a manifest's gold measurement was stopped early (None: every task on every image)."""
+    return None if stop is None else {"first": stop.first, "seed": stop.seed, "bars": dict(sorted(stop.bars.items()))}
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -119,24 +130,53 @@ def _family(metric: str) -> str:
     return f"{family}/{re.split(r'[_.]', name)[0]}"
 
 
-def measure_on_gold(trainer: Trainer, manifest: dict, gold: Store, device: str = "cpu") -> list[Measurement]:
+def measure_on_gold(trainer: Trainer, manifest: dict, gold: Store, device: str = "cpu",
+                    stop: EarlyStop | None = None) -> list[Measurement]:
     """Gold metrics of a trained model's tasks: the model alone in a round, filtered as the round
     filters it; its prompted tasks given the gold boxes and descriptions they take (a segmenter's
-    and a region captioner's boxes, a grounder's descriptions)."""
+    and a region captioner's boxes, a grounder's descriptions). With ``stop``, a task that cannot
+    pass its gate on ``stop``'s sample of the gold images is measured on that sample only."""
     tasks = trainer.served_tasks(manifest)
+    ids = sorted(gold_images(gold))
+    sample = stop.sample(ids) if stop is not None else None
     found: list[Measurement] = []
     for prompted in (False, True):
         group = [t for t in tasks if (t in trainer.prompted_tasks) == prompted]
-        servings = trainer.serve(manifest, group, device) if group else []
-        if not servings:
+        kept = _kept(trainer, manifest, group, gold, device, sample)
+        if kept is None:
             continue
-        needs = {table for spec in specs(servings) for table in spec.build().needs} if prompted else set()
-        given = (make(gold) for table, make in (("regions", gold_boxes), ("texts", gold_texts)) if table in needs)
-        prompts = [(g.name, g) for g in given]
+        if sample is not None:
+            early = Evaluator(gold, images=sample).evaluate(kept)
+            hopeless = stop.hopeless(early)
+            out = {_family(trainer.metric(t)) for t in group} & {_family(k) for k in hopeless}
+            for key, reason in hopeless.items():
+                if _family(key) in out:
+                    log.info("%s: measured on the sample only: %s", trainer.name, reason)
+            found += [m for m in early if _family(m.key) in out]
+            group = [t for t in group if _family(trainer.metric(t)) not in out]
+            chosen = set(sample)
+            more = _kept(trainer, manifest, group, gold, device, [i for i in ids if i not in chosen])
+            if more is None:
+                continue
+            kept = {t: pa.concat_tables([kept[t], more[t]]) for t in more}
         wanted = {_family(trainer.metric(t)) for t in group}
-        found += [m for m in measure_specs(specs(servings), round_filters(servings), gold, prompts, SHARD_SIZE)
-                  if _family(m.key) in wanted]
+        found += [m for m in Evaluator(gold).evaluate(kept) if _family(m.key) in wanted]
     return found
+
+
+def _kept(trainer: Trainer, manifest: dict, tasks: list[str], gold: Store, device: str,
+          images: list[str] | None) -> dict[str, pa.Table] | None:
+    """What the model serving ``tasks`` (all prompted or none) keeps on the gold images (or on
+    ``images`` of them), as the evaluator scores it; None when it serves none of them."""
+    servings = trainer.serve(manifest, tasks, device) if tasks else []
+    if not servings:
+        return None
+    prompted = any(t in trainer.prompted_tasks for t in tasks)
+    needs = {table for spec in specs(servings) for table in spec.build().needs} if prompted else set()
+    given = (make(gold) for table, make in (("regions", gold_boxes), ("texts", gold_texts)) if table in needs)
+    specialists = loaded(specs(servings), [(g.name, g) for g in given])
+    return as_scored(specialists, annotate_gold(specialists, gold, round_filters(servings), SHARD_SIZE,
+                                                images=images).kept)
 
 
 def gated_metrics() -> set[str]:
@@ -186,16 +226,18 @@ def train_model(trainer: Trainer, data: TrainingSet, root: Path, budget: Any, go
 
 
 def train_and_measure(trainer: Trainer, data: TrainingSet, root: Path, budget: Any, gold: Store,
-                      previous: Trained | None = None, device: str = "cpu", seed_gold: Store | None = None) -> Trained:
+                      previous: Trained | None = None, device: str = "cpu", seed_gold: Store | None = None,
+                      stop: EarlyStop | None = None) -> Trained:
     """``trainer``'s model trained on ``data`` into ``root/<name>`` (reused when its inputs are
-    unchanged), measured on ``gold`` (and on the seed domain's ``seed_gold``, when given). A
-    model trained on a GPU is measured on the CPU where no GPU is present (inference only)."""
+    unchanged), measured on ``gold`` (with ``stop``, see ``measure_on_gold``) and on the seed
+    domain's ``seed_gold``, when given. A model trained on a GPU is measured on the CPU where no
+    GPU is present (inference only)."""
     key = training_key(trainer, data, budget, gold, previous, device, seed_gold)
     folder = Path(root) / trainer.name
-    if found := _cached(folder, key):
+    if found := _cached(folder, key, stop):
         return found
     trained = train_model(trainer, data, root, budget, gold, previous, device, seed_gold, key=key)
-    return measure_and_record(trainer, folder, dict(trained.manifest), gold, usable_device(device), seed_gold)
+    return measure_and_record(trainer, folder, dict(trained.manifest), gold, usable_device(device), seed_gold, stop)
 
 
 def usable_device(device: str) -> str:
@@ -210,24 +252,26 @@ def usable_device(device: str) -> str:
 
 
 def adopt_and_measure(trainer: Trainer, facts: dict, source: str, root: Path, gold: Store, device: str = "cpu",
-                      seed_gold: Store | None = None) -> Trained:
+                      seed_gold: Store | None = None, stop: EarlyStop | None = None) -> Trained:
     """A model trained elsewhere (the zoo), whose weights ``facts`` already point into
     ``root/<name>``, measured on ``gold`` (and ``seed_gold``) as a trained one is; ``source``
     (a fingerprint of its card and files) keys the reuse."""
     key = fingerprint({"trainer": TRAINER_VERSION, "name": trainer.name, "adopted": source,
                        "gold": sorted(gold_images(gold)), "seed_gold": sorted(gold_images(seed_gold)) if seed_gold else None})
     folder = Path(root) / trainer.name
-    if found := _cached(folder, key):
+    if found := _cached(folder, key, stop):
         return found
     manifest = {"name": trainer.name, "key": key, **facts, "seconds": 0.0}
-    return measure_and_record(trainer, folder, manifest, gold, device, seed_gold)
+    return measure_and_record(trainer, folder, manifest, gold, device, seed_gold, stop)
 
 
 def measure_and_record(trainer: Trainer, folder: Path, manifest: dict, gold: Store, device: str = "cpu",
-                       seed_gold: Store | None = None) -> Trained:
-    """Measure the model of ``manifest`` on gold (and seed-gold) and write its manifest, last."""
-    on_gold = measure_on_gold(trainer, manifest, gold, device)
+                       seed_gold: Store | None = None, stop: EarlyStop | None = None) -> Trained:
+    """Measure the model of ``manifest`` on gold (with ``stop``) and on seed-gold (whole: it
+    gates nothing), and write its manifest, last."""
+    on_gold = measure_on_gold(trainer, manifest, gold, device, stop)
     manifest["measure_version"] = MEASURE_VERSION
+    manifest["early_stop"] = _stop_record(stop)
     manifest["gold"] = {m.key: m.value for m in on_gold}
     manifest["measured"] = {"gold": measured(on_gold)}
     manifest["units"] = {m.key: m.units.to_dict() for m in on_gold if m.units is not None and m.key in gated_metrics()}

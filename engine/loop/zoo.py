@@ -31,6 +31,7 @@ from engine.loop.profiles import Profile, budget_for, profile
 from engine.loop.training import TRAINER_VERSION, Trained, adopt_and_measure, train_and_measure
 from engine.loop.training_set import load_training_set
 from engine.evaluation.gold import GoldGuard
+from engine.evaluation.measure import EarlyStop
 from engine.world.config import WorldConfig
 from engine.world.make import WORLD_VERSION, World, make_world
 from schemas.hashing import fingerprint
@@ -289,10 +290,12 @@ def install(model: ZooModel, folder: Path) -> dict:
 
 
 def adopt(zoo: dict[str, ZooModel], world: World, models_root: str | Path, fallback: Profile,
-          step: Callable[[str], None] | None = None, device: str = "cpu", only: tuple[str, ...] | None = None) -> ModelSet:
+          step: Callable[[str], None] | None = None, device: str = "cpu", only: tuple[str, ...] | None = None,
+          stop: EarlyStop | None = None) -> ModelSet:
     """Round 0 from the zoo: each zoo model copied into ``<models>/round-0/<name>`` and measured
-    on this world's gold (and seed-gold); a registered specialist (of ``only``, default all) the
-    zoo lacks is trained with ``fallback``'s bootstrap budget, as without a zoo."""
+    on this world's gold (``stop``: see ``measure_on_gold``) and seed-gold; a registered
+    specialist (of ``only``, default all) the zoo lacks is trained with ``fallback``'s bootstrap
+    budget, as without a zoo."""
     root = models_dir(models_root, 0)
     gold = Store(world.gold)
     seed_gold = Store(world.seed_gold) if world.seed_gold else None
@@ -308,7 +311,7 @@ def adopt(zoo: dict[str, ZooModel], world: World, models_root: str | Path, fallb
             facts = {**install(zoo[name], root / name),
                      "zoo": {"card": str(zoo[name].folder / CARD), "command": zoo[name].card.command,
                              "training_key": zoo[name].card.training_key, "code_commit": zoo[name].card.code_commit}}
-            models[name] = adopt_and_measure(trainer, facts, zoo[name].source, root, gold, device, seed_gold)
+            models[name] = adopt_and_measure(trainer, facts, zoo[name].source, root, gold, device, seed_gold, stop)
             continue
         if data is None:
             if missing:
@@ -318,7 +321,7 @@ def adopt(zoo: dict[str, ZooModel], world: World, models_root: str | Path, fallb
         if step:
             step(f"train {name} on seed")
         models[name] = train_and_measure(trainer, data, root, budget_for(fallback.bootstrap, trainer), gold,
-                                         device=device, seed_gold=seed_gold)
+                                         device=device, seed_gold=seed_gold, stop=stop)
     return ModelSet(0, models)
 
 
