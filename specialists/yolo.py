@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +28,9 @@ HOW_TO_GET = ("Pass a .pt file saved by ultralytics (e.g. yolov8n.pt or your own
 
 def configure_ultralytics() -> None:
     """Keep ultralytics offline and its folders inside YOLO_CONFIG_DIR (no hub sync, no loggers)."""
+    import torch  # before ultralytics, whose import sets OMP_NUM_THREADS=1 when unset: torch would take it
+
+    torch.get_num_threads()
     from ultralytics import settings
 
     base = Path(os.environ.get("YOLO_CONFIG_DIR", Path.home() / ".fld" / "ultralytics"))
@@ -36,6 +41,31 @@ def configure_ultralytics() -> None:
     wanted = {k: v for k, v in wanted.items() if k in settings}
     if any(settings.get(k) != v for k, v in wanted.items()):
         settings.update(wanted)
+
+
+@contextmanager
+def threads_kept() -> Iterator[int]:
+    """The process's torch thread count (yielded), put back after an ultralytics call: picking a
+    device, ultralytics sets it for the whole process to its own NUM_THREADS (the cores less one,
+    at most 8), which left every later model of ``fld run``'s process (Florence-2's training and
+    gold measurement) on one of two cores, and would oversubscribe a Ray worker given fewer."""
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        yield threads
+    finally:
+        torch.set_num_threads(threads)
+
+
+def run_on(model, threads: int, event: str) -> None:
+    """Have ultralytics' ``model`` compute on ``threads`` from ``event`` on (a callback that runs
+    after it has picked its device and thread count): it loads data in the same thread (workers=0),
+    so the core it leaves free would stay idle (one epoch of fine-tuning on 2 cores: 44.6 s on
+    ultralytics' one thread, 29.4 s on two)."""
+    import torch
+
+    model.add_callback(event, lambda _: torch.set_num_threads(threads))
 
 
 @dataclass(frozen=True)
@@ -70,6 +100,11 @@ class YoloDetector(Specialist):
         self.model = None
 
     def load(self) -> None:
+        with threads_kept() as threads:
+            self._load()
+        run_on(self.model, threads, "on_predict_start")
+
+    def _load(self) -> None:
         configure_ultralytics()
         from ultralytics import YOLO
 
@@ -103,8 +138,9 @@ class YoloDetector(Specialist):
 
     def predict(self, batch: Batch) -> dict[str, pa.Table]:
         bgr = [image[:, :, ::-1] for image in batch.images]
-        results = self.model.predict(bgr, imgsz=self.config.imgsz, conf=self.config.conf, iou=self.config.iou,
-                                     max_det=self.config.max_det, device=self.config.device, verbose=False)
+        with threads_kept():
+            results = self.model.predict(bgr, imgsz=self.config.imgsz, conf=self.config.conf, iou=self.config.iou,
+                                         max_det=self.config.max_det, device=self.config.device, verbose=False)
         ids, boxes, scores, labels = [], [], [], []
         for image_id, result in zip(batch.image_ids, results):
             found = result.boxes

@@ -128,7 +128,7 @@ def write_yolo_dataset(regions: pa.Table, uris: dict[str, str], sizes: dict[str,
 
 def train_yolo(data: Path, out: Path, config: YoloTrainConfig) -> Path:
     """Train with ultralytics; returns the path of the best weights (copied to ``out/best.pt``)."""
-    from specialists.yolo import configure_ultralytics
+    from specialists.yolo import configure_ultralytics, run_on, threads_kept
 
     configure_ultralytics()
     provide_font()
@@ -147,12 +147,14 @@ def train_yolo(data: Path, out: Path, config: YoloTrainConfig) -> Path:
     resume = done > 0
     if resume:
         log.info("resuming YOLO training from %s after epoch %d of %d", last, done, config.epochs)
-    model = YOLO(str(last) if resume else config.model)
-    model.train(data=str(data), epochs=config.epochs, imgsz=config.imgsz, batch=config.batch, device=config.device,
-                workers=0, plots=False, amp=False, project=str(out), name="run", exist_ok=True, verbose=False,
-                seed=config.seed, deterministic=True, lr0=config.lr0, mosaic=config.mosaic, resume=resume,
-                optimizer=config.optimizer, warmup_epochs=config.warmup_epochs,
-                patience=max(config.epochs, 50))
+    with threads_kept() as threads:
+        model = YOLO(str(last) if resume else config.model)
+        run_on(model, threads, "on_train_epoch_start")
+        model.train(data=str(data), epochs=config.epochs, imgsz=config.imgsz, batch=config.batch, device=config.device,
+                    workers=0, plots=False, amp=False, project=str(out), name="run", exist_ok=True, verbose=False,
+                    seed=config.seed, deterministic=True, lr0=config.lr0, mosaic=config.mosaic, resume=resume,
+                    optimizer=config.optimizer, warmup_epochs=config.warmup_epochs,
+                    patience=max(config.epochs, 50))
     return _final(run, out)
 
 

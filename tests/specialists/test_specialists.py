@@ -33,6 +33,25 @@ def test_yolo_batched_across_images_with_real_scores(yolo_weights, small_world):
     assert set(out.column("specialist_version").to_pylist()) == {weights_version(yolo_weights)}
 
 
+def test_yolo_leaves_the_process_thread_count_as_it_was(yolo_weights, small_world):
+    """ultralytics sets torch's threads for the whole process when it picks a device (to the cores
+    less one): every later model of the process ran on one core of two."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        yolo = detector(yolo_weights)
+        yolo.load()
+        during = []
+        yolo.model.add_callback("on_predict_batch_start", lambda _: during.append(torch.get_num_threads()))
+        yolo(gold_batch(small_world, 1, with_prompts=False))
+        assert during == [3]  # it computes on the process's threads, not on ultralytics' own count
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_yolo_mixed_sizes_tiny_and_huge_images(yolo_weights):
     images = [np.zeros((1, 1, 3), np.uint8), np.full((10_000, 10_000), 128, np.uint8),
               np.random.default_rng(0).integers(0, 255, (90, 300, 3), dtype=np.uint8)]

@@ -83,10 +83,14 @@ def test_confidence_is_calibrated_on_held_out_images():
 
 def test_yolo_trains_into_a_relative_folder(seed, tmp_path, monkeypatch):
     """ultralytics puts a relative project under its own runs folder; the trainer must not lose it."""
+    import torch
+
     from specialists.training.yolo import YoloBudget, YoloTrainer
 
     monkeypatch.chdir(tmp_path)
+    threads = torch.get_num_threads()
     facts = YoloTrainer().train(seed, Path("models") / "yolo", YoloBudget(epochs=1, imgsz=64), None, "cpu")
+    assert torch.get_num_threads() == threads  # ultralytics' own count is not left to the process
     assert (tmp_path / "models" / "yolo" / "best.pt").is_file()
     assert (tmp_path / "models" / "yolo" / "run" / "weights" / "last.pt").is_file()  # where a resume looks
     assert Path(facts["weights"]).is_file()
