@@ -58,7 +58,9 @@ def connect(store: Store) -> duckdb.DuckDBPyConnection:
             store.check_file(path, table)
         if files:
             pattern = str(store.root / table / "round=*" / "shard-*.parquet")
-            con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet({_quote(pattern)})")
+            # every shard holds its own ``round`` column; read as a hive partition (DuckDB's
+            # default for round=N folders) a WHERE on it was lost under some window functions
+            con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet({_quote(pattern)}, hive_partitioning = false)")
         else:
             con.register(f"_empty_{table}", schema.empty_table())
             con.execute(f"CREATE VIEW {table} AS SELECT * FROM _empty_{table}")

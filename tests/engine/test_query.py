@@ -83,3 +83,17 @@ def test_damaged_shard_is_named_before_the_query(store):
     bad.write_bytes(b"garbage")
     with pytest.raises(CorruptFileError, match="shard-00009.parquet"):
         run_query(store, "SELECT 1")
+
+
+def test_a_round_filter_holds_under_a_window_function(tmp_path):
+    """DuckDB 2.0's hive partitioning (round=N folders) let ``WHERE round = 2`` be dropped below a
+    window partitioned by two columns: every round's rows were counted."""
+    store = Store(tmp_path / "ds", create=True)
+    for round_id in (1, 2):
+        rows = [valid_row("regions", region_id=f"r{round_id}-{i}", round=round_id, kind="object") for i in range(round_id)]
+        with store.writer(round_id) as w:
+            w.write("regions", 0, table_of("regions", rows))
+    sql = ("SELECT max(n) FROM (SELECT kind, label, count(*) OVER (PARTITION BY kind, label) n "
+           "FROM regions WHERE round = 2)")
+    assert run_query(store, sql).rows == [(2,)]
+    assert run_query(store, "SELECT typeof(round) FROM regions LIMIT 1").rows == [("INTEGER",)]  # the files' own column
