@@ -6,6 +6,7 @@ IoU is kept as the mask's score. GrabCut needs no weights and has no score."""
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from functools import partial
 
@@ -217,30 +218,36 @@ class GrabCutSegmenter(Specialist):
     def predict(self, batch: Batch) -> dict[str, pa.Table]:
         rows = _prompt_rows(batch, self.config.kinds)
         index = {image_id: k for k, image_id in enumerate(batch.image_ids)}
-        masks: list[dict | None] = []
-        for image_id, box in zip(rows.column("image_id").to_pylist(), rows.column("box").to_pylist()):
-            image = batch.images[index[image_id]]
-            h, w = image.shape[:2]
-            x1, y1 = int(np.clip(np.floor(box[0]), 0, w - 1)), int(np.clip(np.floor(box[1]), 0, h - 1))
-            x2, y2 = int(np.clip(np.ceil(box[2]), x1 + 1, w)), int(np.clip(np.ceil(box[3]), y1 + 1, h))
-            if x2 - x1 < 3 or y2 - y1 < 3:
-                masks.append(None)
-                continue
-            # GrabCut models the background from the pixels around the box: a window of the box
-            # plus a margin gives it that context at a fraction of the whole image's cost.
-            pad = max(8, int(self.config.margin * max(x2 - x1, y2 - y1)))
-            cx1, cy1, cx2, cy2 = max(x1 - pad, 0), max(y1 - pad, 0), min(x2 + pad, w), min(y2 + pad, h)
-            crop = np.ascontiguousarray(image[cy1:cy2, cx1:cx2, ::-1])
-            mask = np.zeros(crop.shape[:2], np.uint8)
-            bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-            cv2.setRNGSeed(0)  # its k-means starts from OpenCV's global RNG: seeded, a box's mask depends on that box alone
-            try:
-                cv2.grabCut(crop, mask, (x1 - cx1, y1 - cy1, x2 - x1, y2 - y1), bgd, fgd,
-                            self.config.iterations, cv2.GC_INIT_WITH_RECT)
-            except cv2.error:  # e.g. a box over the whole image leaves no background to model
-                masks.append(None)
-                continue
-            found = np.zeros((h, w), bool)
-            found[cy1:cy2, cx1:cx2] = (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
-            masks.append(encode_rle(found) if found.any() else None)
+        jobs = [(batch.images[index[i]], box) for i, box in zip(rows.column("image_id").to_pylist(),
+                                                                rows.column("box").to_pylist())]
+        workers = self.threads or torch.get_num_threads()  # the worker's share, else the process's
+        if workers > 1 and len(jobs) > 1:  # cv2.grabCut releases the GIL: boxes in parallel threads
+            with ThreadPoolExecutor(min(workers, len(jobs))) as pool:
+                masks = list(pool.map(lambda job: self._segment(*job), jobs))
+        else:
+            masks = [self._segment(image, box) for image, box in jobs]
         return {MASKS: _with_masks(rows, masks, [None] * len(masks), f"{self.name}@{self.version}")}
+
+    def _segment(self, image: np.ndarray, box: list[float]) -> dict | None:
+        """One box's mask (RLE), or None for a box too small or one GrabCut cannot model."""
+        h, w = image.shape[:2]
+        x1, y1 = int(np.clip(np.floor(box[0]), 0, w - 1)), int(np.clip(np.floor(box[1]), 0, h - 1))
+        x2, y2 = int(np.clip(np.ceil(box[2]), x1 + 1, w)), int(np.clip(np.ceil(box[3]), y1 + 1, h))
+        if x2 - x1 < 3 or y2 - y1 < 3:
+            return None
+        # GrabCut models the background from the pixels around the box: a window of the box
+        # plus a margin gives it that context at a fraction of the whole image's cost.
+        pad = max(8, int(self.config.margin * max(x2 - x1, y2 - y1)))
+        cx1, cy1, cx2, cy2 = max(x1 - pad, 0), max(y1 - pad, 0), min(x2 + pad, w), min(y2 + pad, h)
+        crop = np.ascontiguousarray(image[cy1:cy2, cx1:cx2, ::-1])
+        mask = np.zeros(crop.shape[:2], np.uint8)
+        bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+        cv2.setRNGSeed(0)  # its k-means starts from this thread's OpenCV RNG: seeded, a mask depends on its box alone
+        try:
+            cv2.grabCut(crop, mask, (x1 - cx1, y1 - cy1, x2 - x1, y2 - y1), bgd, fgd,
+                        self.config.iterations, cv2.GC_INIT_WITH_RECT)
+        except cv2.error:  # e.g. a box over the whole image leaves no background to model
+            return None
+        found = np.zeros((h, w), bool)
+        found[cy1:cy2, cx1:cx2] = (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
+        return encode_rle(found) if found.any() else None

@@ -289,6 +289,16 @@ def test_a_grabcut_mask_depends_on_its_box_alone(small_world):
     assert masks(batch) == together
 
 
+def test_grabcut_masks_are_the_same_on_one_thread_and_on_several(small_world):
+    batch = gold_batch(small_world, 4)
+    masks = {}
+    for threads in (1, 3):
+        segmenter = GrabCutSegmenter()
+        segmenter.threads = threads
+        masks[threads] = segmenter(batch)["masks"].to_pylist()
+    assert masks[1] == masks[3] and any(r["mask"] for r in masks[1])
+
+
 def test_grabcut_box_over_the_whole_image_gets_no_mask(small_world):
     batch = gold_batch(small_world, 1)
     w, h = batch.sizes[batch.image_ids[0]]
