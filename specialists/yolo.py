@@ -138,9 +138,8 @@ class YoloDetector(Specialist):
 
     def predict(self, batch: Batch) -> dict[str, pa.Table]:
         bgr = [image[:, :, ::-1] for image in batch.images]
-        with threads_kept():
-            results = self.model.predict(bgr, imgsz=self.config.imgsz, conf=self.config.conf, iou=self.config.iou,
-                                         max_det=self.config.max_det, device=self.config.device, verbose=False)
+        results = self.model.predict(bgr, imgsz=self.config.imgsz, conf=self.config.conf, iou=self.config.iou,
+                                     max_det=self.config.max_det, device=self.config.device, verbose=False)
         ids, boxes, scores, labels = [], [], [], []
         for image_id, result in zip(batch.image_ids, results):
             found = result.boxes

@@ -33,7 +33,10 @@ from engine.evaluation.measure import EarlyStop, annotate_gold, as_scored, gold_
 from engine.evaluation.noise import Units
 from engine.loop.machine import machine
 from engine.loop.serving import SHARD_SIZE, round_filters, specs
+from filters.phrases import PhraseParser
+from filters.pipeline import FilterConfig
 from schemas.hashing import fingerprint
+from specialists.base import Specialist
 from specialists.training.trainer import Trainer, TrainingSet
 
 log = logging.getLogger(__name__)
@@ -139,12 +142,14 @@ def measure_on_gold(trainer: Trainer, manifest: dict, gold: Store, device: str =
     tasks = trainer.served_tasks(manifest)
     ids = sorted(gold_images(gold))
     sample = stop.sample(ids) if stop is not None else None
+    parser = PhraseParser()
     found: list[Measurement] = []
     for prompted in (False, True):
         group = [t for t in tasks if (t in trainer.prompted_tasks) == prompted]
-        kept = _kept(trainer, manifest, group, gold, device, sample)
-        if kept is None:
+        model = _serving(trainer, manifest, group, gold, device)
+        if model is None:
             continue
+        kept = model.keeps(gold, parser, sample)
         if sample is not None:
             early = Evaluator(gold, images=sample).evaluate(kept)
             hopeless = stop.hopeless(early)
@@ -153,30 +158,42 @@ def measure_on_gold(trainer: Trainer, manifest: dict, gold: Store, device: str =
                 if _family(key) in out:
                     log.info("%s: measured on the sample only: %s", trainer.name, reason)
             found += [m for m in early if _family(m.key) in out]
-            group = [t for t in group if _family(trainer.metric(t)) not in out]
+            if out:  # served again without the tasks measured enough
+                group = [t for t in group if _family(trainer.metric(t)) not in out]
+                model = _serving(trainer, manifest, group, gold, device)
+                if model is None:
+                    continue
             chosen = set(sample)
-            more = _kept(trainer, manifest, group, gold, device, [i for i in ids if i not in chosen])
-            if more is None:
-                continue
+            more = model.keeps(gold, parser, [i for i in ids if i not in chosen])
             kept = {t: pa.concat_tables([kept[t], more[t]]) for t in more}
         wanted = {_family(trainer.metric(t)) for t in group}
         found += [m for m in Evaluator(gold).evaluate(kept) if _family(m.key) in wanted]
     return found
 
 
-def _kept(trainer: Trainer, manifest: dict, tasks: list[str], gold: Store, device: str,
-          images: list[str] | None) -> dict[str, pa.Table] | None:
-    """What the model serving ``tasks`` (all prompted or none) keeps on the gold images (or on
-    ``images`` of them), as the evaluator scores it; None when it serves none of them."""
+@dataclass
+class _Serving:
+    """A model loaded as a round serves ``tasks`` of it (after the gold prompts they take), with
+    the round's filters for them."""
+
+    specialists: list[tuple[str, Specialist]]
+    filters: FilterConfig
+
+    def keeps(self, gold: Store, parser: PhraseParser, images: list[str] | None) -> dict[str, pa.Table]:
+        """What it keeps on the gold images (or on ``images`` of them), as the evaluator scores it."""
+        annotated = annotate_gold(self.specialists, gold, self.filters, SHARD_SIZE, parser, images)
+        return as_scored(self.specialists, annotated.kept)
+
+
+def _serving(trainer: Trainer, manifest: dict, tasks: list[str], gold: Store, device: str) -> _Serving | None:
+    """The model serving ``tasks`` (all prompted or none), loaded; None when it serves none of them."""
     servings = trainer.serve(manifest, tasks, device) if tasks else []
     if not servings:
         return None
     prompted = any(t in trainer.prompted_tasks for t in tasks)
     needs = {table for spec in specs(servings) for table in spec.build().needs} if prompted else set()
     given = (make(gold) for table, make in (("regions", gold_boxes), ("texts", gold_texts)) if table in needs)
-    specialists = loaded(specs(servings), [(g.name, g) for g in given])
-    return as_scored(specialists, annotate_gold(specialists, gold, round_filters(servings), SHARD_SIZE,
-                                                images=images).kept)
+    return _Serving(loaded(specs(servings), [(g.name, g) for g in given]), round_filters(servings))
 
 
 def gated_metrics() -> set[str]:
