@@ -93,6 +93,12 @@ def _ratio(num: float, den: float) -> float | None:
     return num / den if den else None
 
 
+def _share(counts: dict[str, tuple[int, int]]) -> float | None:
+    """Sum of the parts over sum of the wholes of per-image (part, whole) counts; None with no whole."""
+    whole = sum(w for _, w in counts.values())
+    return sum(p for p, _ in counts.values()) / whole if whole else None
+
+
 def _prf(tp: int, n_pred: int, n_gt: int) -> tuple[float | None, float | None, float | None]:
     precision = tp / n_pred if n_pred else None
     recall = tp / n_gt if n_gt else None
@@ -165,7 +171,7 @@ class Evaluator:
         pred, gt = self._kind(regions, "object"), self._kind(self.truth["regions"], "object")
         tp = n_pred = n_gt = 0
         mask_ious = []
-        counts, masks = {}, {}
+        counts, masks, covered = {}, {}, {}
         for image in self.images:
             p, g = pred.get(image, []), gt.get(image, [])
             matches = match_boxes(p, g, iou)
@@ -175,6 +181,7 @@ class Evaluator:
             found = np.diag(rle_iou([a for a, _ in pairs], [b for _, b in pairs])).tolist() if pairs else []
             mask_ious.extend(found)
             masks[image] = (float(sum(found)), len(found))
+            covered[image] = (len(pairs), sum(1 for _, j, _ in matches if g[j]["mask"]))
         precision, recall, f1 = _prf(tp, n_pred, n_gt)
         scored = n_pred and all(r["score"] is not None for rows in pred.values() for r in rows)
         m, m50 = coco_map(pred, gt, self.images) if scored else (None, None)
@@ -197,6 +204,8 @@ class Evaluator:
             Measurement(family, "detection_map", m), Measurement(family, "detection_map50", m50),
             Measurement(family, "mask_iou", float(np.mean(mask_ious)) if mask_ious else None,
                         per(masks, lambda c: c[0], lambda c: c[1])),
+            # mask IoU is over the masks made: the share of matched objects given one says what it leaves out
+            Measurement(family, "mask_coverage", _share(covered), per(covered, lambda c: c[0], lambda c: c[1])),
             Measurement(family, "ocr_word_precision", hit / said if said else None,
                         per(words, lambda c: c[0], lambda c: c[1])),
             Measurement(family, "ocr_word_recall", hit / truth_words if truth_words else None,

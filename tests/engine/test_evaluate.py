@@ -17,6 +17,7 @@ from cli.main import app
 from engine.dataset.store import Store
 from engine.evaluation.evaluate import EvalConfig, Evaluator, normalise_phrase, tokens
 from engine.evaluation.round_quality import evaluate_round
+from schemas.masks import encode_rle
 from tests.rows import table_of, valid_row
 
 W, H = 100, 80
@@ -215,6 +216,35 @@ def test_triplet_precision_judges_the_predicted_triplets(truth):
     assert metrics(truth, triplets=rows[3:])["triplet_precision"] is None
 
 
+def test_mask_iou_is_over_the_masks_made_and_coverage_counts_the_matched_objects_left_without_one(tmp_path):
+    store = Store(tmp_path / "masked", create=True)
+    full = np.zeros((H, W), bool)
+    full[10:40, 10:40] = True  # the house's box, filled
+    left = full.copy()
+    left[:, 25:] = False  # its left half: IoU 1/2
+    boxes = [[10.0, 10.0, 40.0, 40.0], [50.0, 20.0, 70.0, 60.0], [0.0, 50.0, 30.0, 75.0]]
+    truth = [obj("i1", f"g{k}", "house", b, mask=encode_rle(full) if k == 0 else encode_rle(_box_mask(b)))
+             for k, b in enumerate(boxes)]
+    with store.writer(0) as w:
+        w.write("images", 0, table_of("images", [valid_row("images", image_id="i1", width=W, height=H, split="gold")]))
+        w.write("regions", 0, table_of("regions", truth))
+    found = [obj("i1", "p0", "house", boxes[0], score=0.9, mask=encode_rle(left)),
+             obj("i1", "p1", "house", boxes[1], score=0.9, mask=encode_rle(_box_mask(boxes[1]))),
+             obj("i1", "p2", "house", boxes[2], score=0.9)]  # matched, no mask
+    m = {x.metric: x for x in Evaluator(store).evaluate({"regions": table_of("regions", found)})}
+    assert m["mask_iou"].value == pytest.approx((0.5 + 1.0) / 2)
+    assert m["mask_coverage"].value == pytest.approx(2 / 3) and m["mask_coverage"].units.measured == 1
+    unmatched = found[:2] + [obj("i1", "p2", "house", [80.0, 0.0, 99.0, 9.0], score=0.9)]
+    assert {x.metric: x.value for x in Evaluator(store).evaluate({"regions": table_of("regions", unmatched)})}[
+        "mask_coverage"] == 1.0  # a missed object is detection's loss, not the segmenter's
+
+
+def _box_mask(box):
+    m = np.zeros((H, W), bool)
+    m[int(box[1]):int(box[3]), int(box[0]):int(box[2])] = True
+    return m
+
+
 def test_evaluating_a_sample_of_the_truths_images(truth):
     """``images`` restricts the truth too: what the sample holds is all there is to find."""
     found_i1 = {"regions": table_of("regions", [dict(r, score=0.9) for r in GT_REGIONS if r["image_id"] == "i1"])}
@@ -227,7 +257,7 @@ def test_world_truth_as_predictions_is_perfect(small_world):
     gold = Store(small_world.gold)
     predictions = {t: gold.read(t) for t in ("texts", "regions", "triplets")}
     m = {x.metric: x.value for x in Evaluator(gold).evaluate({**predictions, "grounded": predictions["triplets"]})}
-    for key in ("detection_f1", "mask_iou", "ocr_word_precision", "ocr_word_recall", "ocr_word_f1",
+    for key in ("detection_f1", "mask_iou", "mask_coverage", "ocr_word_precision", "ocr_word_recall", "ocr_word_f1",
                 "region_caption_word_f1", "region_caption_object", "grounding_recall@1", "triplet_recall",
                 "triplet_precision", "brief.rouge_l", "more_detailed.rouge_l", "brief.coverage"):
         assert m[key] == pytest.approx(1.0), key
