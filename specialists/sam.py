@@ -192,12 +192,19 @@ class GrabCutConfig:
     kinds: tuple[str, ...] = field(default=("object",))
     margin: float = 0.5
     """Context around the box GrabCut sees, as a share of the box's longer side (at least 8 px)."""
+    denoise: int = 9
+    """Diameter in pixels of the edge-preserving (bilateral) filter run over the image before
+    GrabCut, whose colour models sensor noise misleads (0: none). Its colour sigma is 75, OpenCV's
+    customary value, and its space sigma the diameter. Given the truth's boxes on the noisy target
+    domain's gold, mask IoU 0.776 without it and 0.821 with it; 0.913 and 0.910 on clean images."""
 
     def __post_init__(self) -> None:
         if self.iterations < 1:
             raise ValueError(f"iterations must be >= 1, got {self.iterations}")
         if not 0.0 <= self.margin <= 10.0:
             raise ValueError(f"margin must be within 0..10, got {self.margin}")
+        if not 0 <= self.denoise <= 31:
+            raise ValueError(f"denoise must be a filter diameter within 0..31 pixels (0: none), got {self.denoise}")
 
 
 class GrabCutSegmenter(Specialist):
@@ -213,13 +220,15 @@ class GrabCutSegmenter(Specialist):
         self.config = config
 
     def load(self) -> None:
-        self._version = f"opencv-{cv2.__version__}-it{self.config.iterations}-m{self.config.margin}-seed0"
+        self._version = (f"opencv-{cv2.__version__}-it{self.config.iterations}-m{self.config.margin}"
+                         f"-bf{self.config.denoise}-seed0")
 
     def predict(self, batch: Batch) -> dict[str, pa.Table]:
         rows = _prompt_rows(batch, self.config.kinds)
         index = {image_id: k for k, image_id in enumerate(batch.image_ids)}
-        jobs = [(batch.images[index[i]], box) for i, box in zip(rows.column("image_id").to_pylist(),
-                                                                rows.column("box").to_pylist())]
+        ids = rows.column("image_id").to_pylist()
+        images = {i: self._denoised(batch.images[index[i]]) for i in dict.fromkeys(ids)}  # once per image
+        jobs = [(images[i], box) for i, box in zip(ids, rows.column("box").to_pylist())]
         workers = self.threads or torch.get_num_threads()  # the worker's share, else the process's
         if workers > 1 and len(jobs) > 1:  # cv2.grabCut releases the GIL: boxes in parallel threads
             with ThreadPoolExecutor(min(workers, len(jobs))) as pool:
@@ -227,6 +236,10 @@ class GrabCutSegmenter(Specialist):
         else:
             masks = [self._segment(image, box) for image, box in jobs]
         return {MASKS: _with_masks(rows, masks, [None] * len(masks), f"{self.name}@{self.version}")}
+
+    def _denoised(self, image: np.ndarray) -> np.ndarray:
+        d = self.config.denoise
+        return cv2.bilateralFilter(np.ascontiguousarray(image), d, 75.0, float(d)) if d else image
 
     def _segment(self, image: np.ndarray, box: list[float]) -> dict | None:
         """One box's mask (RLE), or None for a box too small or one GrabCut cannot model."""

@@ -23,6 +23,7 @@ from torch.nn import functional as F
 
 from schemas.geometry import box_array
 from schemas.masks import decode_rle
+from specialists.sam import GrabCutConfig
 from specialists.training.trainer import Serving, Task, Trainer, TrainingSet
 
 log = logging.getLogger(__name__)
@@ -185,10 +186,14 @@ class SamTrainer(Trainer):
 @dataclass(frozen=True)
 class GrabCutBudget:
     iterations: int = 3
+    denoise: int = GrabCutConfig.denoise
+    """``GrabCutConfig.denoise``: the bilateral filter's diameter (0: none)."""
 
     def __post_init__(self) -> None:
         if self.iterations < 1:
             raise ValueError(f"GrabCut: iterations must be >= 1, got {self.iterations}")
+        if not 0 <= self.denoise <= 31:
+            raise ValueError(f"GrabCut: denoise must be a filter diameter within 0..31 pixels (0: none), got {self.denoise}")
 
 
 class GrabCutTrainer(Trainer):
@@ -202,10 +207,11 @@ class GrabCutTrainer(Trainer):
     prompted_tasks = frozenset({SEGMENT})
 
     def settings(self, data: TrainingSet, budget: GrabCutBudget, previous: dict | None, device: str) -> dict:
-        return {"iterations": budget.iterations}
+        return {"iterations": budget.iterations, "denoise": budget.denoise}
 
     def train(self, data: TrainingSet, folder: Path, budget: GrabCutBudget, previous: dict | None, device: str) -> dict:
-        return {"weights": "", "iterations": budget.iterations}
+        return {"weights": "", "iterations": budget.iterations, "denoise": budget.denoise}
 
     def serve(self, manifest: dict, tasks: Sequence[str], device: str) -> list[Serving]:
-        return [Serving("grabcut", {"iterations": manifest["iterations"]})]
+        # served as it was measured: a manifest from before the filter had none
+        return [Serving("grabcut", {"iterations": manifest["iterations"], "denoise": manifest.get("denoise", 0)})]
