@@ -1,6 +1,8 @@
 """Text filters: empty, overlong, non-language and degenerate texts (cheap checks, before
-parsing), then FLD-5B's parse-based checks: excessive objects and too-low complexity; and across
-a shard's images, one description repeated on most of them (a collapsed captioner)."""
+parsing), then FLD-5B's parse-based checks: excessive objects and too-low complexity, and a
+noun phrase listed twice in a row ("a green square and a green square": a generator's repetition
+loop); and across a shard's images, one description repeated on most of them (a collapsed
+captioner)."""
 
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ from filters.decision import Decision
 from filters.phrases import ParsedText, PhraseParser
 
 WORD = re.compile(r"\w+", re.UNICODE)
+LIST_JOIN = re.compile(r"\s*(,|,?\s*\b(and|or)\b)\s*", re.IGNORECASE)
+"""What joins two items of a list: a comma, "and" or "or"."""
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,9 @@ class TextFilterConfig:
     min_unique_ratio: float = 0.3
     max_objects: int = 40
     min_complexity: float = 1.0
+    drop_listed_twice: bool = True
+    """Drop a text listing one noun phrase twice in a row ("two boats and two boats"); one that
+    repeats a phrase elsewhere ("the green house is above the green house") is kept."""
     max_repeat_share: float = 0.5
     """A description (same granularity, same words) given to more than this share of a shard's
     described images is a collapsed captioner's, not a description of each image."""
@@ -78,11 +85,24 @@ def surface_reason(text: str | None, config: TextFilterConfig) -> str | None:
     return None
 
 
-def parsed_reason(parsed: ParsedText, config: TextFilterConfig) -> str | None:
+def parsed_reason(text: str, parsed: ParsedText, config: TextFilterConfig) -> str | None:
+    """Why a parsed text is unusable, or None."""
     if len(parsed.objects) > config.max_objects:
         return f"excessive_objects: {len(parsed.objects)} > {config.max_objects}"
     if parsed.complexity < config.min_complexity:
         return f"low_complexity: {parsed.complexity:.2f} < {config.min_complexity}"
+    twice = listed_twice(text, parsed) if config.drop_listed_twice else None
+    if twice is not None:
+        return f"listed_twice: {twice!r} twice in a row"
+    return None
+
+
+def listed_twice(text: str, parsed: ParsedText) -> str | None:
+    """The first noun phrase that the next one repeats word for word, joined to it as a list's
+    items are (a comma, "and", "or"), or None."""
+    for a, b in zip(parsed.phrases, parsed.phrases[1:]):
+        if a.text.lower() == b.text.lower() and LIST_JOIN.fullmatch(text[a.end:b.start]):
+            return a.text
     return None
 
 
@@ -94,7 +114,7 @@ def text_decision(texts: pa.Table, parser: PhraseParser, config: TextFilterConfi
     todo = [i for i, r in enumerate(reasons) if r is None]
     parsed = dict(zip(todo, parser.parse([values[i] for i in todo]))) if todo else {}
     for i, p in parsed.items():
-        reasons[i] = parsed_reason(p, config)
+        reasons[i] = parsed_reason(values[i], p, config)
     return Decision("text", reasons), parsed
 
 

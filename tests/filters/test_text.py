@@ -69,6 +69,22 @@ def test_text_decision_drops_with_reasons(parser):
     assert decision.counts() == {"kept": 1, "non_language": 1, "excessive_objects": 1}
 
 
+@pytest.mark.parametrize("text, twice", [
+    ("A green square and a green square.", "A green square"),
+    ("Two boats, and two boats.", "Two boats"),
+    ("A red star or a red star next to a tree.", "A red star"),
+    ("The green house is above the green house.", None),  # a relation between two alike objects
+    ("A green square and a red square.", None),
+    ("A green square. A green square is at the top.", None),  # two sentences: two objects
+])
+def test_a_noun_phrase_listed_twice_in_a_row_is_dropped(parser, text, twice):
+    decision, _ = text_decision(table_of("texts", [valid_row("texts", text=text)]), parser)
+    assert decision.reasons[0] == (f"listed_twice: {twice!r} twice in a row" if twice else None)
+    kept, _ = text_decision(table_of("texts", [valid_row("texts", text=text)]), parser,
+                            TextFilterConfig(drop_listed_twice=False))
+    assert kept.reasons[0] is None
+
+
 def test_low_complexity(parser):
     decision, _ = text_decision(table_of("texts", [valid_row("texts", text="Red blue.")]), parser,
                                 TextFilterConfig(min_complexity=3.0))
