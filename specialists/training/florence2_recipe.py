@@ -14,6 +14,10 @@ Two pieces, both used only while training (the saved checkpoint is a plain Flore
   mirror image with the mirrored boxes (bin ``k`` becomes ``999 - k``, regions again in raster
   order), so the boxes of a few hundred seed images are not learnt by heart. Only ``<OD>``: a
   mirrored image would make its OCR text and any "left of" in a description wrong.
+* **Cropped ``<OD>`` examples** (``crop_od``): each image's ``<OD>`` example also on a few seeded
+  random crops (60-100% of each side, the image's aspect), with the boxes whose centre the crop
+  holds, clipped to it (torchvision's ``RandomIoUCrop`` keeps boxes by the same rule). Objects
+  move across the visual grid and change scale, so a box list cannot be learnt by heart.
 """
 
 from __future__ import annotations
@@ -29,6 +33,10 @@ from torch import nn
 LOC_BINS = 1000
 MIRRORED = "#mirrored"
 """Suffix of the image id of an image's mirrored copy (training only)."""
+CROPPED = "#crop"
+"""Suffix (with the crop's number) of the image id of an image's cropped copy (training only)."""
+CROP_SIDE = (0.6, 1.0)
+"""The range of a crop's side as a share of the image's."""
 _REGION = re.compile(r"(.*?)<loc_(\d+)><loc_(\d+)><loc_(\d+)><loc_(\d+)>", re.S)
 
 
@@ -46,6 +54,52 @@ def with_mirrored_od(examples: list, images: dict[str, np.ndarray]) -> tuple[lis
              for e in examples if e.task == "<OD>" and e.image_id in images]
     mirrored = {e.image_id: np.ascontiguousarray(images[e.image_id.removesuffix(MIRRORED)][:, ::-1]) for e in extra}
     return examples + extra, {**images, **mirrored}
+
+
+def cropped_od_target(target: str, size: tuple[int, int], crop: tuple[int, int, int, int]) -> str:
+    """An ``<OD>`` target of an image of ``size`` (w, h), for its ``crop`` (x1, y1, x2, y2 in
+    pixels): the boxes whose centre the crop holds, clipped to it, in the crop's bins and in
+    raster order. Bins are read at their centres and binned again as ``location_tokens`` bins."""
+    w, h = size
+    x1c, y1c, x2c, y2c = crop
+    cw, ch = x2c - x1c, y2c - y1c
+    regions = []
+    for label, *bins in _REGION.findall(target):
+        x1, y1, x2, y2 = ((int(b) + 0.5) * (w if i % 2 == 0 else h) / LOC_BINS for i, b in enumerate(bins))
+        if not (x1c <= (x1 + x2) / 2 < x2c and y1c <= (y1 + y2) / 2 < y2c):
+            continue
+        box = (max(x1, x1c) - x1c, max(y1, y1c) - y1c, min(x2, x2c) - x1c, min(y2, y2c) - y1c)
+        regions.append((label, *(_bin(v, cw if i % 2 == 0 else ch) for i, v in enumerate(box))))
+    regions.sort(key=lambda r: (r[2], r[1]))
+    return "".join(f"{label}<loc_{x1}><loc_{y1}><loc_{x2}><loc_{y2}>" for label, x1, y1, x2, y2 in regions)
+
+
+def _bin(value: float, size: float) -> int:
+    return int(min(max(math.floor(value * LOC_BINS / size), 0), LOC_BINS - 1))
+
+
+def with_cropped_od(examples: list, images: dict[str, np.ndarray], crops: int, seed: int = 0
+                    ) -> tuple[list, dict[str, np.ndarray]]:
+    """``examples`` plus each ``<OD>`` example on ``crops`` seeded random crops of its image (those
+    that keep at least one box), and ``images`` plus those crops."""
+    rng = np.random.default_rng(seed)
+    extra, cropped = [], {}
+    for e in examples:
+        if e.task != "<OD>" or e.image_id not in images:
+            continue
+        image = images[e.image_id]
+        h, w = image.shape[:2]
+        for k in range(crops):
+            side = rng.uniform(*CROP_SIDE)
+            cw, ch = max(1, round(side * w)), max(1, round(side * h))
+            x1, y1 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+            target = cropped_od_target(e.target, (w, h), (x1, y1, x1 + cw, y1 + ch))
+            if not target:
+                continue
+            image_id = f"{e.image_id}{CROPPED}{k}"
+            extra.append(replace(e, image_id=image_id, target=target))
+            cropped[image_id] = np.ascontiguousarray(image[y1:y1 + ch, x1:x1 + cw])
+    return examples + extra, {**images, **cropped}
 
 
 def sinusoidal_codes(positions: np.ndarray, dim: int) -> np.ndarray:

@@ -48,6 +48,9 @@ class Florence2TrainConfig:
     structured_locations: bool = True
     flip_od: bool = False
     """Also train on each <OD> example mirrored left to right (``florence2_recipe.with_mirrored_od``)."""
+    crop_od: int = 0
+    """Also train on each <OD> example on this many seeded random crops of its image
+    (``florence2_recipe.with_cropped_od``; mirrored too with ``flip_od``)."""
     task_weights: dict = field(default_factory=lambda: {"<OD>": 3.0})
     """Sampling weight per task (1.0 for tasks not named)."""
     max_target_tokens: int = 160
@@ -63,6 +66,8 @@ class Florence2TrainConfig:
             raise ValueError("steps, batch_size and save_every must be >= 1")
         if self.log_every < 1:
             raise ValueError(f"log_every must be >= 1, got {self.log_every}")
+        if not 0 <= self.crop_od <= 16:
+            raise ValueError(f"crop_od must be within 0..16 crops per <OD> example, got {self.crop_od}")
         if not (self.lr > 0 and (self.vision_lr is None or self.vision_lr > 0)):
             raise ValueError(f"learning rates must be > 0, got {self.lr} / {self.vision_lr}")
         if self.aux_weight < 0 or self.attention_weight < 0 or any(w < 0 for w in self.task_weights.values()):
@@ -198,11 +203,14 @@ def train_florence2(model, processor, examples: list[Example], images: dict[str,
     """Train ``model`` in place on ``examples``; state in ``out`` (resumed from when present)."""
     import torch
 
-    from specialists.training.florence2_recipe import DenseHead, dense_loss, init_location_embeddings, with_mirrored_od
+    from specialists.training.florence2_recipe import (DenseHead, dense_loss, init_location_embeddings, with_cropped_od,
+                                                       with_mirrored_od)
 
     if not examples:
         raise ValueError("no training examples: the round kept no annotations of any trained task")
     n_given = len(examples)
+    if config.crop_od:
+        examples, images = with_cropped_od(examples, images, config.crop_od, config.seed)
     if config.flip_od:
         examples, images = with_mirrored_od(examples, images)
     out = Path(out)

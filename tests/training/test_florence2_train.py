@@ -112,6 +112,59 @@ def test_mirrored_od_examples_see_the_mirrored_image(setup):
     assert set(images) == set(pixels) | {e.image_id for e in extra}
 
 
+def test_a_cropped_od_target_keeps_the_boxes_centred_in_the_crop_clipped_and_in_its_bins():
+    from specialists.training.florence2_recipe import cropped_od_target
+
+    # on a 1000 x 500 image: the car spans x 100.5-300.5, y 50.25-150.25 at its bins' centres
+    # (centre 200.5, 100.25); the sign x 600.5-990.5, y 25.25-60.25 (centre 795.5, 42.75)
+    target = "car<loc_100><loc_100><loc_300><loc_300>sign<loc_600><loc_50><loc_990><loc_120>"
+    size = (1000, 500)
+    assert cropped_od_target(target, size, (0, 0, 500, 250)) == "car<loc_201><loc_201><loc_601><loc_601>"
+    assert cropped_od_target(target, size, (500, 0, 1000, 250)) == "sign<loc_201><loc_101><loc_981><loc_241>"
+    # the car's centre is inside, its left edge is not: clipped to the crop's edge
+    assert cropped_od_target(target, size, (150, 0, 650, 250)) == "car<loc_0><loc_201><loc_301><loc_601>"
+    assert cropped_od_target(target, size, (250, 0, 750, 250)) == ""  # neither centre
+    # the whole image: the same bins, in raster order (the sign is higher)
+    assert cropped_od_target(target, size, (0, 0, 1000, 500)) == ("sign<loc_600><loc_50><loc_990><loc_120>"
+                                                                  "car<loc_100><loc_100><loc_300><loc_300>")
+
+
+def test_cropped_od_examples_see_their_crop(setup):
+    import numpy as np
+
+    from specialists.training.florence2_recipe import CROPPED, with_cropped_od
+
+    examples, pixels, _ = setup
+    grown, images = with_cropped_od(examples, pixels, crops=3, seed=1)
+    extra = grown[len(examples):]
+    od = [e for e in examples if e.task == "<OD>"]
+    assert 0 < len(extra) <= 3 * len(od) and all(e.task == "<OD>" and e.target for e in extra)
+    for e in extra:
+        original = pixels[e.image_id.rsplit(CROPPED, 1)[0]]
+        crop = images[e.image_id]
+        h, w = original.shape[:2]
+        assert 0.6 * h - 1 <= crop.shape[0] <= h and 0.6 * w - 1 <= crop.shape[1] <= w
+        # the crop is a window of the original image
+        found = [(y, x) for y in range(h - crop.shape[0] + 1) for x in range(w - crop.shape[1] + 1)
+                 if np.array_equal(original[y:y + crop.shape[0], x:x + crop.shape[1]], crop)]
+        assert found
+    again, _ = with_cropped_od(examples, pixels, crops=3, seed=1)
+    assert [e.target for e in again] == [e.target for e in grown]  # seeded
+
+
+def test_training_with_cropped_and_mirrored_od_counts_both(setup, tmp_path):
+    from specialists.training.florence2_recipe import with_cropped_od
+
+    examples, pixels, tokenizer = setup
+    config = Florence2TrainConfig(steps=2, batch_size=2, save_every=1, warmup=1, flip_od=True, crop_od=2)
+    model, processor = fresh_model(tokenizer)
+    result = train_florence2(model, processor, examples, pixels, tmp_path, config, fresh=True)
+    with_crops = sum(e.task == "<OD>" for e in with_cropped_od(examples, pixels, 2, config.seed)[0])
+    assert result.tasks["<OD>"] == 2 * with_crops > 2 * sum(e.task == "<OD>" for e in examples)
+    with pytest.raises(ValueError, match="crop_od must be within"):
+        Florence2TrainConfig(crop_od=-1)
+
+
 def test_training_with_mirrored_od_resumes_its_own_state(setup, tmp_path):
     examples, pixels, tokenizer = setup
     config = Florence2TrainConfig(steps=2, batch_size=2, save_every=1, warmup=1, flip_od=True)
