@@ -93,12 +93,6 @@ def _ratio(num: float, den: float) -> float | None:
     return num / den if den else None
 
 
-def _share(counts: dict[str, tuple[int, int]]) -> float | None:
-    """Sum of the parts over sum of the wholes of per-image (part, whole) counts; None with no whole."""
-    whole = sum(w for _, w in counts.values())
-    return sum(p for p, _ in counts.values()) / whole if whole else None
-
-
 def _prf(tp: int, n_pred: int, n_gt: int) -> tuple[float | None, float | None, float | None]:
     precision = tp / n_pred if n_pred else None
     recall = tp / n_gt if n_gt else None
@@ -197,6 +191,7 @@ class Evaluator:
         captions = self._region_captions(regions)
         family = "region-text"
         per = lambda table, num, den: Units.of({i: (num(v), den(v)) for i, v in table.items()})  # noqa: E731
+        coverage = per(covered, lambda c: c[0], lambda c: c[1])
         return [
             Measurement(family, "detection_precision", precision, per(counts, lambda c: c[0], lambda c: c[1])),
             Measurement(family, "detection_recall", recall, per(counts, lambda c: c[0], lambda c: c[2])),
@@ -205,7 +200,7 @@ class Evaluator:
             Measurement(family, "mask_iou", float(np.mean(mask_ious)) if mask_ious else None,
                         per(masks, lambda c: c[0], lambda c: c[1])),
             # mask IoU is over the masks made: the share of matched objects given one says what it leaves out
-            Measurement(family, "mask_coverage", _share(covered), per(covered, lambda c: c[0], lambda c: c[1])),
+            Measurement(family, "mask_coverage", coverage.value, coverage),
             Measurement(family, "ocr_word_precision", hit / said if said else None,
                         per(words, lambda c: c[0], lambda c: c[1])),
             Measurement(family, "ocr_word_recall", hit / truth_words if truth_words else None,

@@ -30,6 +30,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from specialists.florence2_parse import decode_bin, quantize
+
 LOC_BINS = 1000
 MIRRORED = "#mirrored"
 """Suffix of the image id of an image's mirrored copy (training only)."""
@@ -59,23 +61,19 @@ def with_mirrored_od(examples: list, images: dict[str, np.ndarray]) -> tuple[lis
 def cropped_od_target(target: str, size: tuple[int, int], crop: tuple[int, int, int, int]) -> str:
     """An ``<OD>`` target of an image of ``size`` (w, h), for its ``crop`` (x1, y1, x2, y2 in
     pixels): the boxes whose centre the crop holds, clipped to it, in the crop's bins and in
-    raster order. Bins are read at their centres and binned again as ``location_tokens`` bins."""
+    raster order. Bins are read at their centres and binned again, as serving reads and writes them."""
     w, h = size
     x1c, y1c, x2c, y2c = crop
     cw, ch = x2c - x1c, y2c - y1c
     regions = []
     for label, *bins in _REGION.findall(target):
-        x1, y1, x2, y2 = ((int(b) + 0.5) * (w if i % 2 == 0 else h) / LOC_BINS for i, b in enumerate(bins))
+        x1, y1, x2, y2 = (decode_bin(int(b), w if i % 2 == 0 else h) for i, b in enumerate(bins))
         if not (x1c <= (x1 + x2) / 2 < x2c and y1c <= (y1 + y2) / 2 < y2c):
             continue
         box = (max(x1, x1c) - x1c, max(y1, y1c) - y1c, min(x2, x2c) - x1c, min(y2, y2c) - y1c)
-        regions.append((label, *(_bin(v, cw if i % 2 == 0 else ch) for i, v in enumerate(box))))
+        regions.append((label, *(quantize(v, cw if i % 2 == 0 else ch) for i, v in enumerate(box))))
     regions.sort(key=lambda r: (r[2], r[1]))
     return "".join(f"{label}<loc_{x1}><loc_{y1}><loc_{x2}><loc_{y2}>" for label, x1, y1, x2, y2 in regions)
-
-
-def _bin(value: float, size: float) -> int:
-    return int(min(max(math.floor(value * LOC_BINS / size), 0), LOC_BINS - 1))
 
 
 def with_cropped_od(examples: list, images: dict[str, np.ndarray], crops: int, seed: int = 0
