@@ -233,9 +233,9 @@ def bootstrap_task(data: str, world: str, models: str, profile: str, pretrained_
     if zoo:
         names = tuple(n for n in TRAINERS if not (pretrained_florence2 and n == "florence2"))
         models_set = adopt(check(Path(zoo), w.config, names), w, models, chosen, device=chosen.device,
-                           stop=gates.early_stop())
+                           gates=gates)
     else:
-        models_set = bootstrap(w, models, chosen, stop=gates.early_stop())
+        models_set = bootstrap(w, models, chosen, gates=gates)
     models_set.write_metrics(Store(data))
     first = first_round(data, models, models_set, gates, device=chosen.device)
     return {"gold": {n: t.gold for n, t in models_set.models.items()},

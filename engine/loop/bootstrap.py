@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from engine.dataset.store import Store
 from engine.evaluation.gold import GoldGuard
-from engine.evaluation.measure import EarlyStop
+from engine.loop.gates import GateConfig, rival_bars
 from engine.loop.profiles import Profile, budget_for
 from engine.loop.training import Trained, train_and_measure, train_model
 from engine.loop.training_set import load_training_set
@@ -65,11 +65,13 @@ def models_dir(root: str | Path, round_id: int) -> Path:
 
 def train_specialists(world: World, root: str | Path, profile: Profile, splits: tuple[str, ...],
                       only: tuple[str, ...] | None = None, step: Callable[[str], None] | None = None,
-                      round_id: int = 0, measure: bool = True, stop: EarlyStop | None = None) -> ModelSet:
+                      round_id: int = 0, measure: bool = True, gates: GateConfig | None = None) -> ModelSet:
     """Train ``only`` of the registered specialists (default: all) with the profile's bootstrap
     budget on the world's truth of ``splits`` into ``root``, and measure each on the gold (and on
     the seed-gold, when the world has one) unless ``measure`` is false (their manifests then hold
-    no gold metrics: see ``engine.loop.training``); ``stop``: see ``measure_on_gold``."""
+    no gold metrics: see ``engine.loop.training``); with ``gates``, the gates they will face, each
+    measurement stops early for the tasks that cannot pass them beside the models measured before
+    it (``GateConfig.early_stop``, ``rival_bars``)."""
     only = tuple(TRAINERS) if only is None else only
     unknown = [n for n in only if n not in TRAINERS]
     if unknown:
@@ -86,6 +88,7 @@ def train_specialists(world: World, root: str | Path, profile: Profile, splits: 
         trainer = TRAINERS[name]
         budget = budget_for(profile.bootstrap, trainer)
         if measure:
+            stop = gates.early_stop(rival_bars(models, gates)) if gates else None
             models[name] = train_and_measure(trainer, data, Path(root), budget, gold, device=profile.device,
                                              seed_gold=seed_gold, stop=stop)
         else:
@@ -95,11 +98,11 @@ def train_specialists(world: World, root: str | Path, profile: Profile, splits: 
 
 
 def bootstrap(world: World, models_root: str | Path, profile: Profile, only: tuple[str, ...] | None = None,
-              step: Callable[[str], None] | None = None, measure: bool = True, stop: EarlyStop | None = None) -> ModelSet:
+              step: Callable[[str], None] | None = None, measure: bool = True, gates: GateConfig | None = None) -> ModelSet:
     """Round 0: the specialists trained on the world's seed split (the curated, labelled data a
     user starts from), into ``<models>/round-0``."""
     return train_specialists(world, models_dir(models_root, 0), profile, ("seed",), only, step, measure=measure,
-                             stop=stop)
+                             gates=gates)
 
 
 def oracle(world: World, models_root: str | Path, profile: Profile, only: tuple[str, ...] | None = None,

@@ -18,6 +18,7 @@ minus ``tolerance``: the round fuses their outputs, and a far weaker one only ad
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 
 from engine.dataset.store import Store
@@ -79,9 +80,13 @@ class GateConfig:
         bars = {m: max(self.floors.get(m, 0.0), self.trivial.get(m, 0.0)) for m in gated}
         return {**bars, "region-text/region_caption_object": self.min_caption_object}
 
-    def early_stop(self) -> EarlyStop | None:
-        """How candidates are measured on gold: stopped early for the tasks they cannot pass."""
-        return EarlyStop(self.bars(), self.early_stop_images) if self.early_stop_images else None
+    def early_stop(self, beside: Mapping[str, float] | None = None) -> EarlyStop | None:
+        """How candidates are measured on gold: stopped early for the tasks they cannot pass, their
+        bars raised to ``beside`` (``rival_bars``: what the models measured before them admit)."""
+        if not self.early_stop_images:
+            return None
+        beside = beside or {}
+        return EarlyStop({m: max(bar, beside.get(m, bar)) for m, bar in self.bars().items()}, self.early_stop_images)
 
 
 @dataclass(frozen=True)
@@ -121,12 +126,12 @@ def tasks_of(trained: Trained) -> list[str]:
     return [f"{trained.name}:{t}" for t in trainer_for(trained.name).served_tasks(trained.manifest)]
 
 
-def decide(candidates: dict[str, Trained], incumbents: dict[str, Trained], config: GateConfig = GateConfig()
-           ) -> dict[str, tuple[Gate, Trained | None]]:
+def decide(candidates: dict[str, Trained], incumbents: dict[str, Trained], config: GateConfig = GateConfig(),
+           quiet: bool = False) -> dict[str, tuple[Gate, Trained | None]]:
     """Per ``specialist:task``: the gate and the model that serves it (None when gated out).
 
     ``candidates`` are by specialist name; ``incumbents`` by task (the model that served it the
-    round before, whether or not its predictions passed the floor)."""
+    round before, whether or not its predictions passed the floor); ``quiet``: refusals are not logged."""
     out: dict[str, tuple[Gate, Trained | None]] = {}
     metrics = task_metrics()
     offered = {task: model for model in candidates.values() for task in tasks_of(model)}
@@ -146,13 +151,32 @@ def decide(candidates: dict[str, Trained], incumbents: dict[str, Trained], confi
         if value is None or value < floor or (trivial is not None and value <= trivial):
             chosen, model = "none", None
         elif (refused := within_trivial_noise(metric, model, config) or description_guard(metric, model.gold, config)):
-            log.info("gate %s: %s", task, refused)
+            if not quiet:
+                log.info("gate %s: %s", task, refused)
             chosen, model = "none", None
         out[task] = (Gate(task, metric, c, i, floor, chosen, trivial, refused), model if model else served)
-    return weaker_companions_out(out, config)
+    return weaker_companions_out(out, config, quiet)
 
 
-def weaker_companions_out(gates: dict[str, tuple[Gate, Trained | None]], config: GateConfig
+def rival_bars(measured: dict[str, Trained], config: GateConfig, incumbents: dict[str, Trained] | None = None
+               ) -> dict[str, float]:
+    """Per gated metric, the least value a model measured after ``measured`` (by specialist; facing
+    ``incumbents``, by task, that no later candidate replaces) can enter with beside them: the best
+    value their gates admit less ``tolerance`` (``weaker_companions_out`` refuses the rest), or that
+    value itself for a task one model a round serves. Florence-2's ``<OD>`` (gold F1 0.15) beside
+    a YOLO at 0.78 need not be measured on every gold image to be refused."""
+    bars: dict[str, float] = {}
+    for task, (gate, _) in decide(measured, incumbents or {}, config, quiet=True).items():
+        if gate.chosen == "none":
+            continue
+        value = gate.candidate if gate.chosen == "candidate" else gate.incumbent
+        if value is not None:
+            bar = value if _exclusive(task) else value - config.tolerance
+            bars[gate.metric] = max(bars.get(gate.metric, bar), bar)
+    return bars
+
+
+def weaker_companions_out(gates: dict[str, tuple[Gate, Trained | None]], config: GateConfig, quiet: bool = False
                           ) -> dict[str, tuple[Gate, Trained | None]]:
     """Refuse each admitted model that is worse than the best admitted model of the same metric by
     more than ``tolerance``, and, for a task one model a round serves (``Task.exclusive``: the
@@ -174,7 +198,8 @@ def weaker_companions_out(gates: dict[str, tuple[Gate, Trained | None]], config:
             refused = (f"weaker than {best_task} on the same gold ({gate.metric} {value:.3f} < {best:.3f}): "
                        + ("one model a round serves it" if _exclusive(task) else
                           "fused with it, it would only add its mistakes"))
-            log.info("gate %s: %s", task, refused)
+            if not quiet:
+                log.info("gate %s: %s", task, refused)
             out[task] = (replace(gate, chosen="none", refused=refused), gates[task][1])
     return out
 

@@ -20,7 +20,7 @@ import pyarrow as pa
 from engine.dataset.store import Store, StoreError
 from engine.evaluation.gold import GoldGuard
 from engine.loop.bootstrap import ModelSet, models_dir
-from engine.loop.gates import Gate, GateConfig, decide, holders, served
+from engine.loop.gates import Gate, GateConfig, decide, holders, rival_bars, served
 from engine.loop.profiles import Profile, budget_for
 from engine.loop.serving import round_config as serving_round_config
 from engine.loop.serving import specs
@@ -162,17 +162,20 @@ def prepare_refinement(data: str | Path, models_root: str | Path, round_id: int,
     log.info("round %d trains on %d images (%d seed, %d pool): %s", round_id, len(tset), len(seed), len(kept), tset.counts())
     root, device = models_dir(models_root, round_id), profile.device
     candidates: dict[str, Trained] = {}
+    settled = {name for name, trainer in TRAINERS.items() if not trainer.trains}  # whose model this round is known
     for name, trainer in TRAINERS.items():
         if not trainer.trains:
             continue  # measured once at bootstrap; its model stays what it was
         if step:
             step(f"round {round_id}: retrain {name}")
+        standing = {task: model for task, model in previous.holders.items() if task.split(":", 1)[0] in settled}
         try:
             candidates[name] = train_and_measure(trainer, tset, root, budget_for(profile.refine, trainer), gold,
                                                  previous=previous.trained.get(name), device=device,
-                                                 stop=gate_config.early_stop())
+                                                 stop=gate_config.early_stop(rival_bars(candidates, gate_config, standing)))
         except ValueError as err:  # e.g. no kept annotations for it: the previous model stays
             log.warning("round %d: %s not retrained: %s", round_id, name, err)
+        settled.add(name)
     gates = decide(candidates, previous.holders, gate_config)
     write_gates(store, round_id, gates)
     # RapidOCR's rows are carried over, unless Florence-2 reads text this round: then both run, to be fused

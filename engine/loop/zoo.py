@@ -26,12 +26,12 @@ from pathlib import Path
 
 from engine.dataset.store import Store
 from engine.loop.bootstrap import ModelSet, bootstrap, models_dir
+from engine.loop.gates import GateConfig, rival_bars
 from engine.loop.machine import machine
 from engine.loop.profiles import Profile, budget_for, profile
 from engine.loop.training import TRAINER_VERSION, Trained, adopt_and_measure, train_and_measure
 from engine.loop.training_set import load_training_set
 from engine.evaluation.gold import GoldGuard
-from engine.evaluation.measure import EarlyStop
 from engine.world.config import WorldConfig
 from engine.world.make import WORLD_VERSION, World, make_world
 from schemas.hashing import fingerprint
@@ -291,9 +291,10 @@ def install(model: ZooModel, folder: Path) -> dict:
 
 def adopt(zoo: dict[str, ZooModel], world: World, models_root: str | Path, fallback: Profile,
           step: Callable[[str], None] | None = None, device: str = "cpu", only: tuple[str, ...] | None = None,
-          stop: EarlyStop | None = None) -> ModelSet:
+          gates: GateConfig | None = None) -> ModelSet:
     """Round 0 from the zoo: each zoo model copied into ``<models>/round-0/<name>`` and measured
-    on this world's gold (``stop``: see ``measure_on_gold``) and seed-gold; a registered
+    on this world's gold (stopped early for the tasks that cannot pass ``gates``: see
+    ``train_specialists``) and seed-gold; a registered
     specialist (of ``only``, default all) the zoo lacks is trained with ``fallback``'s bootstrap
     budget, as without a zoo."""
     root = models_dir(models_root, 0)
@@ -305,6 +306,7 @@ def adopt(zoo: dict[str, ZooModel], world: World, models_root: str | Path, fallb
     data = None
     for name in names:
         trainer = TRAINERS[name]
+        stop = gates.early_stop(rival_bars(models, gates)) if gates else None
         if name in zoo:
             if step:
                 step(f"adopt {name} from the zoo")

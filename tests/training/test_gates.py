@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.loop.gates import GateConfig, decide, holders, served
+from engine.loop.gates import GateConfig, decide, holders, rival_bars, served
 from engine.loop.refine import gate_rows, round_config
 from engine.loop.training import Trained
 
@@ -181,3 +181,21 @@ def test_a_far_weaker_second_detector_is_not_fused_with_the_first():
     close = model("florence2", "c", **{F1: 0.755, CIDER: 0.3, GROUND: None, **SEES})
     both = decide({"yolo": yolo, "florence2": close}, {}, CONFIG)
     assert {"yolo:<OD>", "florence2:<OD>"} <= set(served(both))  # as good (within tolerance): both fused
+
+
+def test_a_model_measured_after_its_rivals_stops_early_below_what_they_admit():
+    iou = "region-text/mask_iou"
+    yolo, weak_yolo = model("yolo", "y", **{F1: 0.76}), model("yolo", "w", **{F1: 0.2})
+    grabcut = model("grabcut", "g", **{iou: 0.85})
+    bars = rival_bars({"yolo": yolo}, CONFIG, {"grabcut:<SEG>": grabcut})
+    assert bars == pytest.approx({F1: 0.75, iou: 0.85})  # fused detectors: within tolerance; one segmenter: at least as good
+    assert rival_bars({"yolo": weak_yolo}, CONFIG) == {}  # a rival its gate refuses raises nothing
+    assert rival_bars({"yolo": model("yolo", "o", **{F1: 0.5})}, CONFIG, {"yolo:<OD>": yolo}) == pytest.approx({F1: 0.75})
+    stop = CONFIG.early_stop(bars)
+    assert stop.bars[F1] == pytest.approx(0.75) and stop.bars[iou] == pytest.approx(0.85)
+    assert stop.bars[CIDER] == CONFIG.bars()[CIDER]  # untouched where no rival serves the metric
+    assert CONFIG.early_stop({F1: 0.01}).bars == CONFIG.early_stop().bars  # never lowered below the floor
+    # what the early stop refuses, the gates refuse: Florence-2's <OD> far below the YOLO beside it
+    f2 = model("florence2", "f", **{F1: 0.15, CIDER: 0.3, GROUND: None, **SEES})
+    assert F1 in stop.bars and f2.gold[F1] < stop.bars[F1]
+    assert decide({"yolo": yolo, "florence2": f2}, {}, CONFIG)["florence2:<OD>"][0].chosen == "none"
