@@ -1,0 +1,112 @@
+"""Region captions of a finished round's gold object boxes by a Florence-2: as served (the whole
+image with the box's location tokens) and on crops of each box (``cropM``: a square of the box's
+longer side plus M of it on each side, with the box's tokens in the crop; ``capM``: the crop's
+brief ``<CAPTION>``), scored as a round's region captions are, with 95% intervals and the paired
+change from the first mode. FLD-5B's region captions are a captioner run on crops.
+
+    python bench/region_captions_on_crops.py --data fld-data --world fld-data/world \
+        --checkpoint zoo/florence2/checkpoint --modes full crop0 crop0.2 cap0.2
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pyarrow.compute as pc  # noqa: E402
+
+from bench.common import report  # noqa: E402
+from engine.dataset.sources import load_rgb  # noqa: E402
+from engine.dataset.store import Store  # noqa: E402
+from engine.evaluation.evaluate import Evaluator  # noqa: E402
+from engine.evaluation.noise import change_interval, interval  # noqa: E402
+from specialists.florence2 import REGION_TO_DESCRIPTION, Florence2Config, Florence2Specialist  # noqa: E402
+from specialists.florence2_parse import location_tokens, parse_florence2  # noqa: E402
+
+MODE = re.compile(r"^(full|crop|cap)([0-9.]*)$")
+METRICS = ("region_caption_word_f1", "region_caption_object")
+
+
+def crop(image: np.ndarray, box: list[float], margin: float) -> tuple[np.ndarray, tuple[float, ...]]:
+    """A square window around ``box`` (its longer side plus ``margin`` of it each side, clipped to
+    the image) and the box in the window's coordinates."""
+    h, w = image.shape[:2]
+    x0, y0, x1, y1 = box
+    side = max(x1 - x0, y1 - y0) * (1 + 2 * margin)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    a, b = int(max(0, np.floor(cx - side / 2))), int(max(0, np.floor(cy - side / 2)))
+    c, d = int(min(w, np.ceil(cx + side / 2))), int(min(h, np.ceil(cy + side / 2)))
+    return image[b:d, a:c], (x0 - a, y0 - b, x1 - a, y1 - b)
+
+
+def captions(f2: Florence2Specialist, mode: str, rows: list[dict], images: dict[str, np.ndarray]) -> list[str | None]:
+    """One caption (or None) per object row, made as ``mode`` says."""
+    kind, margin = MODE.match(mode).groups()
+    if kind == "full":
+        ids = list(images)
+        prompts = [REGION_TO_DESCRIPTION + location_tokens(r["box"], images[r["image_id"]].shape[1::-1]) for r in rows]
+        made = f2.generate([images[i] for i in ids], prompts, None, [ids.index(r["image_id"]) for r in rows])
+        task = REGION_TO_DESCRIPTION
+    else:
+        crops = [crop(images[r["image_id"]], r["box"], float(margin or 0)) for r in rows]
+        task = "<CAPTION>" if kind == "cap" else REGION_TO_DESCRIPTION
+        prompts = [task if kind == "cap" else REGION_TO_DESCRIPTION + location_tokens(b, c.shape[1::-1]) for c, b in crops]
+        made = f2.generate([c for c, _ in crops], prompts)
+    out = []
+    for generated in made:
+        items = parse_florence2(generated, task, (1, 1))
+        out.append(items[0].text if items else None)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=Path("fld-data"))
+    parser.add_argument("--world", type=Path, default=None, help="The world whose gold/ scores (default: DATA/world).")
+    parser.add_argument("--checkpoint", default="zoo/florence2/checkpoint")
+    parser.add_argument("--round", type=int, default=1, help="The round whose gold object boxes are described.")
+    parser.add_argument("--modes", nargs="+", default=["full", "crop0", "crop0.2", "cap0.2"])
+    args = parser.parse_args()
+    if bad := [m for m in args.modes if not MODE.match(m)]:
+        raise SystemExit(f"unknown mode(s) {bad}: full, cropM or capM (M a margin, e.g. crop0.2)")
+    gold = Store(((args.world or args.data / "world") / "gold"))
+    uris = dict(zip(*(gold.read("images").column(c).to_pylist() for c in ("image_id", "uri"))))
+    regions = Store(args.data).read("regions")
+    regions = regions.filter(pc.and_(pc.and_(pc.equal(regions.column("round"), args.round),
+                                             pc.equal(regions.column("kind"), "object")),
+                                     pc.is_in(regions.column("image_id"), pa.array(sorted(uris)))))
+    if not regions.num_rows:
+        raise SystemExit(f"round {args.round} of {args.data} holds no object regions of the gold images in {gold.root}")
+    rows = regions.to_pylist()
+    images = {i: load_rgb(uris[i]) for i in sorted({r["image_id"] for r in rows})}
+    f2 = Florence2Specialist(Florence2Config(str(args.checkpoint), tasks=(REGION_TO_DESCRIPTION,), batch_size=16))
+    f2.load()
+    evaluator, first, out = Evaluator(gold), None, []
+    for mode in args.modes:
+        start = time.perf_counter()
+        made = captions(f2, mode, rows, images)
+        table = pa.Table.from_pylist([{**r, "kind": "region_caption", "label": text, "region_id": f"{r['region_id']}-cap"}
+                                      for r, text in zip(rows, made) if text], schema=regions.schema)
+        found = {m.metric: m for m in evaluator.evaluate({"regions": table}) if m.metric in METRICS}
+        first = first or found
+        row = {"mode": mode, "seconds": round(time.perf_counter() - start, 1), "captions": table.num_rows}
+        for metric, m in found.items():
+            low_high, change = interval(m.units), change_interval(first[metric].units, m.units)
+            row[metric] = round(m.value, 3) if m.value is not None else None
+            row[f"{metric} 95%"] = f"[{low_high.low:.3f}, {low_high.high:.3f}]" if low_high else "-"
+            row[f"{metric} change"] = (f"{m.value - first[metric].value:+.3f} [{change.low:+.3f}, {change.high:+.3f}]"
+                                       if change else "-")
+        out.append(row)
+    report("region_captions_on_crops", out, {"data": str(args.data), "round": args.round, "boxes": len(rows),
+                                             "checkpoint": str(args.checkpoint)})
+
+
+if __name__ == "__main__":
+    main()
