@@ -2,7 +2,8 @@
 
 Families and metrics (written to the ``metrics`` table, shown by ``fld metrics``):
 - region-text: detection precision / recall / F1 at IoU >= 0.5 with label match (greedy,
-  highest score first), COCO mAP and mAP50 through pycocotools (when every box has a score),
+  highest score first), COCO mAP and mAP50 through pycocotools (when every box has a score), the
+  mean box IoU of the matched pairs (detection_box_iou: how well the found objects are placed),
   mean mask IoU of matched pairs that both have masks, OCR word precision / recall / F1, and
   region captions' word F1 (words of each caption whose box matches a gold region caption's
   with IoU >= 0.5, against all predicted and all gold region-caption words) and object (the
@@ -165,12 +166,13 @@ class Evaluator:
         pred, gt = self._kind(regions, "object"), self._kind(self.truth["regions"], "object")
         tp = n_pred = n_gt = 0
         mask_ious = []
-        counts, masks, covered = {}, {}, {}
+        counts, masks, covered, placed = {}, {}, {}, {}
         for image in self.images:
             p, g = pred.get(image, []), gt.get(image, [])
             matches = match_boxes(p, g, iou)
             tp, n_pred, n_gt = tp + len(matches), n_pred + len(p), n_gt + len(g)
             counts[image] = (len(matches), len(p), len(g))
+            placed[image] = (float(sum(o for _, _, o in matches)), len(matches))
             pairs = [(p[i]["mask"], g[j]["mask"]) for i, j, _ in matches if p[i]["mask"] and g[j]["mask"]]
             found = np.diag(rle_iou([a for a, _ in pairs], [b for _, b in pairs])).tolist() if pairs else []
             mask_ious.extend(found)
@@ -197,6 +199,11 @@ class Evaluator:
             Measurement(family, "detection_recall", recall, per(counts, lambda c: c[0], lambda c: c[2])),
             Measurement(family, "detection_f1", f1, per(counts, lambda c: 2 * c[0], lambda c: c[1] + c[2])),
             Measurement(family, "detection_map", m), Measurement(family, "detection_map50", m50),
+            # how well the found objects are placed, which F1 at IoU 0.5 does not see: refinement rounds
+            # learn from their own boxes, and a round's masks follow its boxes
+            Measurement(family, "detection_box_iou", _ratio(sum(c[0] for c in placed.values()),
+                                                            sum(c[1] for c in placed.values())),
+                        per(placed, lambda c: c[0], lambda c: c[1])),
             Measurement(family, "mask_iou", float(np.mean(mask_ious)) if mask_ious else None,
                         per(masks, lambda c: c[0], lambda c: c[1])),
             # mask IoU is over the masks made: the share of matched objects given one says what it leaves out

@@ -81,6 +81,15 @@ def test_shift_by_a_fifth_of_the_width_loses_a_known_amount(truth):
     assert metrics(truth, shifted(GT_REGIONS, 0.2), iou=0.7)["detection_f1"] == 0.0
 
 
+def test_box_iou_is_the_mean_overlap_of_the_matched_pairs(truth):
+    assert metrics(truth, shifted(GT_REGIONS, 0.0))["detection_box_iou"] == pytest.approx(1.0)
+    assert metrics(truth, shifted(GT_REGIONS, 0.2))["detection_box_iou"] == pytest.approx(2 / 3)  # (1 - s) / (1 + s)
+    # one box of four shifted by 0.2 and one missed: the three matched ones count, not the miss
+    mixed = shifted(GT_REGIONS[:1], 0.2) + shifted(GT_REGIONS[1:3], 0.0)
+    assert metrics(truth, mixed)["detection_box_iou"] == pytest.approx((2 / 3 + 1 + 1) / 3)
+    assert metrics(truth, [])["detection_box_iou"] is None
+
+
 def test_missed_wrong_and_extra_boxes(truth):
     preds = shifted(GT_REGIONS[:2], 0.0)  # half of the truth found
     assert metrics(truth, preds)["detection_recall"] == 0.5
