@@ -27,6 +27,7 @@ from engine.dataset.sources import load_rgb  # noqa: E402
 from engine.dataset.store import Store  # noqa: E402
 from engine.evaluation.evaluate import Evaluator  # noqa: E402
 from engine.evaluation.noise import change_interval, interval  # noqa: E402
+from specialists.base import Batch  # noqa: E402
 from specialists.florence2 import REGION_TO_DESCRIPTION, Florence2Config, Florence2Specialist  # noqa: E402
 from specialists.florence2_parse import location_tokens, parse_florence2  # noqa: E402
 
@@ -46,23 +47,21 @@ def crop(image: np.ndarray, box: list[float], margin: float) -> tuple[np.ndarray
     return image[b:d, a:c], (x0 - a, y0 - b, x1 - a, y1 - b)
 
 
-def captions(f2: Florence2Specialist, mode: str, rows: list[dict], images: dict[str, np.ndarray]) -> list[str | None]:
-    """One caption (or None) per object row, made as ``mode`` says."""
+def captions(f2: Florence2Specialist, mode: str, regions: pa.Table, images: dict[str, np.ndarray]) -> dict[str, str]:
+    """Region id -> caption of each object region ``mode`` describes."""
     kind, margin = MODE.match(mode).groups()
-    if kind == "full":
+    if kind == "full":  # as a round serves it
         ids = list(images)
-        prompts = [REGION_TO_DESCRIPTION + location_tokens(r["box"], images[r["image_id"]].shape[1::-1]) for r in rows]
-        made = f2.generate([images[i] for i in ids], prompts, None, [ids.index(r["image_id"]) for r in rows])
-        task = REGION_TO_DESCRIPTION
-    else:
-        crops = [crop(images[r["image_id"]], r["box"], float(margin or 0)) for r in rows]
-        task = "<CAPTION>" if kind == "cap" else REGION_TO_DESCRIPTION
-        prompts = [task if kind == "cap" else REGION_TO_DESCRIPTION + location_tokens(b, c.shape[1::-1]) for c, b in crops]
-        made = f2.generate([c for c, _ in crops], prompts)
-    out = []
-    for generated in made:
-        items = parse_florence2(generated, task, (1, 1))
-        out.append(items[0].text if items else None)
+        made = f2(Batch(ids, [images[i] for i in ids], regions=regions))["regions"]
+        return {r["region_id"].removesuffix("-f2cap"): r["label"] for r in made.select(["region_id", "label"]).to_pylist()}
+    rows = regions.select(["region_id", "image_id", "box"]).to_pylist()
+    crops = [crop(images[r["image_id"]], r["box"], float(margin or 0)) for r in rows]
+    task = "<CAPTION>" if kind == "cap" else REGION_TO_DESCRIPTION
+    prompts = [task if kind == "cap" else REGION_TO_DESCRIPTION + location_tokens(b, c.shape[1::-1]) for c, b in crops]
+    out = {}
+    for row, generated in zip(rows, f2.generate([c for c, _ in crops], prompts)):
+        if items := parse_florence2(generated, task, (1, 1)):
+            out[row["region_id"]] = items[0].text
     return out
 
 
@@ -84,16 +83,15 @@ def main() -> None:
                                      pc.is_in(regions.column("image_id"), pa.array(sorted(uris)))))
     if not regions.num_rows:
         raise SystemExit(f"round {args.round} of {args.data} holds no object regions of the gold images in {gold.root}")
-    rows = regions.to_pylist()
-    images = {i: load_rgb(uris[i]) for i in sorted({r["image_id"] for r in rows})}
+    images = {i: load_rgb(uris[i]) for i in sorted(set(regions.column("image_id").to_pylist()))}
     f2 = Florence2Specialist(Florence2Config(str(args.checkpoint), tasks=(REGION_TO_DESCRIPTION,), batch_size=16))
     f2.load()
     evaluator, first, out = Evaluator(gold), None, []
     for mode in args.modes:
         start = time.perf_counter()
-        made = captions(f2, mode, rows, images)
-        table = pa.Table.from_pylist([{**r, "kind": "region_caption", "label": text, "region_id": f"{r['region_id']}-cap"}
-                                      for r, text in zip(rows, made) if text], schema=regions.schema)
+        made = captions(f2, mode, regions, images)
+        table = pa.Table.from_pylist([{**r, "kind": "region_caption", "label": made[r["region_id"]]}
+                                      for r in regions.to_pylist() if made.get(r["region_id"])], schema=regions.schema)
         found = {m.metric: m for m in evaluator.evaluate({"regions": table}) if m.metric in METRICS}
         first = first or found
         row = {"mode": mode, "seconds": round(time.perf_counter() - start, 1), "captions": table.num_rows}
@@ -104,7 +102,7 @@ def main() -> None:
             row[f"{metric} change"] = (f"{m.value - first[metric].value:+.3f} [{change.low:+.3f}, {change.high:+.3f}]"
                                        if change else "-")
         out.append(row)
-    report("region_captions_on_crops", out, {"data": str(args.data), "round": args.round, "boxes": len(rows),
+    report("region_captions_on_crops", out, {"data": str(args.data), "round": args.round, "boxes": regions.num_rows,
                                              "checkpoint": str(args.checkpoint)})
 
 
