@@ -1,8 +1,9 @@
-"""Region captions of a finished round's gold object boxes by a Florence-2: as served (the whole
-image with the box's location tokens) and on crops of each box (``cropM``: a square of the box's
-longer side plus M of it on each side, with the box's tokens in the crop; ``capM``: the crop's
-brief ``<CAPTION>``), scored as a round's region captions are, with 95% intervals and the paired
-change from the first mode. FLD-5B's region captions are a captioner run on crops.
+"""Region captions of a finished round's gold object boxes by a Florence-2, as a round serves them:
+on the whole image with the box's location tokens (``full``), or on square crops of each box
+(``cropM``: the box's longer side plus M of it on each side, ``Florence2Config.region_margin``);
+and, for comparison, the crop's brief ``<CAPTION>`` (``capM``). Scored as a round's region
+captions are, with 95% intervals and the paired change from the first mode. FLD-5B's region
+captions are a captioner run on crops; a model trained with ``crop_regions`` is served on them.
 
     python bench/region_captions_on_crops.py --data fld-data --world fld-data/world \
         --checkpoint zoo/florence2/checkpoint --modes full crop0 crop0.2 cap0.2
@@ -27,42 +28,36 @@ from engine.dataset.sources import load_rgb  # noqa: E402
 from engine.dataset.store import Store  # noqa: E402
 from engine.evaluation.evaluate import Evaluator  # noqa: E402
 from engine.evaluation.noise import change_interval, interval  # noqa: E402
+from schemas.geometry import square_window  # noqa: E402
 from specialists.base import Batch  # noqa: E402
 from specialists.florence2 import REGION_TO_DESCRIPTION, Florence2Config, Florence2Specialist  # noqa: E402
-from specialists.florence2_parse import location_tokens, parse_florence2  # noqa: E402
+from specialists.florence2_parse import parse_florence2  # noqa: E402
 
 MODE = re.compile(r"^(full|crop|cap)([0-9.]*)$")
 METRICS = ("region_caption_word_f1", "region_caption_object")
 
 
-def crop(image: np.ndarray, box: list[float], margin: float) -> tuple[np.ndarray, tuple[float, ...]]:
-    """A square window around ``box`` (its longer side plus ``margin`` of it each side, clipped to
-    the image) and the box in the window's coordinates."""
-    h, w = image.shape[:2]
-    x0, y0, x1, y1 = box
-    side = max(x1 - x0, y1 - y0) * (1 + 2 * margin)
-    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    a, b = int(max(0, np.floor(cx - side / 2))), int(max(0, np.floor(cy - side / 2)))
-    c, d = int(min(w, np.ceil(cx + side / 2))), int(min(h, np.ceil(cy + side / 2)))
-    return image[b:d, a:c], (x0 - a, y0 - b, x1 - a, y1 - b)
-
-
-def captions(f2: Florence2Specialist, mode: str, regions: pa.Table, images: dict[str, np.ndarray]) -> dict[str, str]:
+def captions(checkpoint: str, mode: str, regions: pa.Table, images: dict[str, np.ndarray]) -> dict[str, str]:
     """Region id -> caption of each object region ``mode`` describes."""
     kind, margin = MODE.match(mode).groups()
-    if kind == "full":  # as a round serves it
-        ids = list(images)
-        made = f2(Batch(ids, [images[i] for i in ids], regions=regions))["regions"]
-        return {r["region_id"].removesuffix("-f2cap"): r["label"] for r in made.select(["region_id", "label"]).to_pylist()}
-    rows = regions.select(["region_id", "image_id", "box"]).to_pylist()
-    crops = [crop(images[r["image_id"]], r["box"], float(margin or 0)) for r in rows]
-    task = "<CAPTION>" if kind == "cap" else REGION_TO_DESCRIPTION
-    prompts = [task if kind == "cap" else REGION_TO_DESCRIPTION + location_tokens(b, c.shape[1::-1]) for c, b in crops]
-    out = {}
-    for row, generated in zip(rows, f2.generate([c for c, _ in crops], prompts)):
-        if items := parse_florence2(generated, task, (1, 1)):
-            out[row["region_id"]] = items[0].text
-    return out
+    margin = float(margin or 0)
+    if kind == "cap":  # the crop's brief description
+        f2 = Florence2Specialist(Florence2Config(checkpoint, tasks=("<CAPTION>",), batch_size=16))
+        f2.load()
+        rows = regions.select(["region_id", "image_id", "box"]).to_pylist()
+        crops = []
+        for r in rows:
+            image = images[r["image_id"]]
+            x1, y1, x2, y2 = square_window(r["box"], (image.shape[1], image.shape[0]), margin)
+            crops.append(image[y1:y2, x1:x2])
+        generated = f2.generate(crops, ["<CAPTION>"] * len(crops))
+        return {r["region_id"]: items[0].text for r, g in zip(rows, generated) if (items := parse_florence2(g, "<CAPTION>", (1, 1)))}
+    f2 = Florence2Specialist(Florence2Config(checkpoint, tasks=(REGION_TO_DESCRIPTION,), batch_size=16,
+                                             region_margin=None if kind == "full" else margin))
+    f2.load()
+    ids = list(images)
+    made = f2(Batch(ids, [images[i] for i in ids], regions=regions))["regions"]
+    return {r["region_id"].removesuffix("-f2cap"): r["label"] for r in made.select(["region_id", "label"]).to_pylist()}
 
 
 def main() -> None:
@@ -84,12 +79,10 @@ def main() -> None:
     if not regions.num_rows:
         raise SystemExit(f"round {args.round} of {args.data} holds no object regions of the gold images in {gold.root}")
     images = {i: load_rgb(uris[i]) for i in sorted(set(regions.column("image_id").to_pylist()))}
-    f2 = Florence2Specialist(Florence2Config(str(args.checkpoint), tasks=(REGION_TO_DESCRIPTION,), batch_size=16))
-    f2.load()
     evaluator, first, out = Evaluator(gold), None, []
     for mode in args.modes:
         start = time.perf_counter()
-        made = captions(f2, mode, regions, images)
+        made = captions(str(args.checkpoint), mode, regions, images)
         table = pa.Table.from_pylist([{**r, "kind": "region_caption", "label": made[r["region_id"]]}
                                       for r in regions.to_pylist() if made.get(r["region_id"])], schema=regions.schema)
         found = {m.metric: m for m in evaluator.evaluate({"regions": table}) if m.metric in METRICS}

@@ -1,4 +1,4 @@
-"""Geometry: the one home of box arrays, box IoU, greedy box matching and rows grouped by image.
+"""Geometry: the one home of box arrays, box IoU, greedy box matching, crop windows and rows grouped by image.
 Specialists, filters, trainers and the evaluator all import it (masks: ``schemas.masks``)."""
 
 from __future__ import annotations
@@ -28,6 +28,30 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.zeros((len(a), len(b)))
     xywh = lambda x: np.c_[x[:, :2], x[:, 2:] - x[:, :2]].astype(np.float64)  # noqa: E731
     return np.asarray(_coco_iou(xywh(a), xywh(b), [0] * len(b))).reshape(len(a), len(b))
+
+
+def square_window(box, size: tuple[int, int], margin: float) -> tuple[int, int, int, int]:
+    """The pixel window (x1, y1, x2, y2) of a square around ``box`` (xyxy): its longer side plus
+    ``margin`` of it on each side, centred on the box and clipped to an image of ``size`` (w, h).
+    At least one pixel each way, so a degenerate box still has a window."""
+    if margin < 0:
+        raise ValueError(f"a crop margin must be >= 0, got {margin}")
+    w, h = size
+    x1, y1, x2, y2 = (float(v) for v in box)
+    side = max(x2 - x1, y2 - y1, 1.0) * (1 + 2 * margin)
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    a, b = int(max(0, np.floor(cx - side / 2))), int(max(0, np.floor(cy - side / 2)))
+    c, d = int(min(w, np.ceil(cx + side / 2))), int(min(h, np.ceil(cy + side / 2)))
+    a, b = min(a, w - 1), min(b, h - 1)
+    return a, b, max(c, a + 1), max(d, b + 1)
+
+
+def box_in_window(box, window: tuple[int, int, int, int]) -> tuple[float, float, float, float]:
+    """``box`` (xyxy, image pixels) in the coordinates of ``window`` (x1, y1, x2, y2), clipped to it."""
+    a, b, c, d = window
+    x1, y1, x2, y2 = (float(v) for v in box)
+    clip = lambda v, hi: min(max(v, 0.0), float(hi))  # noqa: E731
+    return clip(x1 - a, c - a), clip(y1 - b, d - b), clip(x2 - a, c - a), clip(y2 - b, d - b)
 
 
 def rows_by_image(table: pa.Table) -> dict[str, list[dict]]:

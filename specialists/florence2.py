@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from schemas.geometry import box_in_window, square_window
 from specialists.base import Batch, Resources, Specialist, WeightsError, weights_version
 from specialists.columns import region_table
 from specialists.florence2_parse import Generated, Item, location_tokens, parse_florence2
@@ -45,6 +46,12 @@ class Florence2Config:
     batch_size: int = 8
     region_kinds: tuple[str, ...] = ("object",)
     """Kinds of prompt regions that <REGION_TO_DESCRIPTION> describes."""
+    region_margin: float | None = None
+    """How <REGION_TO_DESCRIPTION> sees a box. None: its whole image, with the box's location
+    tokens (as released Florence-2 checkpoints are trained). A margin: a square crop around the
+    box (its longer side plus this share of it on each side, ``schemas.geometry.square_window``)
+    with the box's tokens in the crop, as FLD-5B's region captions are made; for a model trained
+    on such crops (the training recipe's ``crop_regions``)."""
 
     def __post_init__(self) -> None:
         unknown = [t for t in self.tasks if t not in TASKS]
@@ -52,6 +59,8 @@ class Florence2Config:
             raise ValueError(f"unknown Florence-2 task(s) {unknown or '(none given)'}; known: {', '.join(TASKS)}")
         if self.max_new_tokens < 1 or self.num_beams < 1 or self.batch_size < 1:
             raise ValueError("max_new_tokens, num_beams and batch_size must be >= 1")
+        if self.region_margin is not None and not 0.0 <= self.region_margin <= 4.0:
+            raise ValueError(f"region_margin must be None or within [0, 4], got {self.region_margin}")
 
 
 def tables_of(tasks: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -169,7 +178,8 @@ class Florence2Specialist(Specialist):
     # -- tasks ----------------------------------------------------------------------------
     def predict(self, batch: Batch) -> dict[str, pa.Table]:
         texts, regions, triplets = [], [], []
-        features = self.encode(batch.images)
+        crops_only = self.config.region_margin is not None and set(self.config.tasks) == {REGION_TO_DESCRIPTION}
+        features = None if crops_only else self.encode(batch.images)
         for task in self.config.tasks:
             if task in GRANULARITY or task in REGION_KIND:
                 results = self.generate(batch.images, [task] * len(batch), features)
@@ -237,8 +247,18 @@ class Florence2Specialist(Specialist):
 
     def _describe_regions(self, batch: Batch, features) -> pa.Table:
         pairs = list(self._pairs(batch, "regions"))
-        prompts = [REGION_TO_DESCRIPTION + location_tokens(row["box"], batch.sizes[row["image_id"]]) for _, row in pairs]
-        results = self.generate(batch.images, prompts, features, [k for k, _ in pairs])
+        margin = self.config.region_margin
+        if margin is None:
+            prompts = [REGION_TO_DESCRIPTION + location_tokens(row["box"], batch.sizes[row["image_id"]]) for _, row in pairs]
+            results = self.generate(batch.images, prompts, features, [k for k, _ in pairs])
+        else:  # each box on its own crop: the crops are the images
+            crops, prompts = [], []
+            for k, row in pairs:
+                window = square_window(row["box"], batch.sizes[row["image_id"]], margin)
+                crops.append(batch.images[k][window[1]:window[3], window[0]:window[2]])
+                prompts.append(REGION_TO_DESCRIPTION + location_tokens(box_in_window(row["box"], window),
+                                                                       (window[2] - window[0], window[3] - window[1])))
+            results = self.generate(crops, prompts)
         rows = []
         for (_, region), generated in zip(pairs, results):
             items = parse_florence2(generated, REGION_TO_DESCRIPTION, batch.sizes[region["image_id"]])

@@ -115,15 +115,18 @@ class Florence2Trainer(Trainer):
     def serve(self, manifest: dict, tasks: Sequence[str], device: str) -> list[Serving]:
         """Its own tasks in one specialist; grounding in a second one that grounds the round's
         descriptions (a round without any leaves it out); region captions in a third that
-        describes the object boxes the round's detectors kept."""
+        describes the object boxes the round's detectors kept, each on its crop when the model
+        was trained on crops."""
         own = sorted(t for t in tasks if t not in (GROUNDING, REGION_TO_DESCRIPTION))
         out = [Serving("florence2", {"checkpoint": manifest["weights"], "tasks": own, "max_new_tokens": 128,
                                      "batch_size": 16, "device": device})] if own else []
         if GROUNDING in tasks:
             out.append(Serving("florence2", {"checkpoint": manifest["weights"], "tasks": [GROUNDING], "max_new_tokens": 64,
                                              "batch_size": 16, "device": device}, key="florence2-grounder"))
-        if REGION_TO_DESCRIPTION in tasks:
+        if REGION_TO_DESCRIPTION in tasks:  # on crops when it learnt them on crops (the recipe's crop_regions)
+            margin = (manifest.get("config") or {}).get("crop_regions")
             out.append(Serving("florence2", {"checkpoint": manifest["weights"], "tasks": [REGION_TO_DESCRIPTION],
-                                             "max_new_tokens": 32, "batch_size": 32, "device": device},
+                                             "max_new_tokens": 32, "batch_size": 32, "device": device,
+                                             "region_margin": margin},
                                key="florence2-regions"))
         return out

@@ -18,6 +18,11 @@ Two pieces, both used only while training (the saved checkpoint is a plain Flore
   random crops (60-100% of each side, the image's aspect), with the boxes whose centre the crop
   holds, clipped to it (torchvision's ``RandomIoUCrop`` keeps boxes by the same rule). Objects
   move across the visual grid and change scale, so a box list cannot be learnt by heart.
+* **Region descriptions on crops** (``crop_regions``): each ``<REGION_TO_DESCRIPTION>`` example
+  on a square crop around its box (the box plus a margin, the box's tokens in the crop) instead of
+  the whole image, as FLD-5B's region captions are made and as ``Florence2Specialist`` then serves
+  the model (its ``region_margin``): at 224 px a whole image shrinks an object to a cell or two of
+  the visual grid, its crop fills the grid.
 """
 
 from __future__ import annotations
@@ -30,16 +35,21 @@ import numpy as np
 import torch
 from torch import nn
 
-from specialists.florence2_parse import decode_bin, quantize
+from schemas.geometry import box_in_window, square_window
+from specialists.florence2 import REGION_TO_DESCRIPTION
+from specialists.florence2_parse import decode_bin, location_tokens, quantize
 
 LOC_BINS = 1000
 MIRRORED = "#mirrored"
 """Suffix of the image id of an image's mirrored copy (training only)."""
 CROPPED = "#crop"
 """Suffix (with the crop's number) of the image id of an image's cropped copy (training only)."""
+REGION_CROP = "#region"
+"""Suffix (with the example's number) of the image id of a region description's crop (training only)."""
 CROP_SIDE = (0.6, 1.0)
 """The range of a crop's side as a share of the image's."""
 _REGION = re.compile(r"(.*?)<loc_(\d+)><loc_(\d+)><loc_(\d+)><loc_(\d+)>", re.S)
+_PROMPT_BOX = re.compile(re.escape(REGION_TO_DESCRIPTION) + r"<loc_(\d+)><loc_(\d+)><loc_(\d+)><loc_(\d+)>$")
 
 
 def mirrored_od_target(target: str) -> str:
@@ -98,6 +108,28 @@ def with_cropped_od(examples: list, images: dict[str, np.ndarray], crops: int, s
             extra.append(replace(e, image_id=image_id, target=target))
             cropped[image_id] = np.ascontiguousarray(image[y1:y1 + ch, x1:x1 + cw])
     return examples + extra, {**images, **cropped}
+
+
+def with_cropped_regions(examples: list, images: dict[str, np.ndarray], margin: float) -> tuple[list, dict[str, np.ndarray]]:
+    """``examples`` with each ``<REGION_TO_DESCRIPTION>`` example moved onto its crop (the box's
+    ``square_window`` with ``margin``; its tokens re-binned in the crop), and ``images`` plus those
+    crops. The box is read from the prompt's bins at their centres, as serving reads them."""
+    out, cropped = [], {}
+    for k, e in enumerate(examples):
+        found = _PROMPT_BOX.match(e.prompt) if e.task == REGION_TO_DESCRIPTION and e.image_id in images else None
+        if found is None:
+            out.append(e)
+            continue
+        image = images[e.image_id]
+        size = (image.shape[1], image.shape[0])
+        box = [decode_bin(int(b), size[i % 2]) for i, b in enumerate(found.groups())]
+        window = square_window(box, size, margin)
+        image_id = f"{e.image_id}{REGION_CROP}{k}"
+        cropped[image_id] = np.ascontiguousarray(image[window[1]:window[3], window[0]:window[2]])
+        prompt = REGION_TO_DESCRIPTION + location_tokens(box_in_window(box, window),
+                                                         (window[2] - window[0], window[3] - window[1]))
+        out.append(replace(e, image_id=image_id, prompt=prompt))
+    return out, {**images, **cropped}
 
 
 def sinusoidal_codes(positions: np.ndarray, dim: int) -> np.ndarray:

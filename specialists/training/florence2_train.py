@@ -51,6 +51,10 @@ class Florence2TrainConfig:
     crop_od: int = 0
     """Also train on each <OD> example on this many seeded random crops of its image
     (``florence2_recipe.with_cropped_od``; mirrored too with ``flip_od``)."""
+    crop_regions: float | None = None
+    """Train <REGION_TO_DESCRIPTION> on square crops of its boxes with this margin instead of on
+    whole images (``florence2_recipe.with_cropped_regions``); the trained model is then served on
+    crops with the same margin (``Florence2Config.region_margin``)."""
     task_weights: dict = field(default_factory=lambda: {"<OD>": 3.0})
     """Sampling weight per task (1.0 for tasks not named)."""
     max_target_tokens: int = 160
@@ -68,6 +72,8 @@ class Florence2TrainConfig:
             raise ValueError(f"log_every must be >= 1, got {self.log_every}")
         if not 0 <= self.crop_od <= 16:
             raise ValueError(f"crop_od must be within 0..16 crops per <OD> example, got {self.crop_od}")
+        if self.crop_regions is not None and not 0.0 <= self.crop_regions <= 4.0:
+            raise ValueError(f"crop_regions must be None or a margin within [0, 4], got {self.crop_regions}")
         if not (self.lr > 0 and (self.vision_lr is None or self.vision_lr > 0)):
             raise ValueError(f"learning rates must be > 0, got {self.lr} / {self.vision_lr}")
         if self.aux_weight < 0 or self.attention_weight < 0 or any(w < 0 for w in self.task_weights.values()):
@@ -204,7 +210,7 @@ def train_florence2(model, processor, examples: list[Example], images: dict[str,
     import torch
 
     from specialists.training.florence2_recipe import (DenseHead, dense_loss, init_location_embeddings, with_cropped_od,
-                                                       with_mirrored_od)
+                                                       with_cropped_regions, with_mirrored_od)
 
     if not examples:
         raise ValueError("no training examples: the round kept no annotations of any trained task")
@@ -213,6 +219,8 @@ def train_florence2(model, processor, examples: list[Example], images: dict[str,
         examples, images = with_cropped_od(examples, images, config.crop_od, config.seed)
     if config.flip_od:
         examples, images = with_mirrored_od(examples, images)
+    if config.crop_regions is not None:
+        examples, images = with_cropped_regions(examples, images, config.crop_regions)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)

@@ -97,6 +97,37 @@ def test_specialist_end_to_end(tiny_florence2, small_world):
         assert t["text"][t["span_start"]:t["span_end"]] == t["phrase"]
 
 
+def test_region_descriptions_on_crops_see_each_box_on_its_own_crop(tiny_florence2, small_world, monkeypatch):
+    """With a ``region_margin`` each prompt box is described on its square crop, with its tokens in
+    the crop; the rows keep the box in the image's pixels."""
+    from schemas.geometry import box_in_window, square_window
+    from specialists.florence2 import REGION_TO_DESCRIPTION
+
+    batch = gold_batch(small_world, 2)
+    specialist = Florence2Specialist(Florence2Config(str(tiny_florence2), tasks=(REGION_TO_DESCRIPTION,),
+                                                     max_new_tokens=12, batch_size=4, region_margin=0.2))
+    specialist.load()
+    calls = []
+    generate = specialist.generate
+    monkeypatch.setattr(specialist, "generate", lambda images, prompts, *rest: calls.append((images, prompts, rest))
+                        or generate(images, prompts, *rest))
+    out = specialist(batch)["regions"]
+    (images, prompts, rest), = calls
+    boxes = [r for r in batch.regions.to_pylist() if r["kind"] == "object"]
+    assert len(images) == len(prompts) == len(boxes) > 0 and rest == ()  # the crops are the images
+    for crop, prompt, region in zip(images, prompts, boxes):
+        k = batch.image_ids.index(region["image_id"])
+        window = square_window(region["box"], batch.sizes[region["image_id"]], 0.2)
+        assert np.array_equal(crop, batch.images[k][window[1]:window[3], window[0]:window[2]])
+        assert prompt == REGION_TO_DESCRIPTION + location_tokens(box_in_window(region["box"], window),
+                                                                 (window[2] - window[0], window[3] - window[1]))
+    assert out.num_rows > 0 and set(out.column("kind").to_pylist()) == {"region_caption"}
+    by_id = {r["region_id"]: r["box"] for r in boxes}
+    assert all(r["box"] == pytest.approx(by_id[r["region_id"].removesuffix("-f2cap")]) for r in out.to_pylist())
+    with pytest.raises(ValueError, match="region_margin"):
+        Florence2Config(str(tiny_florence2), region_margin=-1.0)
+
+
 def test_empty_batch(tiny_florence2):
     from specialists.base import Batch
 

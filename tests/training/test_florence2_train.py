@@ -174,3 +174,56 @@ def test_training_with_mirrored_od_resumes_its_own_state(setup, tmp_path):
     assert result.steps == 2 and result.tasks["<OD>"] == 2 * n_od
     model, processor = fresh_model(tokenizer)
     assert train_florence2(model, processor, examples, pixels, tmp_path, config, fresh=True).resumed_from == 2
+
+
+def test_region_descriptions_move_onto_the_crops_of_their_boxes(setup):
+    import numpy as np
+
+    from schemas.geometry import box_in_window, square_window
+    from specialists.florence2 import REGION_TO_DESCRIPTION
+    from specialists.florence2_parse import decode_bin, location_tokens
+    from specialists.training.florence2_recipe import REGION_CROP, with_cropped_regions
+
+    examples, pixels, _ = setup
+    moved, images = with_cropped_regions(examples, pixels, margin=0.2)
+    regions = [(e, m) for e, m in zip(examples, moved) if e.task == REGION_TO_DESCRIPTION]
+    assert regions and len(moved) == len(examples)
+    assert [m for e, m in zip(examples, moved) if e.task != REGION_TO_DESCRIPTION] == \
+        [e for e in examples if e.task != REGION_TO_DESCRIPTION]  # the other tasks untouched
+    for before, after in regions:
+        original = pixels[before.image_id]
+        h, w = original.shape[:2]
+        bins = [int(b) for b in before.prompt.removeprefix(REGION_TO_DESCRIPTION).strip("<loc_>").split("><loc_")]
+        box = [decode_bin(b, (w, h)[i % 2]) for i, b in enumerate(bins)]
+        window = square_window(box, (w, h), 0.2)
+        assert after.image_id == f"{before.image_id}{REGION_CROP}{examples.index(before)}"
+        assert np.array_equal(images[after.image_id], original[window[1]:window[3], window[0]:window[2]])
+        assert after.prompt == REGION_TO_DESCRIPTION + location_tokens(
+            box_in_window(box, window), (window[2] - window[0], window[3] - window[1]))
+        assert after.target == before.target and after.task == before.task
+    with pytest.raises(ValueError, match="crop_regions must be None or a margin"):
+        Florence2TrainConfig(crop_regions=-0.5)
+
+
+def test_training_with_cropped_regions_trains_on_the_crops(setup, tmp_path, monkeypatch):
+    import specialists.training.florence2_train as florence2_train
+    from specialists.florence2 import REGION_TO_DESCRIPTION
+    from specialists.training.florence2_recipe import REGION_CROP
+
+    seen = []
+
+    class Recorded(florence2_train.Batches):
+        def __init__(self, examples, images, *args):
+            seen.extend((e.task, e.image_id, images[e.image_id].shape) for e in examples)
+            super().__init__(examples, images, *args)
+
+    monkeypatch.setattr(florence2_train, "Batches", Recorded)
+    examples, pixels, tokenizer = setup
+    config = Florence2TrainConfig(steps=2, batch_size=2, save_every=1, warmup=1, crop_regions=0.2)
+    model, processor = fresh_model(tokenizer)
+    result = train_florence2(model, processor, examples, pixels, tmp_path, config, fresh=True)
+    regions = [(image_id, shape) for task, image_id, shape in seen if task == REGION_TO_DESCRIPTION]
+    assert len(regions) == result.tasks[REGION_TO_DESCRIPTION] > 0
+    assert all(REGION_CROP in image_id for image_id, _ in regions)
+    smaller = [shape[:2] < pixels[image_id.split(REGION_CROP)[0]].shape[:2] for image_id, shape in regions]
+    assert any(smaller)  # crops, not the whole images
