@@ -1,6 +1,7 @@
 """Region captions of a finished round's gold object boxes by a Florence-2, as a round serves them:
 on the whole image with the box's location tokens (``full``), or on square crops of each box
-(``cropM``: the box's longer side plus M of it on each side, ``Florence2Config.region_margin``);
+(``cropM``: the box's longer side plus M of it on each side, ``Florence2Config.region_margin``;
+``cropM@S``: fed at S pixels, its ``region_size``);
 and, for comparison, the crop's brief ``<CAPTION>`` (``capM``). Scored as a round's region
 captions are, with 95% intervals and the paired change from the first mode. FLD-5B's region
 captions are a captioner run on crops; a model trained with ``crop_regions`` is served on them.
@@ -33,14 +34,14 @@ from specialists.base import Batch  # noqa: E402
 from specialists.florence2 import REGION_TO_DESCRIPTION, Florence2Config, Florence2Specialist  # noqa: E402
 from specialists.florence2_parse import parse_florence2  # noqa: E402
 
-MODE = re.compile(r"^(full|crop|cap)([0-9.]*)$")
+MODE = re.compile(r"^(full|crop|cap)([0-9.]*)(?:@([0-9]+))?$")
 METRICS = ("region_caption_word_f1", "region_caption_object")
 
 
 def captions(checkpoint: str, mode: str, regions: pa.Table, images: dict[str, np.ndarray]) -> dict[str, str]:
     """Region id -> caption of each object region ``mode`` describes."""
-    kind, margin = MODE.match(mode).groups()
-    margin = float(margin or 0)
+    kind, margin, size = MODE.match(mode).groups()
+    margin, size = float(margin or 0), int(size) if size else None
     if kind == "cap":  # the crop's brief description
         f2 = Florence2Specialist(Florence2Config(checkpoint, tasks=("<CAPTION>",), batch_size=16))
         f2.load()
@@ -53,7 +54,8 @@ def captions(checkpoint: str, mode: str, regions: pa.Table, images: dict[str, np
         generated = f2.generate(crops, ["<CAPTION>"] * len(crops))
         return {r["region_id"]: items[0].text for r, g in zip(rows, generated) if (items := parse_florence2(g, "<CAPTION>", (1, 1)))}
     f2 = Florence2Specialist(Florence2Config(checkpoint, tasks=(REGION_TO_DESCRIPTION,), batch_size=16,
-                                             region_margin=None if kind == "full" else margin))
+                                             region_margin=None if kind == "full" else margin,
+                                             region_size=size if kind == "crop" else None))
     f2.load()
     ids = list(images)
     made = f2(Batch(ids, [images[i] for i in ids], regions=regions))["regions"]
@@ -69,7 +71,7 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=["full", "crop0", "crop0.2", "cap0.2"])
     args = parser.parse_args()
     if bad := [m for m in args.modes if not MODE.match(m)]:
-        raise SystemExit(f"unknown mode(s) {bad}: full, cropM or capM (M a margin, e.g. crop0.2)")
+        raise SystemExit(f"unknown mode(s) {bad}: full, cropM[@S] or capM (M a margin, S a side: crop0.2@112)")
     gold = Store(((args.world or args.data / "world") / "gold"))
     uris = dict(zip(*(gold.read("images").column(c).to_pylist() for c in ("image_id", "uri"))))
     regions = Store(args.data).read("regions")

@@ -5,8 +5,9 @@ from a world's seed-split truth, and save it: the region captioner that
     python bench/region_crops_finetune.py --world zoo-build/world --checkpoint zoo/florence2/checkpoint \
         --out /tmp/crops112 --steps 500 --margin 0.2 --size 112
 
-``--size`` feeds the whole model its images at that side (the crops' own size is not served apart
-from the whole images' yet), so the result is a region captioner only.
+``--size``: the side the crops are fed at (the recipe's ``region_size``; the other tasks keep the
+checkpoint's size). The checkpoint is served on crops as a round serves it:
+``region_captions_on_crops.py --modes crop0.2@112``.
 """
 
 from __future__ import annotations
@@ -29,14 +30,6 @@ from specialists.training.florence2_examples import build_examples  # noqa: E402
 from specialists.training.florence2_train import Florence2TrainConfig, train_florence2  # noqa: E402
 
 
-def resize_processor(processor, size: int, stride: int) -> None:
-    """Make ``processor`` feed ``size``-pixel squares and count their visual tokens (one per
-    ``stride`` x ``stride`` cell, plus Florence-2's pooled one), saved with the checkpoint."""
-    image = processor.image_processor
-    image.size = image.crop_size = {"height": size, "width": size}
-    processor.num_image_tokens = image.image_seq_length = (size // stride) ** 2 + 1
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--world", type=Path, required=True, help="A world folder (its truth's seed split is trained on).")
@@ -45,7 +38,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--margin", type=float, default=0.2)
-    parser.add_argument("--size", type=int, default=None, help="Image side fed to the model (default: the checkpoint's).")
+    parser.add_argument("--size", type=int, default=None, help="Side the crops are fed at (default: the checkpoint's).")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     guard = GoldGuard.from_stores(*(Store(args.world / s) for s in ("gold", "seed-gold") if (args.world / s).is_dir()))
@@ -56,19 +49,14 @@ def main() -> None:
         raise SystemExit(f"{args.world}: its seed split holds no region captions to train on")
     images = {i: data.pixels(i) for i in {e.image_id for e in examples}}
     model, processor = load_florence2(args.checkpoint)
-    if args.size:
-        stride = 1
-        for s in model.config.vision_config.patch_stride:
-            stride *= s
-        resize_processor(processor, args.size, stride)
     config = Florence2TrainConfig(steps=args.steps, batch_size=args.batch, lr=3e-4, crop_regions=args.margin,
-                                  save_every=max(25, args.steps // 8))
+                                  region_size=args.size, save_every=max(25, args.steps // 8))
     start = time.perf_counter()
     result = train_florence2(model, processor, examples, images, args.out / "state", config)
     save_checkpoint(model, processor, args.out / "checkpoint")
     report("region_crops_finetune", [{"examples": len(examples), "images": len(images), "steps": result.steps,
                                       "seconds": round(time.perf_counter() - start, 1),
-                                      "size": processor.image_processor.size["height"]}],
+                                      "size": args.size or processor.image_processor.size["height"]}],
            {"world": str(args.world), "from": args.checkpoint, "out": str(args.out / "checkpoint"), "margin": args.margin})
 
 

@@ -6,7 +6,9 @@ the generation's own token probabilities."""
 
 from __future__ import annotations
 
+import copy
 import logging
+import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -52,6 +54,10 @@ class Florence2Config:
     box (its longer side plus this share of it on each side, ``schemas.geometry.square_window``)
     with the box's tokens in the crop, as FLD-5B's region captions are made; for a model trained
     on such crops (the training recipe's ``crop_regions``)."""
+    region_size: int | None = None
+    """With a ``region_margin``: the side the crops are fed at (None: the checkpoint's image size).
+    The vision tower reads any multiple of its stride, and a crop needs fewer pixels than a whole
+    image (the recipe's ``region_size``)."""
 
     def __post_init__(self) -> None:
         unknown = [t for t in self.tasks if t not in TASKS]
@@ -61,6 +67,8 @@ class Florence2Config:
             raise ValueError("max_new_tokens, num_beams and batch_size must be >= 1")
         if self.region_margin is not None and not 0.0 <= self.region_margin <= 4.0:
             raise ValueError(f"region_margin must be None or within [0, 4], got {self.region_margin}")
+        if self.region_size is not None and (self.region_margin is None or not 16 <= self.region_size <= 1536):
+            raise ValueError(f"region_size needs a region_margin and must be within [16, 1536], got {self.region_size}")
 
 
 def tables_of(tasks: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -104,6 +112,21 @@ def load_florence2(checkpoint: str, device: str = "cpu"):
     return model, processor
 
 
+def resized(processor, side: int):
+    """A shallow copy of a Florence-2 ``processor`` that feeds ``side``-pixel squares and counts their
+    visual tokens (one per cell of the vision tower's stride, plus the pooled one, as at its own
+    size). The same weights read both: the tower is convolutional, its position table 50 x 50."""
+    base, tokens = processor.image_processor.size["height"], processor.num_image_tokens
+    stride = base // math.isqrt(tokens - 1)
+    if side % stride or side < stride:
+        raise ValueError(f"a Florence-2 image side must be a multiple of its vision stride {stride}, got {side}")
+    out = copy.copy(processor)
+    out.image_processor = copy.copy(processor.image_processor)
+    out.image_processor.size = out.image_processor.crop_size = {"height": side, "width": side}
+    out.num_image_tokens = (side // stride) ** 2 + 1
+    return out
+
+
 class Florence2Specialist(Specialist):
     name = "florence2"
     role = "captioner"
@@ -120,37 +143,40 @@ class Florence2Specialist(Specialist):
         self._version = weights_version(path) if path.exists() else self.config.checkpoint
 
     # -- generation ---------------------------------------------------------------------------
-    def encode(self, images: list[np.ndarray]):
+    def encode(self, images: list[np.ndarray], processor=None):
         """The vision tower's projected features of each image, in batches of ``batch_size``: run once
-        per image and shared by every task and every prompt (box, caption) of that image."""
+        per image and shared by every task and every prompt (box, caption) of that image.
+        ``processor``: one that feeds another size (:func:`resized`; default the checkpoint's)."""
         import torch
 
         if not images:
             return None
+        processor = processor or self.processor
         features = []
         for start in range(0, len(images), self.batch_size):
-            pixels = self.processor.image_processor(images[start : start + self.batch_size], return_tensors="pt")
+            pixels = processor.image_processor(images[start : start + self.batch_size], return_tensors="pt")
             with torch.no_grad():
                 features.append(self.model.get_image_features(pixels["pixel_values"].to(self.config.device)).pooler_output)
         return torch.cat(features)
 
     def generate(self, images: list[np.ndarray], prompts: list[str], features=None,
-                 of_image: list[int] | None = None) -> list[Generated]:
+                 of_image: list[int] | None = None, processor=None) -> list[Generated]:
         """One generation per prompt, in batches of ``batch_size``; prompt ``i`` reads image
         ``of_image[i]`` (default: image ``i``), whose vision features ``features`` holds when given
-        (from :meth:`encode`; computed here otherwise)."""
+        (from :meth:`encode` with the same ``processor``; computed here otherwise)."""
         import torch
         from transformers.modeling_outputs import BaseModelOutputWithPooling
 
+        processor = processor or self.processor
         of_image = list(range(len(prompts))) if of_image is None else of_image
-        features = self.encode(images) if features is None else features
+        features = self.encode(images, processor) if features is None else features
         out: list[Generated] = []
         tokenizer = self.processor.tokenizer
         specials = set(tokenizer.all_special_tokens)
         for start in range(0, len(prompts), self.batch_size):
             which = of_image[start : start + self.batch_size]
-            inputs = self.processor(images=[images[k] for k in which], text=prompts[start : start + self.batch_size],
-                                    return_tensors="pt", padding=True).to(self.config.device)
+            inputs = processor(images=[images[k] for k in which], text=prompts[start : start + self.batch_size],
+                               return_tensors="pt", padding=True).to(self.config.device)
             inputs.pop("pixel_values")
             seen = BaseModelOutputWithPooling(pooler_output=features[torch.as_tensor(which, device=features.device)])
             with torch.no_grad():
@@ -258,7 +284,8 @@ class Florence2Specialist(Specialist):
                 crops.append(batch.images[k][window[1]:window[3], window[0]:window[2]])
                 prompts.append(REGION_TO_DESCRIPTION + location_tokens(box_in_window(row["box"], window),
                                                                        (window[2] - window[0], window[3] - window[1])))
-            results = self.generate(crops, prompts)
+            size = self.config.region_size
+            results = self.generate(crops, prompts, processor=resized(self.processor, size) if size else None)
         rows = []
         for (_, region), generated in zip(pairs, results):
             items = parse_florence2(generated, REGION_TO_DESCRIPTION, batch.sizes[region["image_id"]])

@@ -124,9 +124,10 @@ class Florence2Trainer(Trainer):
             out.append(Serving("florence2", {"checkpoint": manifest["weights"], "tasks": [GROUNDING], "max_new_tokens": 64,
                                              "batch_size": 16, "device": device}, key="florence2-grounder"))
         if REGION_TO_DESCRIPTION in tasks:  # on crops when it learnt them on crops (the recipe's crop_regions)
-            margin = (manifest.get("config") or {}).get("crop_regions")
+            trained = manifest.get("config") or {}
             out.append(Serving("florence2", {"checkpoint": manifest["weights"], "tasks": [REGION_TO_DESCRIPTION],
                                              "max_new_tokens": 32, "batch_size": 32, "device": device,
-                                             "region_margin": margin},
+                                             "region_margin": trained.get("crop_regions"),
+                                             "region_size": trained.get("region_size")},
                                key="florence2-regions"))
         return out

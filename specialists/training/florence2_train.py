@@ -55,6 +55,10 @@ class Florence2TrainConfig:
     """Train <REGION_TO_DESCRIPTION> on square crops of its boxes with this margin instead of on
     whole images (``florence2_recipe.with_cropped_regions``); the trained model is then served on
     crops with the same margin (``Florence2Config.region_margin``)."""
+    region_size: int | None = None
+    """With ``crop_regions``: the side those crops are fed at (None: the processor's image size),
+    and then served at (``Florence2Config.region_size``). A crop needs fewer pixels than an image:
+    112 px trained 4x and served 2x faster than 224 on the 2 cores, at least as well."""
     task_weights: dict = field(default_factory=lambda: {"<OD>": 3.0})
     """Sampling weight per task (1.0 for tasks not named)."""
     max_target_tokens: int = 160
@@ -74,6 +78,8 @@ class Florence2TrainConfig:
             raise ValueError(f"crop_od must be within 0..16 crops per <OD> example, got {self.crop_od}")
         if self.crop_regions is not None and not 0.0 <= self.crop_regions <= 4.0:
             raise ValueError(f"crop_regions must be None or a margin within [0, 4], got {self.crop_regions}")
+        if self.region_size is not None and (self.crop_regions is None or not 16 <= self.region_size <= 1536):
+            raise ValueError(f"region_size needs crop_regions and must be within [16, 1536], got {self.region_size}")
         if not (self.lr > 0 and (self.vision_lr is None or self.vision_lr > 0)):
             raise ValueError(f"learning rates must be > 0, got {self.lr} / {self.vision_lr}")
         if self.aux_weight < 0 or self.attention_weight < 0 or any(w < 0 for w in self.task_weights.values()):
@@ -100,10 +106,14 @@ class TrainResult:
 
 
 class Batches:
-    """Tokenised examples grouped by task, with the pixel values of their images computed once."""
+    """Tokenised examples grouped by task, with the pixel values of their images computed once.
+    ``sides``: images fed at another side than the processor's (region crops), by image id."""
 
-    def __init__(self, examples: list[Example], images: dict[str, np.ndarray], processor, max_target_tokens: int):
+    def __init__(self, examples: list[Example], images: dict[str, np.ndarray], processor, max_target_tokens: int,
+                 sides: dict[str, int] | None = None):
         import torch
+
+        from specialists.florence2 import resized
 
         missing = sorted({e.image_id for e in examples} - set(images))
         if missing:
@@ -111,16 +121,26 @@ class Batches:
         self.processor = processor
         tokenizer = processor.tokenizer
         self.image_ids = sorted({e.image_id for e in examples})
-        index = {image_id: k for k, image_id in enumerate(self.image_ids)}
-        self.pixels = torch.cat([
-            processor.image_processor([images[i] for i in self.image_ids[s:s + 64]], return_tensors="pt")["pixel_values"]
-            for s in range(0, len(self.image_ids), 64)
-        ])
+        sides = sides or {}
+        base = processor.image_processor.size["height"]
+        self.side = [sides.get(i, base) for i in self.image_ids]
+        feeds = {side: processor if side == base else resized(processor, side) for side in set(self.side)}
+        self.pixels, index = {}, {}
+        for side, feed in feeds.items():
+            ids = [i for i, s in zip(self.image_ids, self.side) if s == side]
+            index.update({image_id: (side, row) for row, image_id in enumerate(ids)})
+            self.pixels[side] = torch.cat([
+                feed.image_processor([images[i] for i in ids[s:s + 64]], return_tensors="pt")["pixel_values"]
+                for s in range(0, len(ids), 64)
+            ])
+        self.rows = [index[i][1] for i in self.image_ids]
         prompts = processor._construct_prompts([e.prompt for e in examples])
-        head = processor.image_token * processor.num_image_tokens + tokenizer.bos_token
-        inputs = tokenizer([head + p + tokenizer.eos_token for p in prompts], add_special_tokens=False)["input_ids"]
+        heads = {side: processor.image_token * feed.num_image_tokens + tokenizer.bos_token for side, feed in feeds.items()}
+        inputs = tokenizer([heads[index[e.image_id][0]] + p + tokenizer.eos_token for e, p in zip(examples, prompts)],
+                           add_special_tokens=False)["input_ids"]
         targets = tokenizer([e.target for e in examples], truncation=True, max_length=max_target_tokens)["input_ids"]
-        self.items = [(index[e.image_id], i, t) for e, i, t in zip(examples, inputs, targets)]
+        images_of = {image_id: k for k, image_id in enumerate(self.image_ids)}
+        self.items = [(images_of[e.image_id], i, t) for e, i, t in zip(examples, inputs, targets)]
         self.grid = int(math.isqrt(processor.num_image_tokens - 1))
         loc_ids = tokenizer.convert_tokens_to_ids([f"<loc_{k}>" for k in range(1000)])
         self.loc_bin = {token_id: k for k, token_id in enumerate(loc_ids)}
@@ -130,6 +150,20 @@ class Batches:
         for k, e in enumerate(examples):
             self.by_task[e.task].append(k)
         self.pad = tokenizer.pad_token_id
+
+    def by_side(self, picks: list[int]) -> list[list[int]]:
+        """``picks`` grouped by the side of their images (first seen first): one forward pass each."""
+        groups: dict[int, list[int]] = {}
+        for k in picks:
+            groups.setdefault(self.side[self.items[k][0]], []).append(k)
+        return list(groups.values())
+
+    def pixel_values(self, image_rows: list[int]):
+        """The pixel values of a batch's images (one side)."""
+        import torch
+
+        side = self.side[image_rows[0]]
+        return self.pixels[side][torch.as_tensor([self.rows[k] for k in image_rows])]
 
     def _looks(self, target: list[int]) -> tuple[np.ndarray, np.ndarray]:
         """Where each target token should look: its object's index (-1: none), and each object's
@@ -219,15 +253,21 @@ def train_florence2(model, processor, examples: list[Example], images: dict[str,
         examples, images = with_cropped_od(examples, images, config.crop_od, config.seed)
     if config.flip_od:
         examples, images = with_mirrored_od(examples, images)
+    sides, crops = {}, set()
     if config.crop_regions is not None:
-        examples, images = with_cropped_regions(examples, images, config.crop_regions)
+        examples, with_crops = with_cropped_regions(examples, images, config.crop_regions)
+        crops = set(with_crops) - set(images)
+        sides = dict.fromkeys(crops, config.region_size) if config.region_size else {}
+        images = with_crops
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
-    batches = Batches(examples, images, processor, config.max_target_tokens)
+    batches = Batches(examples, images, processor, config.max_target_tokens, sides)
     grid = int(math.isqrt(processor.num_image_tokens - 1))
     categories, dense_classes, dense_boxes = dense_data(examples, batches, grid)
+    dense_known = torch.tensor([i not in crops for i in batches.image_ids])
+    """The dense head learns whole images' boxes; a region's crop has no <OD> example to learn from."""
     loc_ids = torch.tensor(processor.tokenizer.convert_tokens_to_ids([f"<loc_{k}>" for k in range(1000)]))
     head = (DenseHead(model.config.text_config.d_model, len(categories),
                       lambda: model.get_input_embeddings().weight[loc_ids.to(config.device)])
@@ -265,53 +305,65 @@ def train_florence2(model, processor, examples: list[Example], images: dict[str,
     weights = [config.task_weights.get(t, 1.0) * 1.0 for t in tasks]
     started, curve, step = time.monotonic(), [], start
     dense_classes_t, dense_boxes_t = torch.from_numpy(dense_classes), torch.from_numpy(dense_boxes)
+
+    def batch_loss(picks: list[int]):
+        """The loss of examples whose images share a side, and its decoder part."""
+        image_rows, input_ids, attention, labels = batches.collate(picks)
+        pixels = batches.pixel_values(image_rows).to(config.device)
+        known = dense_known[image_rows]
+        look = config.attention_weight > 0 and any(batches.looks[k] is not None for k in picks)
+        output = model(input_ids=input_ids.to(config.device), attention_mask=attention.to(config.device),
+                       pixel_values=pixels, labels=labels.to(config.device), output_attentions=look)
+        loss = output.loss
+        if look:
+            where, valid = batches.look_targets(picks, labels.shape[1])
+            attended = output.cross_attentions[-1].mean(1)[:, :, 1:1 + where.shape[-1]]
+            mass = (attended * where.to(config.device)).sum(-1)
+            valid = valid.to(config.device)
+            loss = loss + config.attention_weight * -(torch.log(mass + 1e-6) * valid).sum() / valid.sum()
+        if head is not None and known.any():
+            tokens = captured["v"][known.to(config.device), 1:, :]
+            loss = loss + config.aux_weight * dense_loss(head, tokens, dense_classes_t[image_rows][known].to(config.device),
+                                                         dense_boxes_t[image_rows][known].to(config.device))
+        return loss, output.loss
+
     try:
         for step in range(start, config.steps):
             factor = min(1.0, (step + 1) / config.warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / config.steps)))
             for group, lr in zip(optimizer.param_groups, base_lrs):
                 group["lr"] = lr * factor
             picks = [rng.choice(batches.by_task[rng.choices(tasks, weights)[0]]) for _ in range(config.batch_size)]
-            image_rows, input_ids, attention, labels = batches.collate(picks)
-            pixels = batches.pixels[image_rows].to(config.device)
             if step < config.vision_steps and head is not None:
-                tokens = model.model.get_image_features(pixels).pooler_output[:, 1:, :]
-                loss = dense_loss(head, tokens, dense_classes_t[image_rows].to(config.device),
-                                  dense_boxes_t[image_rows].to(config.device))
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                rows = [r for r in (batches.items[k][0] for k in picks) if dense_known[r]]
+                if rows:
+                    tokens = model.model.get_image_features(batches.pixel_values(rows).to(config.device)).pooler_output[:, 1:, :]
+                    loss = dense_loss(head, tokens, dense_classes_t[rows].to(config.device), dense_boxes_t[rows].to(config.device))
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
                 if progress:
                     progress(step + 1, config.steps)
                 continue
-            look = config.attention_weight > 0 and any(batches.looks[k] is not None for k in picks)
-            output = model(input_ids=input_ids.to(config.device), attention_mask=attention.to(config.device),
-                           pixel_values=pixels, labels=labels.to(config.device), output_attentions=look)
-            loss = output.loss
-            if look:
-                where, valid = batches.look_targets(picks, labels.shape[1])
-                attended = output.cross_attentions[-1].mean(1)[:, :, 1:1 + where.shape[-1]]
-                mass = (attended * where.to(config.device)).sum(-1)
-                valid = valid.to(config.device)
-                loss = loss + config.attention_weight * -(torch.log(mass + 1e-6) * valid).sum() / valid.sum()
-            if head is not None:
-                tokens = captured["v"][:, 1:, :]
-                loss = loss + config.aux_weight * dense_loss(head, tokens, dense_classes_t[image_rows].to(config.device),
-                                                             dense_boxes_t[image_rows].to(config.device))
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss = decoder_loss = 0.0
+            for side_picks in batches.by_side(picks):  # one forward pass per image side; gradients add up
+                share = len(side_picks) / len(picks)
+                group_loss, group_decoder = batch_loss(side_picks)
+                (group_loss * share).backward()
+                loss, decoder_loss = loss + float(group_loss.detach()) * share, decoder_loss + float(group_decoder.detach()) * share
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             done = step + 1
             if progress:
                 progress(done, config.steps)
             if done % config.log_every == 0:
-                log.info("Florence-2 step %d/%d: loss %.4f (%.1f min)", done, config.steps, float(loss.detach()),
+                log.info("Florence-2 step %d/%d: loss %.4f (%.1f min)", done, config.steps, loss,
                          (time.monotonic() - started) / 60)
             if done % config.save_every == 0 or done == config.steps:
                 _save_state(state_path, model, head, optimizer, done, rng, config, n_given)
             if evaluate and eval_every and (done % eval_every == 0 or done == config.steps):
                 model.eval()
-                curve.append({"step": done, "minutes": (time.monotonic() - started) / 60, "loss": float(output.loss.detach()),
+                curve.append({"step": done, "minutes": (time.monotonic() - started) / 60, "loss": decoder_loss,
                               **evaluate(model, done, (time.monotonic() - started) / 60)})
                 model.train()
             if config.max_minutes and time.monotonic() - started > config.max_minutes * 60:

@@ -97,24 +97,31 @@ def test_specialist_end_to_end(tiny_florence2, small_world):
         assert t["text"][t["span_start"]:t["span_end"]] == t["phrase"]
 
 
-def test_region_descriptions_on_crops_see_each_box_on_its_own_crop(tiny_florence2, small_world, monkeypatch):
+@pytest.mark.parametrize("size", [None, 128])
+def test_region_descriptions_on_crops_see_each_box_on_its_own_crop(tiny_florence2, small_world, monkeypatch, size):
     """With a ``region_margin`` each prompt box is described on its square crop, with its tokens in
-    the crop; the rows keep the box in the image's pixels."""
+    the crop, fed at ``region_size`` when given; the rows keep the box in the image's pixels."""
     from schemas.geometry import box_in_window, square_window
     from specialists.florence2 import REGION_TO_DESCRIPTION
 
     batch = gold_batch(small_world, 2)
     specialist = Florence2Specialist(Florence2Config(str(tiny_florence2), tasks=(REGION_TO_DESCRIPTION,),
-                                                     max_new_tokens=12, batch_size=4, region_margin=0.2))
+                                                     max_new_tokens=12, batch_size=4, region_margin=0.2,
+                                                     region_size=size))
     specialist.load()
     calls = []
     generate = specialist.generate
-    monkeypatch.setattr(specialist, "generate", lambda images, prompts, *rest: calls.append((images, prompts, rest))
-                        or generate(images, prompts, *rest))
+    monkeypatch.setattr(specialist, "generate", lambda images, prompts, *rest, **kw: calls.append((images, prompts, rest, kw))
+                        or generate(images, prompts, *rest, **kw))
+    encoded = []
+    encode = specialist.encode
+    monkeypatch.setattr(specialist, "encode", lambda images, processor=None: encoded.append(
+        (processor or specialist.processor).image_processor.size["height"]) or encode(images, processor))
     out = specialist(batch)["regions"]
-    (images, prompts, rest), = calls
+    (images, prompts, rest, kw), = calls
     boxes = [r for r in batch.regions.to_pylist() if r["kind"] == "object"]
     assert len(images) == len(prompts) == len(boxes) > 0 and rest == ()  # the crops are the images
+    assert encoded == [size or specialist.processor.image_processor.size["height"]]  # crops only, at their size
     for crop, prompt, region in zip(images, prompts, boxes):
         k = batch.image_ids.index(region["image_id"])
         window = square_window(region["box"], batch.sizes[region["image_id"]], 0.2)
@@ -126,6 +133,22 @@ def test_region_descriptions_on_crops_see_each_box_on_its_own_crop(tiny_florence
     assert all(r["box"] == pytest.approx(by_id[r["region_id"].removesuffix("-f2cap")]) for r in out.to_pylist())
     with pytest.raises(ValueError, match="region_margin"):
         Florence2Config(str(tiny_florence2), region_margin=-1.0)
+    with pytest.raises(ValueError, match="region_size needs a region_margin"):
+        Florence2Config(str(tiny_florence2), region_size=112)
+
+
+def test_a_resized_processor_counts_the_visual_tokens_of_its_size(tiny_florence2):
+    from specialists.florence2 import resized
+
+    model, processor = load_florence2(str(tiny_florence2))
+    small = resized(processor, 128)
+    image = np.zeros((40, 60, 3), np.uint8)
+    assert small.image_processor([image], return_tensors="pt")["pixel_values"].shape[-2:] == (128, 128)
+    features = model.get_image_features(small.image_processor([image], return_tensors="pt")["pixel_values"]).pooler_output
+    assert features.shape[1] == small.num_image_tokens != processor.num_image_tokens
+    assert processor.image_processor.size["height"] == 224  # the original is untouched
+    with pytest.raises(ValueError, match="multiple of its vision stride"):
+        resized(processor, 100)
 
 
 def test_empty_batch(tiny_florence2):

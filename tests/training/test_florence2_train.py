@@ -205,25 +205,35 @@ def test_region_descriptions_move_onto_the_crops_of_their_boxes(setup):
         Florence2TrainConfig(crop_regions=-0.5)
 
 
-def test_training_with_cropped_regions_trains_on_the_crops(setup, tmp_path, monkeypatch):
+@pytest.mark.parametrize("size", [None, 128])
+def test_training_with_cropped_regions_trains_on_the_crops(setup, tmp_path, monkeypatch, size):
+    """Region descriptions train on their crops, fed at ``region_size`` when given, beside whole
+    images at the processor's size (the dense head learns from the whole images only)."""
     import specialists.training.florence2_train as florence2_train
     from specialists.florence2 import REGION_TO_DESCRIPTION
     from specialists.training.florence2_recipe import REGION_CROP
 
-    seen = []
+    made = []
 
     class Recorded(florence2_train.Batches):
-        def __init__(self, examples, images, *args):
-            seen.extend((e.task, e.image_id, images[e.image_id].shape) for e in examples)
-            super().__init__(examples, images, *args)
+        def __init__(self, *args):
+            super().__init__(*args)
+            made.append(self)
 
     monkeypatch.setattr(florence2_train, "Batches", Recorded)
     examples, pixels, tokenizer = setup
-    config = Florence2TrainConfig(steps=2, batch_size=2, save_every=1, warmup=1, crop_regions=0.2)
+    config = Florence2TrainConfig(steps=6, batch_size=2, save_every=3, warmup=1, crop_regions=0.2, region_size=size,
+                                  task_weights={REGION_TO_DESCRIPTION: 1.0, "<OD>": 1.0})
     model, processor = fresh_model(tokenizer)
     result = train_florence2(model, processor, examples, pixels, tmp_path, config, fresh=True)
-    regions = [(image_id, shape) for task, image_id, shape in seen if task == REGION_TO_DESCRIPTION]
+    (batches,) = made
+    regions = batches.by_task[REGION_TO_DESCRIPTION]
     assert len(regions) == result.tasks[REGION_TO_DESCRIPTION] > 0
-    assert all(REGION_CROP in image_id for image_id, _ in regions)
-    smaller = [shape[:2] < pixels[image_id.split(REGION_CROP)[0]].shape[:2] for image_id, shape in regions]
-    assert any(smaller)  # crops, not the whole images
+    crops = {batches.items[k][0] for k in regions}
+    assert all(REGION_CROP in batches.image_ids[c] for c in crops)
+    assert {batches.side[c] for c in crops} == {size or 224}
+    assert batches.pixel_values(sorted(crops)[:2]).shape[-1] == (size or 224)
+    od = {batches.items[k][0] for k in batches.by_task["<OD>"]}
+    assert {batches.side[c] for c in od} == {224} and batches.pixel_values(sorted(od)[:2]).shape[-1] == 224
+    with pytest.raises(ValueError, match="region_size needs crop_regions"):
+        Florence2TrainConfig(region_size=112)

@@ -130,13 +130,15 @@ def test_an_interrupted_yolo_training_resumes_where_it_stopped(seed, tmp_path, m
     assert train_yolo(data, tmp_path / "out", config).is_file()
 
 
-@pytest.mark.parametrize("config, margin", [({"crop_regions": 0.3}, 0.3), ({"crop_regions": None}, None), ({}, None),
-                                            (None, None)])
-def test_florence2_describes_regions_on_crops_only_when_it_learnt_them_on_crops(config, margin):
+@pytest.mark.parametrize("config, margin, size", [({"crop_regions": 0.3}, 0.3, None), ({"crop_regions": None}, None, None),
+                                                  ({}, None, None), (None, None, None),
+                                                  ({"crop_regions": 0.2, "region_size": 112}, 0.2, 112)])
+def test_florence2_describes_regions_on_crops_only_when_it_learnt_them_on_crops(config, margin, size):
     from specialists.training.registry import trainer_for
 
     manifest = {"weights": "ckpt", **({"config": config} if config is not None else {})}
     servings = trainer_for("florence2").serve(manifest, ["<CAPTION>", "<REGION_TO_DESCRIPTION>"], "cpu")
     regions = [s for s in servings if s.options["tasks"] == ["<REGION_TO_DESCRIPTION>"]]
     assert len(regions) == 1 and regions[0].options["region_margin"] == margin
+    assert regions[0].options["region_size"] == size
     assert all("region_margin" not in s.options for s in servings if s is not regions[0])
