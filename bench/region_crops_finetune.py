@@ -26,6 +26,7 @@ from engine.evaluation.gold import GoldGuard  # noqa: E402
 from engine.loop.training_set import load_training_set  # noqa: E402
 from specialists.florence2 import REGION_TO_DESCRIPTION, load_florence2  # noqa: E402
 from specialists.florence2_build import save_checkpoint  # noqa: E402
+from specialists.training.florence2 import ALL  # noqa: E402
 from specialists.training.florence2_examples import build_examples  # noqa: E402
 from specialists.training.florence2_train import Florence2TrainConfig, train_florence2  # noqa: E402
 
@@ -39,18 +40,21 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--margin", type=float, default=0.2)
     parser.add_argument("--size", type=int, default=None, help="Side the crops are fed at (default: the checkpoint's).")
+    parser.add_argument("--all-tasks", action="store_true",
+                        help="Train every Florence-2 task beside the crops (as a zoo rebuild would), not region captions alone.")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     guard = GoldGuard.from_stores(*(Store(args.world / s) for s in ("gold", "seed-gold") if (args.world / s).is_dir()))
     data = load_training_set(Store(args.world / "truth"), 0, ("seed",), guard)
     examples = build_examples(data.tables["texts"], data.tables["regions"], data.tables["triplets"], data.sizes,
-                              (REGION_TO_DESCRIPTION,))
+                              ALL if args.all_tasks else (REGION_TO_DESCRIPTION,))
     if not examples:
         raise SystemExit(f"{args.world}: its seed split holds no region captions to train on")
     images = {i: data.pixels(i) for i in {e.image_id for e in examples}}
     model, processor = load_florence2(args.checkpoint)
     config = Florence2TrainConfig(steps=args.steps, batch_size=args.batch, lr=3e-4, crop_regions=args.margin,
-                                  region_size=args.size, save_every=max(25, args.steps // 8))
+                                  region_size=args.size, save_every=max(25, args.steps // 8),
+                                  task_weights={"<OD>": 3.0, REGION_TO_DESCRIPTION: 3.0})
     start = time.perf_counter()
     result = train_florence2(model, processor, examples, images, args.out / "state", config)
     save_checkpoint(model, processor, args.out / "checkpoint")
