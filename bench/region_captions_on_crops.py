@@ -29,9 +29,8 @@ from engine.dataset.sources import load_rgb  # noqa: E402
 from engine.dataset.store import Store  # noqa: E402
 from engine.evaluation.evaluate import Evaluator  # noqa: E402
 from engine.evaluation.noise import change_interval, interval  # noqa: E402
-from schemas.geometry import square_window  # noqa: E402
 from specialists.base import Batch  # noqa: E402
-from specialists.florence2 import REGION_TO_DESCRIPTION, Florence2Config, Florence2Specialist  # noqa: E402
+from specialists.florence2 import REGION_TO_DESCRIPTION, Florence2Config, Florence2Specialist, region_crop  # noqa: E402
 from specialists.florence2_parse import parse_florence2  # noqa: E402
 
 MODE = re.compile(r"^(full|crop|cap)([0-9.]*)(?:@([0-9]+))?$")
@@ -46,11 +45,7 @@ def captions(checkpoint: str, mode: str, regions: pa.Table, images: dict[str, np
         f2 = Florence2Specialist(Florence2Config(checkpoint, tasks=("<CAPTION>",), batch_size=16))
         f2.load()
         rows = regions.select(["region_id", "image_id", "box"]).to_pylist()
-        crops = []
-        for r in rows:
-            image = images[r["image_id"]]
-            x1, y1, x2, y2 = square_window(r["box"], (image.shape[1], image.shape[0]), margin)
-            crops.append(image[y1:y2, x1:x2])
+        crops = [region_crop(images[r["image_id"]], r["box"], margin)[0] for r in rows]
         generated = f2.generate(crops, ["<CAPTION>"] * len(crops))
         return {r["region_id"]: items[0].text for r, g in zip(rows, generated) if (items := parse_florence2(g, "<CAPTION>", (1, 1)))}
     f2 = Florence2Specialist(Florence2Config(checkpoint, tasks=(REGION_TO_DESCRIPTION,), batch_size=16,

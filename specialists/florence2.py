@@ -112,6 +112,14 @@ def load_florence2(checkpoint: str, device: str = "cpu"):
     return model, processor
 
 
+def region_crop(image: np.ndarray, box, margin: float) -> tuple[np.ndarray, str]:
+    """The crop a box is described on (its ``square_window`` with ``margin``) and the
+    <REGION_TO_DESCRIPTION> prompt with the box's tokens in it: one for training and serving."""
+    h, w = image.shape[:2]
+    x1, y1, x2, y2 = window = square_window(box, (w, h), margin)
+    return image[y1:y2, x1:x2], REGION_TO_DESCRIPTION + location_tokens(box_in_window(box, window), (x2 - x1, y2 - y1))
+
+
 def resized(processor, side: int):
     """A shallow copy of a Florence-2 ``processor`` that feeds ``side``-pixel squares and counts their
     visual tokens (one per cell of the vision tower's stride, plus the pooled one, as at its own
@@ -278,14 +286,10 @@ class Florence2Specialist(Specialist):
             prompts = [REGION_TO_DESCRIPTION + location_tokens(row["box"], batch.sizes[row["image_id"]]) for _, row in pairs]
             results = self.generate(batch.images, prompts, features, [k for k, _ in pairs])
         else:  # each box on its own crop: the crops are the images
-            crops, prompts = [], []
-            for k, row in pairs:
-                window = square_window(row["box"], batch.sizes[row["image_id"]], margin)
-                crops.append(batch.images[k][window[1]:window[3], window[0]:window[2]])
-                prompts.append(REGION_TO_DESCRIPTION + location_tokens(box_in_window(row["box"], window),
-                                                                       (window[2] - window[0], window[3] - window[1])))
+            made = [region_crop(batch.images[k], row["box"], margin) for k, row in pairs]
             size = self.config.region_size
-            results = self.generate(crops, prompts, processor=resized(self.processor, size) if size else None)
+            results = self.generate([crop for crop, _ in made], [prompt for _, prompt in made],
+                                    processor=resized(self.processor, size) if size else None)
         rows = []
         for (_, region), generated in zip(pairs, results):
             items = parse_florence2(generated, REGION_TO_DESCRIPTION, batch.sizes[region["image_id"]])

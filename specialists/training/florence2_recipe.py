@@ -35,9 +35,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from schemas.geometry import box_in_window, square_window
-from specialists.florence2 import REGION_TO_DESCRIPTION
-from specialists.florence2_parse import decode_bin, location_tokens, quantize
+from specialists.florence2 import REGION_TO_DESCRIPTION, region_crop
+from specialists.florence2_parse import decode_bin, quantize
 
 LOC_BINS = 1000
 MIRRORED = "#mirrored"
@@ -112,8 +111,8 @@ def with_cropped_od(examples: list, images: dict[str, np.ndarray], crops: int, s
 
 def with_cropped_regions(examples: list, images: dict[str, np.ndarray], margin: float) -> tuple[list, dict[str, np.ndarray]]:
     """``examples`` with each ``<REGION_TO_DESCRIPTION>`` example moved onto its crop (the box's
-    ``square_window`` with ``margin``; its tokens re-binned in the crop), and ``images`` plus those
-    crops. The box is read from the prompt's bins at their centres, as serving reads them."""
+    ``square_window`` with ``margin``; its tokens re-binned in the crop: ``region_crop``, as served),
+    and ``images`` plus those crops. The box is read from the prompt's bins at their centres."""
     out, cropped = [], {}
     for k, e in enumerate(examples):
         found = _PROMPT_BOX.match(e.prompt) if e.task == REGION_TO_DESCRIPTION and e.image_id in images else None
@@ -123,11 +122,9 @@ def with_cropped_regions(examples: list, images: dict[str, np.ndarray], margin: 
         image = images[e.image_id]
         size = (image.shape[1], image.shape[0])
         box = [decode_bin(int(b), size[i % 2]) for i, b in enumerate(found.groups())]
-        window = square_window(box, size, margin)
+        crop, prompt = region_crop(image, box, margin)
         image_id = f"{e.image_id}{REGION_CROP}{k}"
-        cropped[image_id] = np.ascontiguousarray(image[window[1]:window[3], window[0]:window[2]])
-        prompt = REGION_TO_DESCRIPTION + location_tokens(box_in_window(box, window),
-                                                         (window[2] - window[0], window[3] - window[1]))
+        cropped[image_id] = np.ascontiguousarray(crop)
         out.append(replace(e, image_id=image_id, prompt=prompt))
     return out, {**images, **cropped}
 
