@@ -39,18 +39,26 @@ def zoo_build(
                                              "(on a machine with torch and transformers only). The same "
                                              "command without it, where the whole engine is installed, "
                                              "measures and publishes what WORK holds.")] = False,
+    fine_tune: Annotated[bool, typer.Option("--fine-tune", help="Fine-tune the published models with the zoo "
+                                            "profile's fine-tuning budget (Florence-2: region captions on crops) "
+                                            "and publish them in their place; each card keeps the model it "
+                                            "started from as a stage.")] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Train the zoo's models with the zoo profile (a long budget: hours on 2 CPU cores, minutes
     on a GPU) on their own world, a sample of the seed domain every profile's world shares, and
     publish each with its card (command, code commit, world, wall time, machine, gold metrics,
     file hashes)."""
-    from engine.loop.zoo import build
+    from engine.loop.zoo import build, fine_tune as fine_tune_zoo
 
+    if fine_tune and (steps is not None or train_only):
+        raise fail("--fine-tune takes its budget from the zoo profile: leave out --steps and --train-only")
+    step = lambda what: err_console().print(f"[bold]{what}[/bold] ...")  # noqa: E731
     try:
-        cards = build(work, zoo, tuple(only or ()), device,
-                      step=lambda what: err_console().print(f"[bold]{what}[/bold] ..."), steps=steps,
-                      train_only=train_only)
+        if fine_tune:
+            cards = fine_tune_zoo(work, zoo, tuple(only or ()), device, step=step)
+        else:
+            cards = build(work, zoo, tuple(only or ()), device, step=step, steps=steps, train_only=train_only)
     except USER_ERRORS as err:
         raise fail(str(err)) from None
     if train_only:

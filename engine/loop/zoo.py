@@ -21,7 +21,7 @@ import os
 import shutil
 import subprocess
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields, is_dataclass, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 
 from engine.dataset.store import Store
@@ -81,9 +81,17 @@ class Card:
     """The trainer's manifest facts; ``weights`` relative to the card's folder."""
     files: dict[str, str]
     """Each file of the weights (relative path) and its SHA-256."""
+    stages: list[dict] = field(default_factory=list)
+    """A fine-tuned model's earlier trainings, first first (``fld zoo build --fine-tune``): each the
+    card of the model it started from, but its gold and facts (command, code commit, budget,
+    training, training key, files). ``command`` rebuilds them all."""
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def stage(self) -> dict:
+        """This card as a later fine-tuning's earlier stage."""
+        return {k: v for k, v in self.to_dict().items() if k not in ("gold", "facts", "stages", "world", "name")}
 
     @classmethod
     def read(cls, path: Path) -> Card:
@@ -92,14 +100,17 @@ class Card:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
             raise ZooError(f"{path}: not a readable zoo card ({err})") from None
         names = {f.name for f in fields(cls)}
-        if not isinstance(values, dict) or names - set(values):
-            missing = sorted(names - set(values)) if isinstance(values, dict) else sorted(names)
+        required = {f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING}
+        if not isinstance(values, dict) or required - set(values):
+            missing = sorted(required - set(values)) if isinstance(values, dict) else sorted(required)
             raise ZooError(f"{path}: not a zoo card (missing {', '.join(missing)})")
         wrong = [k for k in ("world", "budget", "training", "gold", "facts", "files") if not isinstance(values[k], dict)]
         wrong += [k for k in ("name", "command", "trainer_version", "training_key") if not isinstance(values[k], str)]
+        if not (isinstance(values.get("stages", []), list) and all(isinstance(s, dict) for s in values.get("stages", []))):
+            wrong.append("stages")
         if wrong or not all(isinstance(k, str) and isinstance(v, str) for k, v in values["files"].items()):
             raise ZooError(f"{path}: not a zoo card (wrong type of {', '.join(wrong) or 'files'})")
-        return cls(**{k: values[k] for k in names})
+        return cls(**{k: values[k] for k in names if k in values})
 
 
 def sha256(path: Path) -> str:
@@ -127,9 +138,11 @@ def _commit() -> str | None:
     return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
-def publish(trained: Trained, world: World, zoo: Path, budget: object, device: str, steps: int | None = None) -> Card:
+def publish(trained: Trained, world: World, zoo: Path, budget: object, device: str, steps: int | None = None,
+            command: str | None = None, stages: list[dict] | None = None) -> Card:
     """Copy a trained model's weights into ``zoo/<name>/`` with its card (replacing what was there
-    only once the new folder is complete)."""
+    only once the new folder is complete). ``command`` (default: ``fld zoo build`` with ``device``
+    and ``steps``) and ``stages`` are a fine-tuning's (``fine_tune``)."""
     zoo.mkdir(parents=True, exist_ok=True)
     recover(zoo)
     name = trained.name
@@ -150,12 +163,13 @@ def publish(trained: Trained, world: World, zoo: Path, budget: object, device: s
                 **{k: trained.manifest[k] for k in ("steps", "train_seconds") if k in trained.manifest}}
     if "config" in trained.manifest and "epochs" in trained.manifest["config"]:
         training["epochs"] = trained.manifest["config"]["epochs"]
-    card = Card(name=name, command=rebuild_command(name, device, steps), code_commit=_commit(),
+    card = Card(name=name, command=command or rebuild_command(name, device, steps), code_commit=_commit(),
                 world={"config": world.config.to_dict(), "domain": domain_fingerprint(world.config),
                        "world_version": WORLD_VERSION, "world": world.version},
                 trainer_version=TRAINER_VERSION, training_key=trained.manifest["key"],
                 budget=asdict(budget) if is_dataclass(budget) else dict(budget),
-                training=training, gold=trained.manifest.get("measured", {}), facts=facts, files=files)
+                training=training, gold=trained.manifest.get("measured", {}), facts=facts, files=files,
+                stages=list(stages or []))
     (staging / CARD).write_text(json.dumps(card.to_dict(), indent=2, default=str) + "\n")
     (staging / "CARD.md").write_text(card_markdown(card))
     final = zoo / name
@@ -191,11 +205,13 @@ def card_markdown(card: Card) -> str:
              f"world `{card.world['world']}`); trained on its seed split. Training key (a fingerprint of "
              f"the training images' content ids, their annotation counts, the settings and the gold split): "
              f"`{card.training_key}`.", "",
-             f"Budget: `{json.dumps(card.budget, default=str)}`.", "",
-             f"Training: {card.training.get('seconds')} s wall on {card.training['machine']['device']} "
-             f"({card.training['machine']['cpu']}, {card.training['machine']['cores']} cores"
-             f"{', ' + card.training['machine']['gpu'] if card.training['machine'].get('gpu') else ''})"
-             + "".join(f", {k} {card.training[k]}" for k in ("epochs", "steps") if k in card.training) + ".", "",
+             *(line for i, stage in enumerate(card.stages, 1) for line in (
+                 f"Stage {i} (the model this one was fine-tuned from; `{stage.get('command')}`, code "
+                 f"{stage.get('code_commit') or 'unknown'}, training key `{stage.get('training_key')}`): budget "
+                 f"`{json.dumps(stage.get('budget'), default=str)}`; {_training_text(stage.get('training') or {})}; "
+                 f"files {', '.join(f'{f} `{h[:16]}`' for f, h in sorted((stage.get('files') or {}).items()))}.", "")),
+             f"{'Last stage: b' if card.stages else 'B'}udget: `{json.dumps(card.budget, default=str)}`.", "",
+             f"Training: {_training_text(card.training)}.", "",
              "| split | metric | value | 95% low | 95% high | images |", "|---|---|---:|---:|---:|---:|"]
     for split, metrics in card.gold.items():
         for metric, m in sorted(metrics.items()):
@@ -204,6 +220,13 @@ def card_markdown(card: Card) -> str:
                          + f" | {m.get('images') or '-'} |")
     lines += ["", "| file | sha256 |", "|---|---|"] + [f"| {f} | `{h}` |" for f, h in sorted(card.files.items())]
     return "\n".join(lines) + "\n"
+
+
+def _training_text(training: dict) -> str:
+    machine = training.get("machine") or {}
+    return (f"{training.get('seconds')} s wall on {machine.get('device')} ({machine.get('cpu')}, {machine.get('cores')} cores"
+            f"{', ' + machine['gpu'] if machine.get('gpu') else ''})"
+            + "".join(f", {k} {training[k]}" for k in ("epochs", "steps") if k in training))
 
 
 @dataclass(frozen=True)
@@ -375,3 +398,47 @@ def build(work: Path, zoo: Path, only: tuple[str, ...], device: str = "cpu",
         return {}
     return {name: publish(model, world, zoo, budget_for(chosen.bootstrap, TRAINERS[name]), device, steps)
             for name, model in trained.models.items()}
+
+
+def fine_tune_command(base: Card, device: str) -> str:
+    """The command that rebuilds a fine-tuned zoo model: its base's, then the fine-tuning."""
+    return f"{base.command} && fld zoo build --only {base.name} --fine-tune" + (f" --device {device}" if device != "cpu" else "")
+
+
+def fine_tune(work: Path, zoo: Path, only: tuple[str, ...], device: str = "cpu",
+              step: Callable[[str], None] | None = None) -> dict[str, Card]:
+    """Fine-tune each published zoo model of ``only`` (default: each the zoo profile fine-tunes)
+    from its weights with the profile's ``fine_tune`` budget on the zoo world's seed split, measure
+    it and publish it in its place. Its card keeps the model it started from as its first stage,
+    and its command rebuilds both. A model that is already this fine-tuning's result is refused
+    (fine-tuning it again would stack a second one on the first)."""
+    chosen = profile(ZOO_PROFILE).on(device)
+    names = only or tuple(chosen.fine_tune)
+    lacking = [n for n in names if n not in chosen.fine_tune]
+    if lacking:
+        raise ValueError(f"the zoo profile fine-tunes {', '.join(chosen.fine_tune) or 'nothing'}, not {', '.join(lacking)}")
+    world = zoo_world(work)
+    published = check(zoo, world.config, names)
+    for name in names:
+        if name not in published:
+            raise ZooError(f"{zoo}: no published {name} to fine-tune; build it first with `{rebuild_command(name)}`")
+        budget = asdict(chosen.fine_tune[name])
+        if published[name].card.stages and published[name].card.budget == budget:
+            first = published[name].card.stages[-1].get("command")
+            raise ZooError(f"{zoo / name}: already fine-tuned with this budget (its card's last stage); to do it again, "
+                           f"rebuild the model it started from with `{first}`")
+    gold = Store(world.gold)
+    seed_gold = Store(world.seed_gold) if world.seed_gold else None
+    data = load_training_set(Store(world.truth), 0, ("seed",), GoldGuard.from_stores(*(s for s in (gold, seed_gold) if s)))
+    cards = {}
+    for name in names:
+        base = published[name]
+        if step:
+            step(f"fine-tune {name} from the zoo")
+        start = Trained(name, work / "models" / "zoo-base" / name,
+                        {**install(base, work / "models" / "zoo-base" / name), "name": name, "key": base.card.training_key})
+        trained = train_and_measure(TRAINERS[name], data, work / "models" / "fine-tune", chosen.fine_tune[name], gold,
+                                    previous=start, device=device, seed_gold=seed_gold)
+        cards[name] = publish(trained, world, zoo, chosen.fine_tune[name], device, command=fine_tune_command(base.card, device),
+                              stages=[*base.card.stages, base.card.stage()])
+    return cards

@@ -16,7 +16,10 @@ from specialists.training.trainer import Serving, Task, Trainer, TrainingSet
 log = logging.getLogger(__name__)
 OCR = "<OCR_WITH_REGION>"
 ALL = ("<OD>", "<CAPTION>", "<DETAILED_CAPTION>", "<MORE_DETAILED_CAPTION>", GROUNDING, OCR, REGION_TO_DESCRIPTION)
-
+CARRIED = ("crop_regions", "region_size")
+"""Recipe settings a fine-tuning keeps from the model it starts from unless its budget sets them:
+a model that learnt region captions on crops is served on crops, so it goes on learning them so
+(a refinement round's budget names none of them)."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,10 @@ class Florence2Trainer(Trainer):
         warm = previous is not None or budget.pretrained is not None
         if warm:
             recipe.pop("vision_steps", None)  # the vision tower is warm already
+        learnt = (previous or {}).get("config") or {}
+        for setting in CARRIED:  # how the model reads its inputs travels with it into its fine-tunings
+            if setting not in recipe and learnt.get(setting) is not None:
+                recipe[setting] = learnt[setting]
         return Florence2TrainConfig(steps=budget.steps, batch_size=budget.batch, device=device, lr=3e-4 if warm else 1e-3,
                                     save_every=max(25, budget.steps // 8), **recipe)
 

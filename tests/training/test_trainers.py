@@ -142,3 +142,19 @@ def test_florence2_describes_regions_on_crops_only_when_it_learnt_them_on_crops(
     assert len(regions) == 1 and regions[0].options["region_margin"] == margin
     assert regions[0].options["region_size"] == size
     assert all("region_margin" not in s.options for s in servings if s is not regions[0])
+
+
+@pytest.mark.parametrize("learnt, recipe, margin, size", [
+    ({"crop_regions": 0.2, "region_size": 112}, {}, 0.2, 112),  # a refinement round goes on as the model learnt
+    ({"crop_regions": 0.2, "region_size": 112}, {"crop_regions": 0.5}, 0.5, 112),  # the budget's own setting wins
+    ({"crop_regions": None}, {}, None, None), (None, {}, None, None),  # whole images stay whole images
+])
+def test_a_florence2_fine_tuning_keeps_how_its_model_learnt_region_captions(learnt, recipe, margin, size):
+    from specialists.training.florence2 import Florence2Budget
+    from specialists.training.registry import trainer_for
+
+    previous = {"weights": "ckpt", "key": "k", **({"config": learnt} if learnt is not None else {})}
+    config = trainer_for("florence2")._config(Florence2Budget(steps=30, recipe=recipe), previous, "cpu")
+    assert (config.crop_regions, config.region_size) == (margin, size)
+    assert trainer_for("florence2").serve({"weights": "ckpt", "config": config.to_dict()}, ["<REGION_TO_DESCRIPTION>"],
+                                          "cpu")[0].options["region_margin"] == margin  # and is served so

@@ -191,6 +191,44 @@ def test_a_build_trained_elsewhere_is_measured_and_published_without_training_ag
         build(tmp_path / "work", tmp_path / "zoo", ("sam",), steps=2, train_only=True)
 
 
+def test_a_fine_tuning_starts_from_the_published_model_and_its_card_keeps_both_stages(tmp_path, monkeypatch):
+    from engine.loop.zoo import fine_tune
+    from specialists.training.registry import TRAINERS
+    from specialists.training.sam import SamBudget
+
+    tiny = replace(profiles.PROFILES["quick"], name="zoo", world_images=24, seed_fraction=0.5, gold_fraction=0.25,
+                   seed_gold_fraction=0.0, world_seed=3, bootstrap={"sam": SamBudget(steps=2)},
+                   fine_tune={"sam": SamBudget(steps=3)})
+    monkeypatch.setitem(profiles.PROFILES, "zoo", tiny)
+    work, zoo = tmp_path / "work", tmp_path / "zoo"
+    with pytest.raises(ZooError, match="no model zoo"):  # nothing published to start from
+        fine_tune(work, zoo, ("sam",))
+    base = build(work, zoo, ("sam",))["sam"]
+    with pytest.raises(ValueError, match="fine-tunes sam, not yolo"):
+        fine_tune(work, zoo, ("yolo",))
+    started_from = []
+    real = TRAINERS["sam"].train
+
+    def spy(data, folder, budget, previous, device):
+        started_from.append((previous["weights"], budget.steps))
+        return real(data, folder, budget, previous, device)
+
+    monkeypatch.setattr(TRAINERS["sam"], "train", spy)
+    card = fine_tune(work, zoo, ())["sam"]  # default: what the profile fine-tunes
+    assert len(started_from) == 1 and started_from[0][1] == 3
+    assert sha256(Path(started_from[0][0])) == base.files[Path(started_from[0][0]).name]  # the published weights
+    assert card.files != base.files and card.budget["steps"] == 3
+    assert card.command == "fld zoo build --only sam && fld zoo build --only sam --fine-tune"
+    assert [s["command"] for s in card.stages] == [base.command] and card.stages[0]["files"] == base.files
+    assert card.stages[0]["training_key"] == base.training_key
+    assert "Stage 1" in (zoo / "sam" / "CARD.md").read_text()
+    assert check(zoo, tiny.world())["sam"].card == card  # read back whole, and served
+    with pytest.raises(ZooError, match="already fine-tuned.*`fld zoo build --only sam`"):
+        fine_tune(work, zoo, ("sam",))
+    result = CliRunner().invoke(app, ["zoo", "build", "--fine-tune", "--steps", "2", "--zoo", str(zoo), "--work", str(work)])
+    assert result.exit_code != 0 and "--fine-tune takes its budget" in result.output
+
+
 def test_a_model_trained_on_a_gpu_is_measured_on_the_cpu_without_one(monkeypatch):
     import torch
 
