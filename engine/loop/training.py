@@ -165,7 +165,9 @@ def measure_on_gold(trainer: Trainer, manifest: dict, gold: Store, device: str =
                     continue
             chosen = set(sample)
             more = model.keeps(gold, parser, [i for i in ids if i not in chosen])
-            kept = {t: pa.concat_tables([kept[t], more[t]]) for t in more}
+            # the sample as its tables come from the serving that goes on (one without a grounder
+            # of the gold descriptions scores no "grounded" table); the tasks left out are not scored
+            kept = {t: pa.concat_tables([kept[t], more[t]]) if t in kept else more[t] for t in more}
         wanted = {_family(trainer.metric(t)) for t in group}
         found += [m for m in Evaluator(gold).evaluate(kept) if _family(m.key) in wanted]
     return found

@@ -23,6 +23,7 @@ GROUND = "text-phrase-region/grounding_recall@1"
 F1 = "region-text/detection_f1"
 CIDER = "text/brief.cider"
 MASK = "region-text/mask_iou"
+REGION_F1 = "region-text/region_caption_word_f1"
 
 
 def measurement(key: str, per_image: dict[str, tuple[float, float]]) -> Measurement:
@@ -71,14 +72,17 @@ def test_a_task_that_cannot_pass_is_measured_on_the_sample_and_the_others_on_eve
         small_world, tiny_florence2, monkeypatch):
     monkeypatch.setattr(noise, "MIN_IMAGES", 2)  # the small world has 6 gold images
     trainer = trainer_for("florence2")
-    manifest = {"weights": str(tiny_florence2), "tasks": ["<CAPTION>", "<CAPTION_TO_PHRASE_GROUNDING>", "<OD>"]}
+    manifest = {"weights": str(tiny_florence2),
+                "tasks": ["<CAPTION>", "<CAPTION_TO_PHRASE_GROUNDING>", "<OD>", "<REGION_TO_DESCRIPTION>"]}
     gold = Store(small_world.gold)
     whole = {m.key: m for m in measure_on_gold(trainer, manifest, gold)}
-    stop = EarlyStop({GROUND: 1.01, F1: 0.0, CIDER: 0.0}, first=3)  # no grounder reaches 1.01
+    # no grounder reaches 1.01; the region captioner, prompted beside it, goes on alone (given the
+    # gold boxes but no longer the gold descriptions)
+    stop = EarlyStop({GROUND: 1.01, F1: 0.0, CIDER: 0.0, REGION_F1: 0.0}, first=3)
     early = {m.key: m for m in measure_on_gold(trainer, manifest, gold, stop=stop)}
     sample = set(stop.sample(sorted(gold_images(gold))))
     assert set(early[GROUND].units.images) <= sample < set(whole[GROUND].units.images)
-    for key in (F1, CIDER):
+    for key in (F1, CIDER, REGION_F1):
         assert early[key].value == whole[key].value
         assert early[key].units.images == whole[key].units.images
     none_hopeless = {m.key: m.value for m in measure_on_gold(trainer, manifest, gold, stop=EarlyStop({GROUND: 0.0}, first=3))}
