@@ -93,6 +93,10 @@ class Card:
         """This card as a later fine-tuning's earlier stage."""
         return {k: v for k, v in self.to_dict().items() if k not in ("gold", "facts", "stages", "world", "name")}
 
+    def fine_tuned_with(self, budget: object) -> bool:
+        """Whether this model is a fine-tuning with ``budget`` (its last stage)."""
+        return bool(self.stages) and self.budget == budget_record(budget)
+
     @classmethod
     def read(cls, path: Path) -> Card:
         try:
@@ -111,6 +115,11 @@ class Card:
         if wrong or not all(isinstance(k, str) and isinstance(v, str) for k, v in values["files"].items()):
             raise ZooError(f"{path}: not a zoo card (wrong type of {', '.join(wrong) or 'files'})")
         return cls(**{k: values[k] for k in names if k in values})
+
+
+def budget_record(budget: object) -> dict:
+    """A budget as its card records it (and reads it back: JSON, tuples as lists)."""
+    return json.loads(json.dumps(asdict(budget) if is_dataclass(budget) else dict(budget), default=str))
 
 
 def sha256(path: Path) -> str:
@@ -167,7 +176,7 @@ def publish(trained: Trained, world: World, zoo: Path, budget: object, device: s
                 world={"config": world.config.to_dict(), "domain": domain_fingerprint(world.config),
                        "world_version": WORLD_VERSION, "world": world.version},
                 trainer_version=TRAINER_VERSION, training_key=trained.manifest["key"],
-                budget=asdict(budget) if is_dataclass(budget) else dict(budget),
+                budget=budget_record(budget),
                 training=training, gold=trained.manifest.get("measured", {}), facts=facts, files=files,
                 stages=list(stages or []))
     (staging / CARD).write_text(json.dumps(card.to_dict(), indent=2, default=str) + "\n")
@@ -422,8 +431,7 @@ def fine_tune(work: Path, zoo: Path, only: tuple[str, ...], device: str = "cpu",
     for name in names:
         if name not in published:
             raise ZooError(f"{zoo}: no published {name} to fine-tune; build it first with `{rebuild_command(name)}`")
-        budget = asdict(chosen.fine_tune[name])
-        if published[name].card.stages and published[name].card.budget == budget:
+        if published[name].card.fine_tuned_with(chosen.fine_tune[name]):
             first = published[name].card.stages[-1].get("command")
             raise ZooError(f"{zoo / name}: already fine-tuned with this budget (its card's last stage); to do it again, "
                            f"rebuild the model it started from with `{first}`")

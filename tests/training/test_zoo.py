@@ -248,3 +248,9 @@ def test_the_committed_zoo_serves_the_default_profiles_world():
 
     found = check(DEFAULT_ZOO, profiles.profile("default").world())
     assert {"yolo", "sam", "florence2"} <= set(found) <= set(TRAINERS)
+    # its Florence-2 is the zoo profile's fine-tuning (a second `--fine-tune` would be refused), read
+    # back from JSON (lists) against the profile's budget (tuples)
+    zoo = profiles.profile("zoo")
+    assert found["florence2"].card.fine_tuned_with(zoo.fine_tune["florence2"])
+    assert not found["florence2"].card.fine_tuned_with(zoo.bootstrap["florence2"])
+    assert not found["yolo"].card.fine_tuned_with(zoo.bootstrap["yolo"])  # no stages: never a fine-tuning
