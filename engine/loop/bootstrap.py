@@ -15,11 +15,10 @@ from pathlib import Path
 import pyarrow as pa
 
 from engine.dataset.store import Store
-from engine.evaluation.gold import GoldGuard
 from engine.loop.gates import GateConfig, rival_bars
 from engine.loop.profiles import Profile, budget_for
 from engine.loop.training import Trained, train_and_measure, train_model
-from engine.loop.training_set import load_training_set
+from engine.loop.training_set import gold_stores, world_training_set
 from engine.world.make import World
 from schemas import schema_for
 from specialists.training.registry import TRAINERS
@@ -76,9 +75,8 @@ def train_specialists(world: World, root: str | Path, profile: Profile, splits: 
     unknown = [n for n in only if n not in TRAINERS]
     if unknown:
         raise ValueError(f"unknown specialist(s) to train: {unknown}; known: {', '.join(TRAINERS)}")
-    truth, gold = Store(world.truth), Store(world.gold)
-    seed_gold = Store(world.seed_gold) if world.seed_gold else None
-    data = load_training_set(truth, 0, splits, GoldGuard.from_stores(*(s for s in (gold, seed_gold) if s)))
+    gold, seed_gold = gold_stores(world)
+    data = world_training_set(world, splits)
     if not len(data):
         raise ValueError(f"the world in {world.root} has no {' or '.join(splits)} truth to train on")
     models: dict[str, Trained] = {}
@@ -122,9 +120,8 @@ def fine_tuned_oracle(world: World, models_root: str | Path, profile: Profile, s
     models fine-tuned on the seed and the pool truth (never gold) with the profile's refinement
     budget, once per refinement round, into ``<models>/oracle/round-<r>``: what the refinement
     rounds would reach were their annotations perfect. A model that learns nothing stays as it is."""
-    truth, gold = Store(world.truth), Store(world.gold)
-    seed_gold = Store(world.seed_gold) if world.seed_gold else None
-    data = load_training_set(truth, 0, ("seed", "pool"), GoldGuard.from_stores(*(s for s in (gold, seed_gold) if s)))
+    gold, seed_gold = gold_stores(world)
+    data = world_training_set(world, ("seed", "pool"))
     models: dict[str, Trained] = {}
     for name, trained in start.models.items():
         trainer = TRAINERS[name]

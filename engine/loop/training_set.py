@@ -12,6 +12,7 @@ import pyarrow.compute as pc
 from engine.dataset.sources import load_rgb
 from engine.dataset.store import Store
 from engine.evaluation.gold import GoldGuard
+from engine.world.make import World
 from specialists.training.trainer import TrainingSet
 
 TABLES = ("texts", "regions", "triplets")
@@ -41,3 +42,13 @@ def load_training_set(store: Store, round_id: int, splits: tuple[str, ...], guar
     uris = dict(zip(ids, images.column("uri").to_pylist()))
     sizes = {i: (int(w), int(h)) for i, w, h in zip(ids, images.column("width").to_pylist(), images.column("height").to_pylist())}
     return TrainingSet(uris, sizes, tables, load_rgb, frozenset(ids) if exhaustive else frozenset())
+
+
+def gold_stores(world: World) -> tuple[Store, Store | None]:
+    """A world's gold and, when it has one, its seed-gold."""
+    return Store(world.gold), Store(world.seed_gold) if world.seed_gold else None
+
+
+def world_training_set(world: World, splits: tuple[str, ...]) -> TrainingSet:
+    """A world's truth of ``splits``, none of its gold or seed-gold images in it."""
+    return load_training_set(Store(world.truth), 0, splits, GoldGuard.from_stores(*(s for s in gold_stores(world) if s)))

@@ -24,14 +24,12 @@ from collections.abc import Callable
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 
-from engine.dataset.store import Store
 from engine.loop.bootstrap import ModelSet, bootstrap, models_dir
 from engine.loop.gates import GateConfig, rival_bars
 from engine.loop.machine import machine
 from engine.loop.profiles import Profile, budget_for, profile
 from engine.loop.training import TRAINER_VERSION, Trained, adopt_and_measure, train_and_measure
-from engine.loop.training_set import load_training_set
-from engine.evaluation.gold import GoldGuard
+from engine.loop.training_set import gold_stores, world_training_set
 from engine.world.config import WorldConfig
 from engine.world.make import WORLD_VERSION, World, make_world
 from schemas.hashing import fingerprint
@@ -330,8 +328,7 @@ def adopt(zoo: dict[str, ZooModel], world: World, models_root: str | Path, fallb
     specialist (of ``only``, default all) the zoo lacks is trained with ``fallback``'s bootstrap
     budget, as without a zoo."""
     root = models_dir(models_root, 0)
-    gold = Store(world.gold)
-    seed_gold = Store(world.seed_gold) if world.seed_gold else None
+    gold, seed_gold = gold_stores(world)
     models: dict[str, Trained] = {}
     names = tuple(TRAINERS) if only is None else only
     missing = [n for n in names if n not in zoo and TRAINERS[n].trains]  # GrabCut learns nothing: never in a zoo
@@ -350,8 +347,7 @@ def adopt(zoo: dict[str, ZooModel], world: World, models_root: str | Path, fallb
         if data is None:
             if missing:
                 log.warning("the zoo has no %s: trained with the %s profile's budget", ", ".join(missing), fallback.name)
-            guard = GoldGuard.from_stores(*(s for s in (gold, seed_gold) if s))
-            data = load_training_set(Store(world.truth), 0, ("seed",), guard)
+            data = world_training_set(world, ("seed",))
         if step:
             step(f"train {name} on seed")
         models[name] = train_and_measure(trainer, data, root, budget_for(fallback.bootstrap, trainer), gold,
@@ -435,9 +431,8 @@ def fine_tune(work: Path, zoo: Path, only: tuple[str, ...], device: str = "cpu",
             first = published[name].card.stages[-1].get("command")
             raise ZooError(f"{zoo / name}: already fine-tuned with this budget (its card's last stage); to do it again, "
                            f"rebuild the model it started from with `{first}`")
-    gold = Store(world.gold)
-    seed_gold = Store(world.seed_gold) if world.seed_gold else None
-    data = load_training_set(Store(world.truth), 0, ("seed",), GoldGuard.from_stores(*(s for s in (gold, seed_gold) if s)))
+    gold, seed_gold = gold_stores(world)
+    data = world_training_set(world, ("seed",))
     cards = {}
     for name in names:
         base = published[name]
