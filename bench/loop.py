@@ -35,6 +35,7 @@ from bench.common import report  # noqa: E402
 
 FAMILIES = {"region-text/detection_f1": "object", "region-text/mask_iou": "mask",
             "region-text/ocr_word_f1": "ocr", "region-text/region_caption_word_f1": "region captions",
+            "region-text/region_caption_object": "region captions' objects",
             "text/brief.cider": "brief", "text/detailed.cider": "detailed",
             "text/more_detailed.cider": "more detailed", "text-phrase-region/grounding_recall@1": "grounding"}
 ROUND1_GOALS = {"region-text/detection_f1": 0.7, "region-text/mask_iou": 0.85, "region-text/ocr_word_f1": 0.85,

@@ -1,5 +1,6 @@
 """The filter pipeline of a round: texts (surface, parse, one description repeated across the
-shard's images), then regions (geometry, confidence, cap, NMS, blank crops, fusion), then
+shard's images), then regions (geometry, confidence, cap, NMS, blank crops, region captions
+against their box's label, fusion), then
 triplets (their text kept?, geometry, phrase quality, confidence, containment). Every drop lands in ``rejected``; every filter reports what it kept and dropped."""
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from filters.captions import CaptionCheckConfig, caption_conflicts
 from filters.decision import Decision, apply
 from filters.fusion import FusionConfig, fuse
 from filters.phrases import PhraseParser
@@ -26,6 +28,7 @@ class FilterConfig:
     text: TextFilterConfig = field(default_factory=TextFilterConfig)
     regions: RegionFilterConfig = field(default_factory=RegionFilterConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
+    captions: CaptionCheckConfig = field(default_factory=CaptionCheckConfig)
     triplets: TripletFilterConfig = field(default_factory=TripletFilterConfig)
 
 
@@ -72,6 +75,7 @@ def filter_annotations(
     regions = run.step("regions", regions, lambda r: nms(r, config.regions))
     if pixels is not None:
         regions = run.step("regions", regions, lambda r: blank(r, pixels, config.regions))
+    regions = run.step("regions", regions, lambda r: caption_conflicts(r, config.captions))
     fused, decision = fuse(regions, config.fusion)
     regions = run.step("regions", regions, lambda r: decision)
     regions = pa.concat_tables([regions, fused])

@@ -13,7 +13,8 @@ from engine.dataset.store import Store
 from engine.evaluation.noise import MIN_IMAGES, Units, change_interval
 
 HEADLINE = ("region-text/detection_f1", "region-text/mask_iou", "region-text/ocr_word_f1",
-            "region-text/region_caption_word_f1", "text/brief.cider", "text/detailed.cider", "text/more_detailed.cider",
+            "region-text/region_caption_word_f1", "region-text/region_caption_object", "text/brief.cider",
+            "text/detailed.cider", "text/more_detailed.cider",
             "text-phrase-region/grounding_recall@1", "text-phrase-region/triplet_precision")
 """The gold metric that stands for each annotation family (what the report opens with, and what
 keeps the data engine going)."""

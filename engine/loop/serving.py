@@ -1,5 +1,5 @@
 """From trainers' ``Serving`` entries to a round: the specialists' specs and the filter config
-(each specialist's calibrated confidence floor). The gold measurement of a trained model and the
+(each specialist's calibrated confidence floor; a detector's labels judging the region captions). The gold measurement of a trained model and the
 round that runs it both build theirs here, so they run the same specialists with the same filters."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from engine.round.config import RoundConfig, SpecialistSpec
+from filters.captions import CaptionCheckConfig
 from filters.fusion import FusionConfig
 from filters.pipeline import FilterConfig
 from filters.regions import RegionFilterConfig
@@ -36,8 +37,12 @@ def round_filters(servings: Sequence[Serving]) -> FilterConfig:
     """The loop's filters, with each serving's own confidence floor."""
     # keyed by the name the specialist writes in its rows (a plugin's registry name is its import path)
     floors = {spec.build().name: s.min_score for s, spec in zip(servings, specs(servings)) if s.min_score is not None}
+    # a detector's labels judge the region captions made on its boxes
+    judges = {spec.build().name: s.labels for s, spec in zip(servings, specs(servings)) if s.labels}
     return FilterConfig(regions=RegionFilterConfig(min_score_by_specialist=floors),
-                        fusion=FusionConfig(kinds=FUSED_KINDS, priority=FUSION_PRIORITY))
+                        fusion=FusionConfig(kinds=FUSED_KINDS, priority=FUSION_PRIORITY),
+                        captions=CaptionCheckConfig(judges=tuple(sorted(judges)),
+                                                    vocabulary=tuple(sorted({w for ws in judges.values() for w in ws}))))
 
 
 def round_config(servings: Sequence[Serving], splits: tuple[str, ...] = ("pool", "gold")) -> RoundConfig:

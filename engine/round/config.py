@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.round.annotate import stage_order
+from filters.captions import CaptionCheckConfig
 from filters.fusion import FusionConfig
 from filters.pipeline import FilterConfig
 from filters.regions import RegionFilterConfig
@@ -131,7 +132,7 @@ class RoundConfig:
     @classmethod
     def from_dict(cls, data: dict) -> RoundConfig:
         """A config from plain data (a parsed TOML or JSON file); an unknown key is named with the known ones."""
-        filters = _known(data.get("filters", {}), {"text", "regions", "fusion", "triplets"}, "[filters]")
+        filters = _known(data.get("filters", {}), {"text", "regions", "fusion", "captions", "triplets"}, "[filters]")
         specialists = []
         if not isinstance(data.get("specialists", []), list):
             raise ValueError("`specialists` must be a list of tables ([[specialists]] in TOML)")
@@ -139,8 +140,8 @@ class RoundConfig:
             where = f"specialist {k + 1} ({spec.get('name', 'no name')})" if isinstance(spec, dict) else f"specialist {k + 1}"
             specialists.append(SpecialistSpec(**_known(spec, _fields(SpecialistSpec), where)))
         sections = {"text": TextFilterConfig, "regions": RegionFilterConfig, "fusion": FusionConfig,
-                    "triplets": TripletFilterConfig}
-        made = {name: kind(**{k: tuple(v) if isinstance(v, list) and name == "fusion" else v
+                    "captions": CaptionCheckConfig, "triplets": TripletFilterConfig}
+        made = {name: kind(**{k: tuple(v) if isinstance(v, list) and name in ("fusion", "captions") else v
                               for k, v in _known(filters.get(name, {}), _fields(kind), f"[filters.{name}]").items()})
                 for name, kind in sections.items()}
         top = _known(data, _fields(cls), "the round config")

@@ -42,6 +42,9 @@ class Serving:
     key: str = ""
     min_score: float | None = None
     """The confidence below which the round's region filter drops this specialist's rows."""
+    labels: tuple[str, ...] = ()
+    """A detector's categories: its object labels judge the round's region captions on its boxes
+    (``filters.captions``)."""
 
 
 @dataclass(frozen=True)

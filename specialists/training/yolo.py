@@ -270,4 +270,4 @@ class YoloTrainer(Trainer):
     def serve(self, manifest: dict, tasks: Sequence[str], device: str) -> list[Serving]:
         conf = manifest.get("conf", 0.25)
         return [Serving("yolo", {"weights": manifest["weights"], "imgsz": manifest["imgsz"], "conf": conf, "device": device},
-                        min_score=conf)]
+                        min_score=conf, labels=tuple(manifest.get("names", ())))]

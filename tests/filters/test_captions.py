@@ -1,0 +1,95 @@
+"""Region captions judged by the detector's label of their box (``filters.captions``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from filters.captions import CaptionCheckConfig, caption_conflicts
+from filters.phrases import PhraseParser
+from filters.pipeline import FilterConfig, filter_annotations
+from tests.filters.test_regions import region
+from tests.rows import table_of
+
+BOX = (10.0, 10.0, 40.0, 40.0)
+CHECK = CaptionCheckConfig(judges=("yolo",), vocabulary=("car", "tree", "sign", "house", "bus"))
+
+
+def caption(rid, text, box=BOX, image="a", specialist="florence2"):
+    return region(rid, box, label=text, image=image, specialist=specialist, kind="region_caption")
+
+
+def kept_captions(rows, config=CHECK):
+    decision = caption_conflicts(table_of("regions", rows), config)
+    return [r["label"] for r, reason in zip(rows, decision.reasons) if r["kind"] == "region_caption" and reason is None], decision
+
+
+@pytest.mark.parametrize("text, kept", [
+    ("a large red car", True),                      # names the box's label
+    ("Two cars by the road", True),                 # the label, plural, counts as named
+    ("Cars by the road", True),                     # capitalised too (a first word)
+    ("a large black sign that says FARM", False),   # another category of the vocabulary
+    ("a small green trees", False),                 # a plural of another category
+    ("a large black sign that says CAR", False),    # the quoted text is no category; "sign" still is
+    ("a small blue object", True),                  # names no category: nothing to judge
+    ("a car next to a tree", True),                 # names its label beside another
+    ("a bushy thing", True),                        # "bus" inside a word is not the word
+])
+def test_a_caption_is_judged_by_the_label_of_its_box(text, kept):
+    found, decision = kept_captions([region("o1", BOX, label="car"), caption("c1", text)])
+    assert (found == [text]) is kept
+    if not kept:
+        assert decision.reasons[1].startswith("caption_conflict: names ") and "on a car box of yolo" in decision.reasons[1]
+    assert decision.reasons[0] is None  # objects are never dropped here
+
+
+def test_only_a_judge_covering_the_same_box_in_the_same_image_judges():
+    rows = [region("o1", BOX, label="car"), region("o2", (100.0, 100.0, 140.0, 140.0), label="tree", image="b"),
+            caption("c1", "a tall tree", box=(12.0, 12.0, 60.0, 60.0)),      # IoU under 0.9 with the car
+            caption("c2", "a tall tree", image="c"),                          # no judge on its image
+            caption("c3", "a red car", box=(100.0, 100.0, 140.0, 140.0), image="b")]  # on the tree's box
+    found, _ = kept_captions(rows)
+    assert found == ["a tall tree", "a tall tree"]
+
+
+def test_labels_of_other_specialists_and_an_unconfigured_check_judge_nothing():
+    rows = [region("o1", BOX, label="car", specialist="gold-boxes"), caption("c1", "a tall tree")]
+    assert kept_captions(rows)[0] == ["a tall tree"]
+    rows = [region("o1", BOX, label="car"), caption("c1", "a tall tree")]
+    assert kept_captions(rows, CaptionCheckConfig())[0] == ["a tall tree"]
+
+
+def test_a_label_seen_in_the_batch_joins_the_vocabulary():
+    rows = [region("o1", BOX, label="car"), region("o2", (100.0, 100.0, 140.0, 140.0), label="kite"),
+            caption("c1", "a red kite")]
+    assert kept_captions(rows, CaptionCheckConfig(judges=("yolo",)))[0] == []
+
+
+def test_the_pipeline_drops_conflicting_captions_into_rejected_with_their_row():
+    rows = table_of("regions", [region("o1", BOX, label="car"), caption("c1", "a tall tree"), caption("c2", "a red car")])
+    out = filter_annotations({"regions": rows}, {"a": (100, 100)}, PhraseParser(), FilterConfig(captions=CHECK))
+    assert sorted(out.kept["regions"].column("label").to_pylist()) == ["a red car", "car"]
+    dropped = out.rejected.to_pylist()
+    assert [(d["row_id"], d["filter"]) for d in dropped] == [("c1", "caption_check")]
+    assert out.counts["caption_check"]["caption_conflict"] == 1
+
+
+@pytest.mark.parametrize("bad", [{"iou": 0.0}, {"iou": 1.5}, {"vocabulary": ("car", "")}, {"vocabulary": ("  ",)}])
+def test_config_is_validated(bad):
+    with pytest.raises(ValueError):
+        CaptionCheckConfig(**bad)
+
+
+def test_the_loop_lets_a_detectors_labels_judge_and_a_round_config_keeps_the_check(tmp_path):
+    from engine.loop.serving import round_config, round_filters
+    from engine.round.config import RoundConfig
+    from specialists.training.trainer import Serving
+
+    servings = [Serving("yolo", {"weights": str(tmp_path / "best.pt"), "conf": 0.3}, min_score=0.3, labels=("tree", "car")),
+                Serving("florence2", {"checkpoint": str(tmp_path / "f2"), "tasks": ["<REGION_TO_DESCRIPTION>"]})]
+    config = round_config(servings)
+    assert config.filters.captions == CaptionCheckConfig(judges=("yolo",), vocabulary=("car", "tree"))
+    assert RoundConfig.from_dict(json.loads(config.to_json())).filters.captions == config.filters.captions
+    assert round_filters([dataclasses.replace(servings[0], labels=())]).captions == CaptionCheckConfig()  # nothing judges
