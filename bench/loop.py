@@ -55,13 +55,9 @@ def specialists_alone(data: Path, gold: Path, round_id: int) -> dict[str, float 
     from engine.dataset.store import Store
     from engine.evaluation.measure import gold_texts, measure_specs
     from engine.evaluation.round_quality import round_config
-    from engine.loop.refine import CARRIED
 
     config = round_config(Store(data), round_id)
     specs = [s for s in config.specialists if s.name != "florence2"]
-    # the specialists whose rows a refinement round carries over (RapidOCR) ran in round 1
-    specs += [s for s in round_config(Store(data), 1).specialists
-              if s.name in CARRIED and s.name not in {x.name for x in specs}]
     store = Store(gold)
     found = measure_specs(specs, config.filters, store, prompts=[("gold-texts", gold_texts(store))])
     return {m.key: m.value for m in found if m.family != "text"}

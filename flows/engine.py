@@ -85,14 +85,6 @@ def retrain_task(data: str, models: str, world: str, round_id: int, profile: str
     return {"config": str(result.config), "gates": {k: g.row() for k, (g, _) in result.gates.items()}}
 
 
-@task(name="carry-unchanged")
-def carry_task(data: str, round_id: int) -> int:
-    """Rows of specialists whose weights never change (RapidOCR) are copied from the round before."""
-    from engine.loop.refine import carry_unchanged
-
-    return carry_unchanged(data, round_id)
-
-
 @task(name="apply-reviews")
 def review_task(data: str, round_id: int) -> dict[str, int]:
     """People's reviews (``fld review import``) replace the machines' rows of the images they reviewed."""
@@ -127,12 +119,11 @@ def refinement_round(data: str, models: str, world: str, round_id: int, profile:
     settings.apply()
     retrained = retrain_task(data, models, world, round_id, profile)
     summary = round_task(data, retrained["config"], round_id, ray_address, "refinement")
-    carried = carry_task(data, round_id)
     review_task(data, round_id)
     metrics = evaluate_task(data, round_id, str(Path(world) / "gold"))
     headline_task(data, round_id)
     return RoundOutcome(round_id, "refinement", summary, metrics, stats_task(data, round_id), gates=retrained["gates"],
-                        carried=carried, counts=summary_task(data, round_id))
+                        counts=summary_task(data, round_id))
 
 
 def round_ids(first: int, rounds: int, reviewed: set[int]) -> list[int]:

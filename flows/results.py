@@ -30,8 +30,6 @@ class RoundOutcome:
     ingested: list[Ingested] = field(default_factory=list)
     gates: dict[str, dict] = field(default_factory=dict)
     """Per ``specialist:task``: the gate that decided who served it."""
-    carried: int = 0
-    """Rows copied from the round before (specialists whose weights never change)."""
     counts: dict[str, float | None] = field(default_factory=dict)
     """The round summary's counts, drops and changes (``metrics`` rows of family ``round``)."""
     stop: str | None = None

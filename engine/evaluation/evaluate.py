@@ -6,8 +6,10 @@ Families and metrics (written to the ``metrics`` table, shown by ``fld metrics``
   mean box IoU of the matched pairs (detection_box_iou: how well the found objects are placed),
   mean mask IoU of matched pairs that both have masks, OCR word precision / recall / F1, and
   region captions' word F1 (words of each caption whose box matches a gold region caption's
-  with IoU >= 0.5, against all predicted and all gold region-caption words) and object (the
-  share of box-matched captions that name the gold caption's object category);
+  with IoU >= 0.5, against all predicted and all gold region-caption words), object (the
+  share of box-matched captions that name the gold caption's object category) and text (of the
+  box-matched captions that quote text, in capitals or quotation marks, the share whose quoted
+  words are all in the gold caption: does a sign's caption say what the sign says?);
 - text, per granularity: BLEU-4, CIDEr-D and ROUGE-L (pycocoevalcap, our tokenizer: no Java),
   coverage (gold images with a description), and for each description how many of the image's
   ground-truth object categories it mentions (object recall) and how many it names that are
@@ -45,6 +47,7 @@ from pycocotools.cocoeval import COCOeval
 from engine.dataset.store import Store
 from engine.evaluation.noise import Interval, Units, interval
 from engine.world.vocab import CATEGORIES, plural
+from filters.captions import quoted
 from schemas import GRANULARITIES, schema_for
 from schemas.geometry import box_iou, match_boxes, rows_by_image
 from schemas.masks import rle_iou
@@ -220,12 +223,16 @@ class Evaluator:
             Measurement(family, "region_caption_object", _ratio(sum(c[3] for c in captions.values()),
                                                                 sum(c[4] for c in captions.values())),
                         per(captions, lambda c: c[3], lambda c: c[4])),
+            Measurement(family, "region_caption_text", _ratio(sum(c[5] for c in captions.values()),
+                                                              sum(c[6] for c in captions.values())),
+                        per(captions, lambda c: c[5], lambda c: c[6])),
         ]
 
-    def _region_captions(self, regions: pa.Table) -> dict[str, tuple[int, int, int, int, int]]:
+    def _region_captions(self, regions: pa.Table) -> dict[str, tuple[int, int, int, int, int, int, int]]:
         """Per image with predicted or gold region captions: (words shared by box-matched pairs,
         predicted words, gold words, matched pairs whose caption names the gold caption's object,
-        matched pairs)."""
+        matched pairs, matched pairs whose quoted words are all the gold caption's, matched pairs
+        whose caption quotes text)."""
         pred, gt = self._kind(regions, "region_caption"), self._kind(self.truth["regions"], "region_caption")
         out = {}
         for image in self.images:
@@ -237,8 +244,10 @@ class Evaluator:
             shared = sum(sum((words[0][i] & words[1][j]).values()) for i, j, _ in matches)
             named = sum(1 for i, j, _ in matches
                         if (wanted := self._mentioned(g[j]["label"] or "")) and wanted <= self._mentioned(p[i]["label"] or ""))
+            said = [(quoted(p[i]["label"] or ""), quoted(g[j]["label"] or "")) for i, j, _ in matches]
+            said = [(q, truth) for q, truth in said if q]
             out[image] = (shared, sum(sum(w.values()) for w in words[0]), sum(sum(w.values()) for w in words[1]),
-                          named, len(matches))
+                          named, len(matches), sum(q <= truth for q, truth in said), len(said))
         return out
 
     def _mentioned(self, text: str) -> set[str]:

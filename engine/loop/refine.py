@@ -42,22 +42,23 @@ def config_path(data: str | Path, round_id: int) -> Path:
     return Path(data) / "configs" / f"round-{round_id}.json"
 
 
-FIXED = (Serving("rapidocr", {"threads": 1}),)
+FIXED = (Serving("rapidocr", {"threads": 1}, reads_text=True),)
 """Specialists a round runs as they are (weights shipped in their package, never retrained)."""
 LABEL_GROUNDER = Serving("label-grounder", {})
 """Grounds descriptions' noun phrases to object boxes whose label matches: added to a round that
 both describes images and detects objects."""
 
 
-def round_config(gates: dict[str, tuple[Gate, Trained | None]], ocr: bool = True, device: str = "cpu") -> RoundConfig:
+def round_config(gates: dict[str, tuple[Gate, Trained | None]], device: str = "cpu") -> RoundConfig:
     """The round's specialists: each gated-in task served by the model that won its gate (each
-    model as its trainer serves it), the fixed specialists (RapidOCR; ``ocr=False`` when its rows
-    are carried over) and, when the round both describes and detects, the label grounder."""
+    model as its trainer serves it), the fixed specialists (RapidOCR, in every round: its text
+    judges the text region captions quote, and it costs a few seconds a round) and, when the
+    round both describes and detects, the label grounder."""
     served_by = served(gates)
     by_model: dict[Path, tuple[Trained, list[str]]] = {}
     for key, model in sorted(served_by.items()):
         by_model.setdefault(model.folder, (model, []))[1].append(key.split(":", 1)[1])
-    servings = list(FIXED) if ocr else []
+    servings = list(FIXED)
     for model, tasks in by_model.values():
         servings += trainer_for(model.name).serve(model.manifest, tasks, device)
     tasks = {key.split(":", 1)[1] for key in served_by}
@@ -178,39 +179,9 @@ def prepare_refinement(data: str | Path, models_root: str | Path, round_id: int,
         settled.add(name)
     gates = decide(candidates, previous.holders, gate_config)
     write_gates(store, round_id, gates)
-    # RapidOCR's rows are carried over, unless Florence-2 reads text this round: then both run, to be fused
-    reads = any(task.endswith(":<OCR_WITH_REGION>") for task in served(gates))
-    try:
-        config = round_config(gates, ocr=reads, device=device)
-    except ValueError:  # every task gated out: RapidOCR runs again so that the round is not empty
-        config = round_config(gates, ocr=True, device=device)
+    config = round_config(gates, device=device)
     result = Refinement(round_id, {**previous.trained, **candidates}, holders(gates), gates,
                         write_round_config(data, round_id, config))
     result.save(models_root)
     return result
 
-
-CARRIED = ("rapidocr",)
-"""Specialists a refinement round does not rerun: their weights never change, so their kept rows
-of the round before are its rows too (copied, not recomputed)."""
-
-
-def carry_unchanged(data: str | Path, round_id: int, specialists: tuple[str, ...] = CARRIED) -> int:
-    """Copy the kept rows of ``specialists`` (those the round's config did not run) from round
-    ``round_id - 1`` into round ``round_id``."""
-    import pyarrow.compute as pc
-
-    ran = {s["name"] for s in json.loads(config_path(data, round_id).read_text())["specialists"]}
-    specialists = tuple(s for s in specialists if s not in ran)
-    store = Store(data)
-    with store.writer(round_id) as writer:
-        total = 0
-        for table in ("texts", "regions", "triplets"):
-            rows = store.read(table, round_id - 1)
-            rows = rows.filter(pc.is_in(rows.column("specialist"), pa.array(specialists, pa.string())))
-            if rows.num_rows:
-                rows = rows.set_column(rows.schema.get_field_index("round"), "round",
-                                       pa.array([round_id] * rows.num_rows, pa.int32()))
-                writer.write(table, "carried", rows)
-                total += rows.num_rows
-    return total

@@ -36,13 +36,15 @@ def specs(servings: Sequence[Serving]) -> list[SpecialistSpec]:
 def round_filters(servings: Sequence[Serving]) -> FilterConfig:
     """The loop's filters, with each serving's own confidence floor."""
     # keyed by the name the specialist writes in its rows (a plugin's registry name is its import path)
-    floors = {spec.build().name: s.min_score for s, spec in zip(servings, specs(servings)) if s.min_score is not None}
-    # a detector's labels judge the region captions made on its boxes
-    judges = {spec.build().name: s.labels for s, spec in zip(servings, specs(servings)) if s.labels}
+    built = [(s, spec.build().name) for s, spec in zip(servings, specs(servings))]
+    floors = {name: s.min_score for s, name in built if s.min_score is not None}
+    # a detector's labels judge the region captions made on its boxes, an OCR reader the text they quote
+    judges = {name: s.labels for s, name in built if s.labels}
     return FilterConfig(regions=RegionFilterConfig(min_score_by_specialist=floors),
                         fusion=FusionConfig(kinds=FUSED_KINDS, priority=FUSION_PRIORITY),
                         captions=CaptionCheckConfig(judges=tuple(sorted(judges)),
-                                                    vocabulary=tuple(sorted({w for ws in judges.values() for w in ws}))))
+                                                    vocabulary=tuple(sorted({w for ws in judges.values() for w in ws})),
+                                                    readers=tuple(sorted({name for s, name in built if s.reads_text}))))
 
 
 def round_config(servings: Sequence[Serving], splits: tuple[str, ...] = ("pool", "gold")) -> RoundConfig:

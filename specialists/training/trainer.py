@@ -45,6 +45,8 @@ class Serving:
     labels: tuple[str, ...] = ()
     """A detector's categories: its object labels judge the round's region captions on its boxes
     (``filters.captions``)."""
+    reads_text: bool = False
+    """An OCR reader: the text it reads inside a region caption's box judges the text the caption quotes."""
 
 
 @dataclass(frozen=True)

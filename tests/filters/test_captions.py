@@ -93,3 +93,35 @@ def test_the_loop_lets_a_detectors_labels_judge_and_a_round_config_keeps_the_che
     assert config.filters.captions == CaptionCheckConfig(judges=("yolo",), vocabulary=("car", "tree"))
     assert RoundConfig.from_dict(json.loads(config.to_json())).filters.captions == config.filters.captions
     assert round_filters([dataclasses.replace(servings[0], labels=())]).captions == CaptionCheckConfig()  # nothing judges
+    reader = Serving("rapidocr", {"threads": 1}, reads_text=True)
+    assert round_filters([*servings, reader]).captions.readers == ("rapidocr",)
+
+
+READ = CaptionCheckConfig(readers=("rapidocr",))
+SIGN = (10.0, 10.0, 90.0, 60.0)
+
+
+def text_in(rid, text, box=(30.0, 25.0, 70.0, 45.0), specialist="rapidocr", image="a"):
+    return region(rid, box, label=text, image=image, specialist=specialist, kind="ocr")
+
+
+@pytest.mark.parametrize("caption_text, read, kept", [
+    ("a large black sign that says FARM", "SALE", False),   # quotes a word the reader did not read
+    ("a large black sign that says SALE", "Sale", True),    # the same word, whatever its case
+    ('a sign that reads "bus stop"', "BUS STOP", True),     # words in quotation marks
+    ('a sign that reads "farm"', "BUS STOP", False),
+    ("a large black sign", "SALE", True),                   # quotes nothing: nothing to judge
+    ("a sign that says NO PARKING", "PARKING", True),       # one quoted word read is enough
+])
+def test_quoted_text_is_judged_by_what_the_reader_found_inside_the_box(caption_text, read, kept):
+    found, decision = kept_captions([caption("c1", caption_text, box=SIGN), text_in("t1", read)], READ)
+    assert (found == [caption_text]) is kept
+    if not kept:
+        assert decision.reasons[0].startswith("caption_conflict: quotes ") and "rapidocr reads" in decision.reasons[0]
+
+
+def test_text_outside_the_box_or_of_another_specialist_judges_nothing():
+    outside = [caption("c1", "a sign that says FARM", box=SIGN), text_in("t1", "SALE", box=(100.0, 100.0, 140.0, 120.0))]
+    assert kept_captions(outside, READ)[0] == ["a sign that says FARM"]
+    other = [caption("c1", "a sign that says FARM", box=SIGN), text_in("t1", "SALE", specialist="florence2")]
+    assert kept_captions(other, READ)[0] == ["a sign that says FARM"]
