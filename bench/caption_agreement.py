@@ -2,7 +2,7 @@
 images, the round's Florence-2 captioning every candidate box on its crop, then three questions:
 
 1. on kept boxes (at the round's floor) that hold a gold object: who names it right when the
-   YOLO label and the caption's category disagree (``filters.captions`` drops such captions);
+   YOLO label and the caption's subject disagree (``filters.captions`` drops such captions);
 2. detection F1 when a caption that names the box's label may lower the box's threshold and one
    that names another category may raise it, each rule's thresholds chosen on half of the gold
    images and scored on the other half (2-fold, 3 random splits), against one threshold chosen
@@ -29,7 +29,8 @@ from bench.common import report  # noqa: E402
 from engine.dataset.sources import load_rgb  # noqa: E402
 from engine.dataset.store import Store  # noqa: E402
 from engine.evaluation.round_quality import round_config  # noqa: E402
-from filters.captions import category_pattern, named  # noqa: E402
+from filters.captions import subject_names, subjects  # noqa: E402
+from filters.phrases import PhraseParser  # noqa: E402
 from schemas.geometry import box_iou, match_boxes, rows_by_image  # noqa: E402
 from specialists.base import Batch  # noqa: E402
 from specialists.florence2 import REGION_TO_DESCRIPTION, Florence2Config, Florence2Specialist  # noqa: E402
@@ -61,10 +62,11 @@ def candidates(data: Path, world: Path, round_id: int, low: float) -> tuple[list
         captions.append(captioner(Batch(chunk, [pixels[i] for i in chunk], regions=found))["regions"])
     said = {r["region_id"].removesuffix("-f2cap"): r["label"] for r in pa.concat_tables(captions).to_pylist()}
     rows = pa.concat_tables(boxes).select(["image_id", "region_id", "box", "label", "score"]).to_pylist()
-    patterns = {c: category_pattern(c) for c in {r["label"] for r in rows}}
+    vocabulary = sorted({r["label"] for r in rows})
     for r in rows:
         r["caption"] = said.get(r["region_id"], "")
-        r["named"] = named(r["caption"], patterns)
+    for r, subject in zip(rows, subjects([r["caption"] for r in rows], PhraseParser())):
+        r["named"] = {c for c in vocabulary if subject and subject_names(*subject, c)}  # what the caption is about
     truth = gold.read("regions")
     return rows, rows_by_image(truth.filter(pc.equal(truth.column("kind"), "object"))), float(yolo.options["conf"])
 

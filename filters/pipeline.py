@@ -75,7 +75,7 @@ def filter_annotations(
     regions = run.step("regions", regions, lambda r: nms(r, config.regions))
     if pixels is not None:
         regions = run.step("regions", regions, lambda r: blank(r, pixels, config.regions))
-    regions = run.step("regions", regions, lambda r: caption_conflicts(r, config.captions))
+    regions = run.step("regions", regions, lambda r: caption_conflicts(r, config.captions, parser))
     fused, decision = fuse(regions, config.fusion)
     regions = run.step("regions", regions, lambda r: decision)
     regions = pa.concat_tables([regions, fused])

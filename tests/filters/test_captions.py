@@ -21,27 +21,31 @@ def caption(rid, text, box=BOX, image="a", specialist="florence2"):
     return region(rid, box, label=text, image=image, specialist=specialist, kind="region_caption")
 
 
+PARSER = PhraseParser()
+
+
 def kept_captions(rows, config=CHECK):
-    decision = caption_conflicts(table_of("regions", rows), config)
+    decision = caption_conflicts(table_of("regions", rows), config, PARSER)
     return [r["label"] for r, reason in zip(rows, decision.reasons) if r["kind"] == "region_caption" and reason is None], decision
 
 
 @pytest.mark.parametrize("text, kept", [
-    ("a large red car", True),                      # names the box's label
-    ("Two cars by the road", True),                 # the label, plural, counts as named
-    ("Cars by the road", True),                     # capitalised too (a first word)
-    ("a large black sign that says FARM", False),   # another category of the vocabulary
+    ("a large red car", True),                      # its subject is the box's label
+    ("Two cars by the road", True),                 # plural, capitalised
+    ("a large black sign that says FARM", False),   # its subject is another category
     ("a small green trees", False),                 # a plural of another category
-    ("a large black sign that says CAR", False),    # the quoted text is no category; "sign" still is
-    ("a small blue object", True),                  # names no category: nothing to judge
-    ("a car next to a tree", True),                 # names its label beside another
+    ("a large black sign that says CAR", False),    # the quoted text is no subject
+    ("a small blue object", True),                  # its subject is no category: nothing to judge
+    ("a car next to a tree", True),                 # another category beside its subject
+    ("a tree next to a car", False),                # ... but the subject is what it describes
+    ("a man riding a bus", True),                   # man is no category: the bus is context
     ("a bushy thing", True),                        # "bus" inside a word is not the word
 ])
 def test_a_caption_is_judged_by_the_label_of_its_box(text, kept):
     found, decision = kept_captions([region("o1", BOX, label="car"), caption("c1", text)])
     assert (found == [text]) is kept
     if not kept:
-        assert decision.reasons[1].startswith("caption_conflict: names ") and "on a car box of yolo" in decision.reasons[1]
+        assert decision.reasons[1].startswith("caption_conflict: '") and "on a car box of yolo" in decision.reasons[1]
     assert decision.reasons[0] is None  # objects are never dropped here
 
 
