@@ -59,8 +59,19 @@ def find_row(store: Store, row_id: str, round_id: int | None = None) -> tuple[st
             rows = store.read(table, latest)
             return table, rows.filter(pc.equal(rows.column(column), row_id)).slice(0, 1).to_pylist()[0]
     where = f"round {round_id}" if round_id is not None else "any round"
+    if dropped := _dropped(store, row_id, round_id):
+        raise UnknownRow(f"no kept annotation with id {row_id!r} in {store.root} ({where}): the filters dropped it in "
+                         f"round {dropped['round']} ({dropped['filter']}: {dropped['reason']}); its whole row: "
+                         f"fld query \"SELECT row FROM rejected WHERE row_id = '{row_id.replace(chr(39), chr(39) * 2)}'\"")
     raise UnknownRow(f"no annotation with id {row_id!r} in {store.root} ({where}; searched texts, regions, "
                      "triplets); `fld query` lists ids, e.g. SELECT region_id FROM regions LIMIT 5")
+
+
+def _dropped(store: Store, row_id: str, round_id: int | None) -> dict | None:
+    """The latest ``rejected`` row of ``row_id`` (in ``round_id``), or None."""
+    rows = store.read("rejected", round_id, columns=["row_id", "round", "filter", "reason"])
+    hits = rows.filter(pc.equal(rows.column("row_id"), row_id)).to_pylist() if rows.num_rows else []
+    return max(hits, key=lambda r: r["round"]) if hits else None
 
 
 def _history(folder: Path) -> list[dict]:

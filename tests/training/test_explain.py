@@ -67,6 +67,10 @@ def test_unknown_ids_and_rounds_are_refused_by_name(dataset):
         explain(dataset, "nope")
     with pytest.raises(UnknownRow, match="round 7"):
         explain(dataset, "img0-fused0", round_id=7)
+    with pytest.raises(UnknownRow, match=r"dropped it in round 2 \(fusion: merged: into img0-fused0\)"):
+        explain(dataset, "img0-yolo1")  # not kept: the filter that dropped it, and why
+    with pytest.raises(UnknownRow, match="round 1"):
+        explain(dataset, "img0-yolo1", round_id=1)
     result = CliRunner().invoke(app, ["explain", "it's \"odd\"", "--data", str(dataset.root)])
     assert result.exit_code == 1 and "no annotation with id" in result.output
     shown = CliRunner().invoke(app, ["explain", "img0-fused0", "--data", str(dataset.root)], env={"COLUMNS": "200"})
