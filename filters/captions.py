@@ -70,8 +70,10 @@ def subjects(texts: list[str], parser: PhraseParser) -> list[tuple[str, str] | N
 
 
 def quoted(text: str) -> set[str]:
-    """The words ``text`` quotes (in quotation marks, or in capitals), upper-cased."""
-    return {w.upper() for m in QUOTED.finditer(text) for part in m.groups() if part for w in WORD.findall(part)}
+    """The words ``text`` quotes (in quotation marks, or in capitals where the rest is not), upper-cased."""
+    shouting = not any(ch.islower() for ch in text)  # a text all in capitals quotes only what it puts in quotation marks
+    return {w.upper() for m in QUOTED.finditer(text) for k, part in enumerate(m.groups())
+            if part and not (shouting and k == 2) for w in WORD.findall(part)}
 
 
 def _centres_inside(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:

@@ -13,8 +13,10 @@ Families and metrics (written to the ``metrics`` table, shown by ``fld metrics``
 - text, per granularity: BLEU-4, CIDEr-D and ROUGE-L (pycocoevalcap, our tokenizer: no Java),
   coverage (gold images with a description), and for each description how many of the image's
   ground-truth object categories it mentions (object recall) and how many it names that are
-  not there (hallucination), and distinct descriptions per described image (distinct: a
-  collapsed captioner's is near 0);
+  not there (hallucination), distinct descriptions per described image (distinct: a
+  collapsed captioner's is near 0), and of the descriptions that quote text (capitals or
+  quotation marks: "a sign that says STOP") the share whose quoted words the image's text holds
+  (quoted_text);
 - text-phrase-region: grounding recall@1, as Flickr30k Entities (and Florence-2's paper) measure
   a grounder: given the gold descriptions, for each ground-truth (image, phrase) the grounded
   triplet with the same normalised phrase and the highest score must overlap one of the phrase's
@@ -257,6 +259,8 @@ class Evaluator:
     def _texts(self, texts: pa.Table):
         out = []
         truth_objects = {img: {r["label"] for r in rows} for img, rows in self._kind(self.truth["regions"], "object").items()}
+        truth_words = {img: {w.upper() for r in rows for w in re.findall(r"\w+", r["label"] or "")}
+                       for img, rows in self._kind(self.truth["regions"], "ocr").items()}
         for granularity in GRANULARITIES:
             gt = rows_by_image(self.truth["texts"].filter(pc.equal(self.truth["texts"].column("granularity"), granularity)))
             pred = rows_by_image(texts.filter(pc.equal(texts.column("granularity"), granularity)))
@@ -266,7 +270,7 @@ class Evaluator:
             covered = Units.of({i: (float(i in pred and i in gt), 1.0) for i in self.images})
             if not scored:
                 out += [Measurement(family, f"{name}.{m}", None)
-                        for m in ("bleu4", "cider", "rouge_l", "object_recall", "hallucination", "distinct")]
+                        for m in ("bleu4", "cider", "rouge_l", "object_recall", "hallucination", "distinct", "quoted_text")]
                 out.append(Measurement(family, f"{name}.coverage", coverage, covered))
                 continue
             best = {i: max(pred[i], key=lambda r: r["score"] if r["score"] is not None else 0.0)["text"] for i in scored}
@@ -276,8 +280,10 @@ class Evaluator:
             cider, cider_each = Cider().compute_score(refs, res)
             rouge, rouge_each = Rouge().compute_score(refs, res)
             order = list(refs)  # pycocoevalcap scores images in the order of the references' keys
-            recall, hallucination = {}, {}
+            recall, hallucination, read = {}, {}, {}
             for i in scored:
+                if said := quoted(best[i]):  # text it says the image shows: is it there?
+                    read[i] = (float(said <= truth_words.get(i, set())), 1.0)
                 mentioned, present = self._mentioned(best[i]), truth_objects.get(i, set())
                 if present:
                     recall[i] = (len(mentioned & present) / len(present), 1.0)
@@ -294,6 +300,7 @@ class Evaluator:
                 Measurement(family, f"{name}.object_recall", mean(recall), Units.of(recall)),
                 Measurement(family, f"{name}.hallucination", mean(hallucination) or 0.0, Units.of(hallucination)),
                 Measurement(family, f"{name}.distinct", len({" ".join(tokens(t)) for t in best.values()}) / len(best)),
+                Measurement(family, f"{name}.quoted_text", mean(read), Units.of(read)),
             ]
         return out
 

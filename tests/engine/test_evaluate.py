@@ -163,6 +163,28 @@ def test_region_caption_words_count_only_where_boxes_match(tmp_path):
     assert metrics(store, [wrong])["region_caption_object"] == 0.0  # 3 of 4 words right, the object wrong
     assert metrics(store, [])["region_caption_word_f1"] == 0.0
     assert metrics(store, gold)["region_caption_word_f1"] == 1.0 and metrics(store, gold)["region_caption_object"] == 1.0
+    assert metrics(store, gold)["region_caption_text"] is None  # no caption quotes text
+
+
+def test_quoted_text_is_scored_against_the_images_text(tmp_path):
+    store = Store(tmp_path / "gold4", create=True)
+    sign = [0.0, 0.0, 40.0, 30.0]
+    with store.writer(0) as w:
+        w.write("images", 0, table_of("images", [valid_row("images", image_id="i1", width=W, height=H)]))
+        w.write("regions", 0, table_of("regions", [
+            obj("i1", "c1", "a large gray sign that says SALE", sign, kind="region_caption"),
+            obj("i1", "o1", "SALE", [10.0, 10.0, 30.0, 20.0], kind="ocr")]))
+        w.write("texts", 0, table_of("texts", [valid_row("texts", image_id="i1", text_id="g", granularity="detailed",
+                                                         text="A gray sign that says SALE.", score=None,
+                                                         score_source="ground_truth")]))
+    caption = lambda text: obj("i1", "p1", text, sign, score=0.5, kind="region_caption")  # noqa: E731
+    assert metrics(store, [caption("a large black sign that says SALE")])["region_caption_text"] == 1.0
+    assert metrics(store, [caption("a large gray sign that says FARM")])["region_caption_text"] == 0.0
+    assert metrics(store, [caption("a large gray sign")])["region_caption_text"] is None
+    describe = lambda text: [valid_row("texts", image_id="i1", text_id="p", granularity="detailed", text=text)]  # noqa: E731
+    assert metrics(store, texts=describe('A sign that reads "sale" stands by the road.'))["detailed.quoted_text"] == 1.0
+    assert metrics(store, texts=describe("A sign that says FARM stands by the road."))["detailed.quoted_text"] == 0.0
+    assert metrics(store, texts=describe("A SIGN BY THE ROAD."))["detailed.quoted_text"] is None  # shouting quotes nothing
 
 
 def test_descriptions_and_mentions(truth, tmp_path):

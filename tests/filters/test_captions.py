@@ -116,6 +116,7 @@ def text_in(rid, text, box=(30.0, 25.0, 70.0, 45.0), specialist="rapidocr", imag
     ('a sign that reads "farm"', "BUS STOP", False),
     ("a large black sign", "SALE", True),                   # quotes nothing: nothing to judge
     ("a sign that says NO PARKING", "PARKING", True),       # one quoted word read is enough
+    ("A LARGE BLACK SIGN", "SALE", True),                   # all in capitals: capitals quote nothing
 ])
 def test_quoted_text_is_judged_by_what_the_reader_found_inside_the_box(caption_text, read, kept):
     found, decision = kept_captions([caption("c1", caption_text, box=SIGN), text_in("t1", read)], READ)
