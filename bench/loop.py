@@ -51,7 +51,8 @@ def specialists_alone(data: Path, gold: Path, round_id: int) -> dict[str, float 
     """Gold metrics of round ``round_id``'s config without Florence-2 (the specialists alone, with
     the round's filters, through the one annotation path), the label grounder given the gold
     descriptions as the round's grounders are measured: what the round would score had Florence-2
-    not been in the loop. The specialists alone describe nothing: no text metrics."""
+    not been in the loop. The specialists alone describe nothing, images or regions: no text or
+    region-caption metrics (Florence-2's alone, like the descriptions)."""
     from engine.dataset.store import Store
     from engine.evaluation.measure import gold_texts, measure_specs
     from engine.evaluation.round_quality import round_config
@@ -59,8 +60,11 @@ def specialists_alone(data: Path, gold: Path, round_id: int) -> dict[str, float 
     config = round_config(Store(data), round_id)
     specs = [s for s in config.specialists if s.name != "florence2"]
     store = Store(gold)
-    found = measure_specs(specs, config.filters, store, prompts=[("gold-texts", gold_texts(store))])
-    return {m.key: m.value for m in found if m.family != "text"}
+    found = {m.key: m.value for m in measure_specs(specs, config.filters, store, prompts=[("gold-texts", gold_texts(store))])
+             if m.family != "text"}
+    if found.get("region-text/region_caption_object") is None:  # no captioner: word F1 0 is no score of theirs
+        found = {k: v for k, v in found.items() if not k.startswith("region-text/region_caption_")}
+    return found
 
 
 def _present(data: Path) -> dict[str, int]:
