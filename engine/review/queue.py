@@ -10,7 +10,9 @@ Signals, each read from what the round wrote (no model is run again):
 - ``caption_vs_boxes``: a description names a category no kept box of the image has
   (the captioner against the detector);
 - ``region_caption_vs_label``: a region caption on a box that does not name the box's label
-  (Florence-2 against the detector).
+  (Florence-2 against the detector);
+- ``quote_vs_text``: a description quotes text ("a sign that says FARM") none of whose words the
+  OCR read in the image (the captioner against the reader: the round keeps such descriptions).
 
 Only images of the pool and of unlabelled sources are ranked (never gold), and images a person
 already reviewed are left out. Each entry says why it was ranked, with the regions behind it.
@@ -30,11 +32,12 @@ import torch
 from torchvision.ops import box_iou
 
 from engine.dataset.store import Store, StoreError
+from filters.captions import quoted
 from schemas.hashing import fingerprint
 
 REVIEWABLE_SPLITS = ("pool", "unlabelled")
 WEIGHTS = {"near_floor": 1.0, "label_clash": 2.0, "fused_disagree": 2.0, "unconfirmed": 1.0,
-           "caption_vs_boxes": 1.5, "region_caption_vs_label": 0.5}
+           "caption_vs_boxes": 1.5, "region_caption_vs_label": 0.5, "quote_vs_text": 1.0}
 
 
 @dataclass(frozen=True)
@@ -202,18 +205,22 @@ def build_queue(store: Store, round_id: int, config: QueueConfig = QueueConfig()
 
 def _caption_signal(store: Store, round_id: int, ids: set[str], rows: list[dict], by_image: dict[str, list[int]],
                     patterns: dict[str, re.Pattern], hit) -> None:
-    """Descriptions that name a category no kept box of their image has."""
+    """Descriptions that name a category no kept box of their image has, or quote text the OCR
+    did not read there."""
     texts = store.read("texts", round_id, columns=["image_id", "text_id", "granularity", "text", "score_source"])
     texts = texts.filter(pc.is_in(texts.column("image_id"), pa.array(sorted(ids), pa.string())))
-    if not texts.num_rows or not patterns:
-        return
     for t in texts.to_pylist():
         if t["score_source"] == "human":
             continue
-        present = {rows[k]["label"] for k in by_image.get(t["image_id"], []) if rows[k]["kind"] == "object"}
+        kept = [rows[k] for k in by_image.get(t["image_id"], [])]
+        present = {r["label"] for r in kept if r["kind"] == "object"}
         for label, pattern in patterns.items():
             if label not in present and pattern.search(t["text"]):
                 hit(t["image_id"], "caption_vs_boxes", 1.0, t["text_id"], f"{t['granularity']} names a {label}, no box")
+        read = {w.upper() for r in kept if r["kind"] == "ocr" for w in re.findall(r"\w+", r["label"] or "")}
+        if read and (said := quoted(t["text"])) and not said & read:
+            hit(t["image_id"], "quote_vs_text", 1.0, t["text_id"],
+                f"{t['granularity']} quotes {' '.join(sorted(said))}, the OCR reads {' '.join(sorted(read))[:60]}")
 
 
 def random_queue(store: Store, seed: int) -> list[QueueEntry]:

@@ -124,6 +124,23 @@ def test_the_queue_ranks_by_disagreement_and_says_why(store):
     assert [e.image_id for e in random_queue(store, 3)] == [e.image_id for e in random_queue(store, 3)]
 
 
+def test_a_description_quoting_text_the_ocr_did_not_read_is_queued(store):
+    rows = {"regions": [region("o2", "img2", [60, 60, 90, 70], "OPEN", kind="ocr", specialist="rapidocr", r=2),
+                        region("q2", "img5", [60, 60, 90, 70], "Farm", kind="ocr", specialist="rapidocr", r=2)],
+            "texts": [valid_row("texts", text_id="t2", image_id="img2", text="A sign that says FARM.", round=2),
+                      valid_row("texts", text_id="u2", image_id="img5", text='A sign that reads "farm".', round=2),
+                      valid_row("texts", text_id="v2", image_id="img1", text="A sign that says FARM.", round=2)]}
+    with store.writer(2) as w:
+        for table, table_rows in rows.items():
+            w.write(table, "c2", table_of(table, table_rows))
+        w.write("rounds", "round", table_of("rounds", [valid_row("rounds", round=2, config=json.dumps(CONFIG),
+                                                                  started_at=NOW, finished_at=NOW)]))
+    why = {e.image_id: e for e in build_queue(store, 2)}
+    assert {r.signal for r in why["img2"].reasons} == {"quote_vs_text"} and "quotes FARM, the OCR reads OPEN" in why["img2"].why
+    assert why["img5"].score == 0  # the OCR read what it quotes, whatever the case
+    assert why["img1"].score == 0  # no OCR in the image: nothing to judge the quote by
+
+
 def test_label_studio_converter_reads_our_files_as_we_do(store, truth, tmp_path):
     converter = pytest.importorskip("label_studio_converter")
     export = queue_and_answer(store, truth, tmp_path, k=3)
