@@ -3,7 +3,7 @@
 **Objects.** A captioner that names another object than the detector gave the same box is
 usually the one that is wrong: on the embedded world's gold (round 1, 151 images;
 ``bench/caption_agreement.py``) the zoo YOLO's label was right and Florence-2's caption wrong for
-347 such boxes, the other way round for 35, and relabelling boxes by their captions lowered
+323 such boxes, the other way round for 32, and relabelling boxes by their captions lowered
 detection F1 at every threshold. So a caption whose subject (its first noun phrase, spaCy) is a
 category of the detectors' vocabulary other than its box's label is dropped. Only the subject
 counts: "a man riding a bicycle" on a person box names no category (man is none) and stays, and
@@ -76,6 +76,11 @@ def quoted(text: str) -> set[str]:
             if part and not (shouting and k == 2) for w in WORD.findall(part)}
 
 
+def words_of(texts) -> set[str]:
+    """The words of ``texts`` (OCR readings, say), upper-cased: what a quote is compared with."""
+    return {w.upper() for text in texts for w in WORD.findall(text or "")}
+
+
 def _centres_inside(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
     """(len(outer), len(inner)): whether each inner box's centre lies in each outer box."""
     cx, cy = (inner[:, 0] + inner[:, 2]) / 2, (inner[:, 1] + inner[:, 3]) / 2
@@ -100,28 +105,29 @@ def caption_conflicts(rows: pa.Table, config: CaptionCheckConfig, parser: Phrase
     if not captions or not (judges or readers):
         return Decision.from_mask("caption_check", drop, "")
     vocabulary = sorted(set(config.vocabulary) | {labels[i] for i in judges})
-    judged_images = {images[i] for i in judges}
-    judged = [c for c in captions if images[c] in judged_images]
+    judges_of, readers_of = _by_image(judges, images), _by_image(readers, images)
+    judged = [c for c in captions if images[c] in judges_of]
     subject = dict(zip(judged, subjects([labels[c] for c in judged], parser))) if judged else {}
     boxes = boxes_of(rows)
-    judges_of, readers_of = _by_image(judges, images), _by_image(readers, images)
-    for c in captions:
-        if (candidates := judges_of.get(images[c])) and (found := subject.get(c)):
-            iou = box_iou(boxes[[c]], boxes[candidates])[0]
-            best = int(np.argmax(iou))
-            label = labels[candidates[best]]
-            said = [v for v in vocabulary if subject_names(*found, v)]
-            if iou[best] >= config.iou and said and label not in said:
-                drop[c] = True
-                details[c] = f"{found[0]!r} on a {label} box of {specialists[candidates[best]]}"
-                continue
-        if (candidates := readers_of.get(images[c])) and (words := quoted(labels[c])):
-            inside = [k for k, hit in zip(candidates, _centres_inside(boxes[[c]], boxes[candidates])[0]) if hit]
-            read = {w.upper() for k in inside for w in WORD.findall(labels[k])}
-            if inside and not words & read:
-                drop[c] = True
-                details[c] = (f"quotes {' '.join(sorted(words))} where {specialists[inside[0]]} reads "
-                              f"{' / '.join(labels[k] for k in inside)[:80]}")
+    for image, here in _by_image(captions, images).items():  # one IoU matrix and one containment matrix per image
+        judging, reading = judges_of.get(image, []), readers_of.get(image, [])
+        iou = box_iou(boxes[here], boxes[judging]) if judging else None
+        inside = _centres_inside(boxes[here], boxes[reading]) if reading else None
+        for j, c in enumerate(here):
+            if iou is not None and (found := subject.get(c)):
+                best = int(np.argmax(iou[j]))
+                label = labels[judging[best]]
+                said = [v for v in vocabulary if subject_names(*found, v)]
+                if iou[j, best] >= config.iou and said and label not in said:
+                    drop[c] = True
+                    details[c] = f"{found[0]!r} on a {label} box of {specialists[judging[best]]}"
+                    continue
+            if inside is not None and (words := quoted(labels[c])):
+                within = [k for k, hit in zip(reading, inside[j]) if hit]
+                if within and not words & words_of(labels[k] for k in within):
+                    drop[c] = True
+                    details[c] = (f"quotes {' '.join(sorted(words))} where {specialists[within[0]]} reads "
+                                  f"{' / '.join(labels[k] for k in within)[:80]}")
     return Decision.from_mask("caption_check", drop, lambda i: f"caption_conflict: {details[i]}")
 
 

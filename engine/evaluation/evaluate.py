@@ -49,7 +49,7 @@ from pycocotools.cocoeval import COCOeval
 from engine.dataset.store import Store
 from engine.evaluation.noise import Interval, Units, interval
 from engine.world.vocab import CATEGORIES, plural
-from filters.captions import quoted
+from filters.captions import quoted, words_of
 from schemas import GRANULARITIES, schema_for
 from schemas.geometry import box_iou, match_boxes, rows_by_image
 from schemas.masks import rle_iou
@@ -259,8 +259,7 @@ class Evaluator:
     def _texts(self, texts: pa.Table):
         out = []
         truth_objects = {img: {r["label"] for r in rows} for img, rows in self._kind(self.truth["regions"], "object").items()}
-        truth_words = {img: {w.upper() for r in rows for w in re.findall(r"\w+", r["label"] or "")}
-                       for img, rows in self._kind(self.truth["regions"], "ocr").items()}
+        truth_words = {img: words_of(r["label"] for r in rows) for img, rows in self._kind(self.truth["regions"], "ocr").items()}
         for granularity in GRANULARITIES:
             gt = rows_by_image(self.truth["texts"].filter(pc.equal(self.truth["texts"].column("granularity"), granularity)))
             pred = rows_by_image(texts.filter(pc.equal(texts.column("granularity"), granularity)))

@@ -32,7 +32,7 @@ import torch
 from torchvision.ops import box_iou
 
 from engine.dataset.store import Store, StoreError
-from filters.captions import quoted
+from filters.captions import quoted, words_of
 from schemas.hashing import fingerprint
 
 REVIEWABLE_SPLITS = ("pool", "unlabelled")
@@ -217,7 +217,7 @@ def _caption_signal(store: Store, round_id: int, ids: set[str], rows: list[dict]
         for label, pattern in patterns.items():
             if label not in present and pattern.search(t["text"]):
                 hit(t["image_id"], "caption_vs_boxes", 1.0, t["text_id"], f"{t['granularity']} names a {label}, no box")
-        read = {w.upper() for r in kept if r["kind"] == "ocr" for w in re.findall(r"\w+", r["label"] or "")}
+        read = words_of(r["label"] for r in kept if r["kind"] == "ocr")
         if read and (said := quoted(t["text"])) and not said & read:
             hit(t["image_id"], "quote_vs_text", 1.0, t["text_id"],
                 f"{t['granularity']} quotes {' '.join(sorted(said))}, the OCR reads {' '.join(sorted(read))[:60]}")
