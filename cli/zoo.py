@@ -40,9 +40,9 @@ def zoo_build(
                                              "command without it, where the whole engine is installed, "
                                              "measures and publishes what WORK holds.")] = False,
     fine_tune: Annotated[bool, typer.Option("--fine-tune", help="Fine-tune the published models with the zoo "
-                                            "profile's fine-tuning budget (Florence-2: region captions on crops) "
-                                            "and publish them in their place; each card keeps the model it "
-                                            "started from as a stage.")] = False,
+                                            "profile's next fine-tuning stage (Florence-2: region captions on "
+                                            "crops, then reading them) and publish them in their place; each "
+                                            "card keeps the models it started from as stages.")] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Train the zoo's models with the zoo profile (a long budget: hours on 2 CPU cores, minutes

@@ -50,15 +50,18 @@ class Profile:
     domain_seed: int = 0
     """The domains its world draws from: the same for every profile, so the zoo (trained on another
     sample of the seed domain) serves each of them."""
-    fine_tune: Budgets = field(default_factory=dict)
-    """Per trainer name, a second training of its bootstrapped model from those weights, on the same
-    seed split (``fld zoo build --fine-tune``; the zoo's Florence-2 learns region captions on crops,
-    a CPU stage after its GPU training)."""
+    fine_tune: dict[str, tuple] = field(default_factory=dict)
+    """Per trainer name, the budgets of its bootstrapped model's later trainings, in order, each from
+    the weights the one before left, on the same seed split (``fld zoo build --fine-tune`` runs the
+    next one; the zoo's Florence-2 learns region captions on crops, then reading them: CPU stages
+    after its GPU training)."""
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.world_images < 3 or self.refinement_rounds < 0:
             raise ValueError("a profile needs >= 3 world images and >= 0 refinement rounds")
+        if not all(isinstance(v, tuple) and v for v in self.fine_tune.values()):
+            raise ValueError("a profile's fine_tune gives each trainer a non-empty tuple of budgets, in order")
         if self.shift not in SHIFTS:
             raise ValueError(f"unknown shift {self.shift!r}; known: {', '.join(SHIFTS)}")
 
@@ -111,14 +114,14 @@ PROFILES = {
                               "florence2": Florence2Budget(steps=2800, batch=64, size="small", recipe={"flip_od": True})},
                    refine={"yolo": YoloBudget(epochs=3, imgsz=320), "sam": SamBudget(steps=30),
                            "florence2": Florence2Budget(steps=80)},
-                   fine_tune={"florence2": Florence2Budget(steps=400, batch=16, size="small", recipe={
+                   fine_tune={"florence2": (Florence2Budget(steps=400, batch=16, size="small", recipe={
                        "flip_od": True, "crop_regions": 0.2, "region_size": 112,
-                       "task_weights": {"<OD>": 3.0, "<REGION_TO_DESCRIPTION>": 8.0}})}),
+                       "task_weights": {"<OD>": 3.0, "<REGION_TO_DESCRIPTION>": 8.0}}),)}),
 }
 """``zoo`` trains the round-0 models that ``make run`` starts from (``fld zoo build``, hours on 2
 cores): another sample (world seed 1000) of the same domains as every other profile's world. Its
 Florence-2 (``small``, 2800 steps of 64) is a GPU job: 5 minutes on an H200, about 7 hours on 2
-CPU cores (``bench/florence2_speed.py``). Its ``fine_tune`` then teaches that Florence-2 region
+CPU cores (``bench/florence2_speed.py``). Its ``fine_tune`` stage then teaches that Florence-2 region
 captions on crops of their boxes at 112 px, beside every other task (about 10 minutes on 2 CPU
 cores; docs/FLORENCE2_RECIPE.md, "Region captions on crops")."""
 

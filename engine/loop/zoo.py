@@ -91,9 +91,10 @@ class Card:
         """This card as a later fine-tuning's earlier stage."""
         return {k: v for k, v in self.to_dict().items() if k not in ("gold", "facts", "stages", "world", "name")}
 
-    def fine_tuned_with(self, budget: object) -> bool:
-        """Whether this model is a fine-tuning with ``budget`` (its last stage)."""
-        return bool(self.stages) and self.budget == budget_record(budget)
+    @property
+    def fine_tunings(self) -> int:
+        """How many fine-tunings made this model after its first training (its earlier stages)."""
+        return len(self.stages)
 
     @classmethod
     def read(cls, path: Path) -> Card:
@@ -413,10 +414,10 @@ def fine_tune_command(base: Card, device: str) -> str:
 def fine_tune(work: Path, zoo: Path, only: tuple[str, ...], device: str = "cpu",
               step: Callable[[str], None] | None = None) -> dict[str, Card]:
     """Fine-tune each published zoo model of ``only`` (default: each the zoo profile fine-tunes)
-    from its weights with the profile's ``fine_tune`` budget on the zoo world's seed split, measure
-    it and publish it in its place. Its card keeps the model it started from as its first stage,
-    and its command rebuilds both. A model that is already this fine-tuning's result is refused
-    (fine-tuning it again would stack a second one on the first)."""
+    from its weights with the profile's next ``fine_tune`` budget for it (the first its card has not
+    had) on the zoo world's seed split, measure it and publish it in its place. Its card keeps the
+    models it started from as its earlier stages, and its command rebuilds them all. A model whose
+    last stage is not the profile's, or that has had every stage, is refused."""
     chosen = profile(ZOO_PROFILE).on(device)
     names = only or tuple(chosen.fine_tune)
     lacking = [n for n in names if n not in chosen.fine_tune]
@@ -424,24 +425,35 @@ def fine_tune(work: Path, zoo: Path, only: tuple[str, ...], device: str = "cpu",
         raise ValueError(f"the zoo profile fine-tunes {', '.join(chosen.fine_tune) or 'nothing'}, not {', '.join(lacking)}")
     world = zoo_world(work)
     published = check(zoo, world.config, names)
+    budgets = {}
     for name in names:
         if name not in published:
             raise ZooError(f"{zoo}: no published {name} to fine-tune; build it first with `{rebuild_command(name)}`")
-        if published[name].card.fine_tuned_with(chosen.fine_tune[name]):
-            first = published[name].card.stages[-1].get("command")
-            raise ZooError(f"{zoo / name}: already fine-tuned with this budget (its card's last stage); to do it again, "
-                           f"rebuild the model it started from with `{first}`")
+        card, stages = published[name].card, chosen.fine_tune[name]
+        done = card.fine_tunings
+        if done and card.budget != budget_record(stages[done - 1]):
+            raise ZooError(f"{zoo / name}: its last fine-tuning is not the zoo profile's stage {done}; rebuild it with "
+                           f"`{_stage_command(name, len(stages))}`")
+        if done >= len(stages):
+            raise ZooError(f"{zoo / name}: already fine-tuned with every stage of the zoo profile ({len(stages)}); to do "
+                           f"it again, rebuild the model it started from with `{card.stages[0].get('command')}`")
+        budgets[name] = stages[done]
     gold, seed_gold = gold_stores(world)
     data = world_training_set(world, ("seed",))
     cards = {}
     for name in names:
         base = published[name]
         if step:
-            step(f"fine-tune {name} from the zoo")
+            step(f"fine-tune {name} from the zoo (stage {base.card.fine_tunings + 1})")
         start = Trained(name, work / "models" / "zoo-base" / name,
                         {**install(base, work / "models" / "zoo-base" / name), "name": name, "key": base.card.training_key})
-        trained = train_and_measure(TRAINERS[name], data, work / "models" / "fine-tune", chosen.fine_tune[name], gold,
+        trained = train_and_measure(TRAINERS[name], data, work / "models" / "fine-tune", budgets[name], gold,
                                     previous=start, device=device, seed_gold=seed_gold)
-        cards[name] = publish(trained, world, zoo, chosen.fine_tune[name], device, command=fine_tune_command(base.card, device),
+        cards[name] = publish(trained, world, zoo, budgets[name], device, command=fine_tune_command(base.card, device),
                               stages=[*base.card.stages, base.card.stage()])
     return cards
+
+
+def _stage_command(name: str, stages: int) -> str:
+    """The command that builds ``name`` and fine-tunes it ``stages`` times."""
+    return " && ".join([rebuild_command(name), *[f"fld zoo build --only {name} --fine-tune"] * stages])

@@ -191,14 +191,14 @@ def test_a_build_trained_elsewhere_is_measured_and_published_without_training_ag
         build(tmp_path / "work", tmp_path / "zoo", ("sam",), steps=2, train_only=True)
 
 
-def test_a_fine_tuning_starts_from_the_published_model_and_its_card_keeps_both_stages(tmp_path, monkeypatch):
+def test_each_fine_tuning_starts_from_the_published_model_and_its_card_keeps_every_stage(tmp_path, monkeypatch):
     from engine.loop.zoo import fine_tune
     from specialists.training.registry import TRAINERS
     from specialists.training.sam import SamBudget
 
     tiny = replace(profiles.PROFILES["quick"], name="zoo", world_images=24, seed_fraction=0.5, gold_fraction=0.25,
                    seed_gold_fraction=0.0, world_seed=3, bootstrap={"sam": SamBudget(steps=2)},
-                   fine_tune={"sam": SamBudget(steps=3)})
+                   fine_tune={"sam": (SamBudget(steps=3), SamBudget(steps=4))})
     monkeypatch.setitem(profiles.PROFILES, "zoo", tiny)
     work, zoo = tmp_path / "work", tmp_path / "zoo"
     with pytest.raises(ZooError, match="no model zoo"):  # nothing published to start from
@@ -223,7 +223,15 @@ def test_a_fine_tuning_starts_from_the_published_model_and_its_card_keeps_both_s
     assert card.stages[0]["training_key"] == base.training_key
     assert "Stage 1" in (zoo / "sam" / "CARD.md").read_text()
     assert check(zoo, tiny.world())["sam"].card == card  # read back whole, and served
-    with pytest.raises(ZooError, match="already fine-tuned.*`fld zoo build --only sam`"):
+    second = fine_tune(work, zoo, ("sam",))["sam"]  # the profile's next stage, from the first's weights
+    assert started_from[1][1] == 4 and sha256(Path(started_from[1][0])) == card.files[Path(started_from[1][0]).name]
+    assert second.command == card.command + " && fld zoo build --only sam --fine-tune"
+    assert [s["budget"]["steps"] for s in second.stages] == [2, 3] and second.fine_tunings == 2
+    with pytest.raises(ZooError, match="already fine-tuned with every stage.*`fld zoo build --only sam`"):
+        fine_tune(work, zoo, ("sam",))
+    # a zoo fine-tuned with a stage this profile does not hold is refused, with the command for its stages
+    monkeypatch.setitem(profiles.PROFILES, "zoo", replace(tiny, fine_tune={"sam": (SamBudget(steps=3), SamBudget(steps=5))}))
+    with pytest.raises(ZooError, match="not the zoo profile's stage 2.*--fine-tune && fld zoo build --only sam --fine-tune`"):
         fine_tune(work, zoo, ("sam",))
     result = CliRunner().invoke(app, ["zoo", "build", "--fine-tune", "--steps", "2", "--zoo", str(zoo), "--work", str(work)])
     assert result.exit_code != 0 and "--fine-tune takes its budget" in result.output
@@ -248,9 +256,11 @@ def test_the_committed_zoo_serves_the_default_profiles_world():
 
     found = check(DEFAULT_ZOO, profiles.profile("default").world())
     assert {"yolo", "sam", "florence2"} <= set(found) <= set(TRAINERS)
-    # its Florence-2 is the zoo profile's fine-tuning (a second `--fine-tune` would be refused), read
-    # back from JSON (lists) against the profile's budget (tuples)
-    zoo = profiles.profile("zoo")
-    assert found["florence2"].card.fine_tuned_with(zoo.fine_tune["florence2"])
-    assert not found["florence2"].card.fine_tuned_with(zoo.bootstrap["florence2"])
-    assert not found["yolo"].card.fine_tuned_with(zoo.bootstrap["yolo"])  # no stages: never a fine-tuning
+    # its Florence-2 has had every fine-tuning of the zoo profile (another `--fine-tune` would be
+    # refused), its card read back from JSON (lists) against the profile's budgets (tuples)
+    from engine.loop.zoo import budget_record
+
+    stages = profiles.profile("zoo").fine_tune["florence2"]
+    assert found["florence2"].card.fine_tunings == len(stages)
+    assert found["florence2"].card.budget == budget_record(stages[-1])
+    assert found["yolo"].card.fine_tunings == 0
