@@ -30,6 +30,10 @@ REGION_KIND = {"<OD>": "object", "<DENSE_REGION_CAPTION>": "region_caption", "<O
                "<REGION_PROPOSAL>": "proposal"}
 GROUNDING = "<CAPTION_TO_PHRASE_GROUNDING>"
 REGION_TO_DESCRIPTION = "<REGION_TO_DESCRIPTION>"
+OCR = "<OCR_WITH_REGION>"
+EDGE = 1.0
+"""A text read on a crop whose box comes this close (pixels) to a side the crop cut from its image
+may be part of a word, and is not kept."""
 TASKS = (*GRANULARITY, *REGION_KIND, GROUNDING, REGION_TO_DESCRIPTION)
 HOW_TO_GET = ("Give a Florence-2 checkpoint folder in Hugging Face format (config.json, weights and "
               "processor files), e.g. florence-community/Florence-2-base downloaded while online, or one "
@@ -59,6 +63,11 @@ class Florence2Config:
     The vision tower reads any multiple of its stride, and a crop needs fewer pixels than a whole
     image (the recipe's ``region_size``)."""
 
+    region_ocr: bool = False
+    """With a ``region_margin``: ``<OCR_WITH_REGION>`` reads the same crops of the prompt regions
+    instead of the whole image (one vision pass per crop serves both tasks), its texts placed back
+    in the image; for a model trained so (the recipe's ``crop_ocr``)."""
+
     def __post_init__(self) -> None:
         unknown = [t for t in self.tasks if t not in TASKS]
         if unknown or not self.tasks:
@@ -69,16 +78,25 @@ class Florence2Config:
             raise ValueError(f"region_margin must be None or within [0, 4], got {self.region_margin}")
         if self.region_size is not None and (self.region_margin is None or not 16 <= self.region_size <= 1536):
             raise ValueError(f"region_size needs a region_margin and must be within [16, 1536], got {self.region_size}")
+        if self.region_ocr and (self.region_margin is None or OCR not in self.tasks):
+            raise ValueError(f"region_ocr reads the crops of a region_margin with {OCR}: give both")
+
+    @property
+    def on_crops(self) -> tuple[str, ...]:
+        """The tasks that read the crops of the prompt regions (none without a ``region_margin``)."""
+        if self.region_margin is None:
+            return ()
+        return tuple(t for t in self.tasks if t == REGION_TO_DESCRIPTION or (t == OCR and self.region_ocr))
 
 
-def tables_of(tasks: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(produces, needs) of a Florence-2 running ``tasks``: descriptions make texts, detection-like
-    tasks and region descriptions make regions, grounding makes triplets from earlier texts, and
-    describing regions takes earlier regions."""
+def tables_of(tasks: tuple[str, ...], on_crops: tuple[str, ...] = ()) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(produces, needs) of a Florence-2 running ``tasks`` (``on_crops`` of them on the crops of
+    prompt regions): descriptions make texts, detection-like tasks and region descriptions make
+    regions, grounding makes triplets from earlier texts, and reading crops takes earlier regions."""
     made = {"texts": any(t in GRANULARITY for t in tasks),
             "regions": any(t in REGION_KIND or t == REGION_TO_DESCRIPTION for t in tasks),
             "triplets": GROUNDING in tasks}
-    taken = {"texts": GROUNDING in tasks, "regions": REGION_TO_DESCRIPTION in tasks}
+    taken = {"texts": GROUNDING in tasks, "regions": REGION_TO_DESCRIPTION in tasks or bool(on_crops)}
     return tuple(t for t, yes in made.items() if yes), tuple(t for t, yes in taken.items() if yes)
 
 
@@ -142,7 +160,7 @@ class Florence2Specialist(Specialist):
     def __init__(self, config: Florence2Config):
         super().__init__(config.batch_size, Resources(cpus=1.0, gpus=1.0 if config.device.startswith("cuda") else 0.0))
         self.config = config
-        self.produces, self.needs = tables_of(config.tasks)
+        self.produces, self.needs = tables_of(config.tasks, config.on_crops)
         self.model = self.processor = None
 
     def load(self) -> None:
@@ -212,9 +230,13 @@ class Florence2Specialist(Specialist):
     # -- tasks ----------------------------------------------------------------------------
     def predict(self, batch: Batch) -> dict[str, pa.Table]:
         texts, regions, triplets = [], [], []
-        crops_only = self.config.region_margin is not None and set(self.config.tasks) == {REGION_TO_DESCRIPTION}
-        features = None if crops_only else self.encode(batch.images)
+        on_crops = self.config.on_crops
+        features = None if set(self.config.tasks) <= set(on_crops) else self.encode(batch.images)
+        if on_crops:
+            regions += self._read_crops(batch, on_crops)
         for task in self.config.tasks:
+            if task in on_crops:
+                continue
             if task in GRANULARITY or task in REGION_KIND:
                 results = self.generate(batch.images, [task] * len(batch), features)
                 for image_id, generated in zip(batch.image_ids, results):
@@ -280,16 +302,29 @@ class Florence2Specialist(Specialist):
         return rows
 
     def _describe_regions(self, batch: Batch, features) -> pa.Table:
+        """Each prompt region described on its whole image, by its location tokens."""
         pairs = list(self._pairs(batch, "regions"))
-        margin = self.config.region_margin
-        if margin is None:
-            prompts = [REGION_TO_DESCRIPTION + location_tokens(row["box"], batch.sizes[row["image_id"]]) for _, row in pairs]
-            results = self.generate(batch.images, prompts, features, [k for k, _ in pairs])
-        else:  # each box on its own crop: the crops are the images
-            made = [region_crop(batch.images[k], row["box"], margin) for k, row in pairs]
-            size = self.config.region_size
-            results = self.generate([crop for crop, _ in made], [prompt for _, prompt in made],
-                                    processor=resized(self.processor, size) if size else None)
+        prompts = [REGION_TO_DESCRIPTION + location_tokens(row["box"], batch.sizes[row["image_id"]]) for _, row in pairs]
+        results = self.generate(batch.images, prompts, features, [k for k, _ in pairs])
+        return self._captions(batch, pairs, results)
+
+    def _read_crops(self, batch: Batch, tasks: tuple[str, ...]) -> list[pa.Table]:
+        """``tasks`` on each prompt region's crop: one vision pass per crop for all of them."""
+        pairs = list(self._pairs(batch, "regions"))
+        made = [region_crop(batch.images[k], row["box"], self.config.region_margin) for k, row in pairs]
+        crops = [crop for crop, _ in made]
+        processor = resized(self.processor, self.config.region_size) if self.config.region_size else None
+        features = self.encode(crops, processor)
+        out = []
+        if REGION_TO_DESCRIPTION in tasks:
+            out.append(self._captions(batch, pairs, self.generate(crops, [p for _, p in made], features,
+                                                                  processor=processor)))
+        if OCR in tasks:
+            out.append(self._crop_texts(batch, pairs, crops, self.generate(crops, [OCR] * len(crops), features,
+                                                                            processor=processor)))
+        return out
+
+    def _captions(self, batch: Batch, pairs: list[tuple[int, dict]], results: list[Generated]) -> pa.Table:
         rows = []
         for (_, region), generated in zip(pairs, results):
             items = parse_florence2(generated, REGION_TO_DESCRIPTION, batch.sizes[region["image_id"]])
@@ -298,3 +333,30 @@ class Florence2Specialist(Specialist):
                              "kind": "region_caption", "box": region["box"], "label": items[0].text,
                              "mask": region["mask"], **self.provenance(batch.round, items[0].score)})
         return self.table("regions", rows)
+
+    def _crop_texts(self, batch: Batch, pairs: list[tuple[int, dict]], crops: list[np.ndarray],
+                    results: list[Generated]) -> pa.Table:
+        """The texts read on the crops, placed back in their images. A text whose box touches a side
+        the crop cut from its image may be part of a word and is dropped; the same word read on two
+        overlapping crops is left to the round's NMS."""
+        ids, boxes, quads, labels, scores = [], [], [], [], []
+        for (k, region), crop, generated in zip(pairs, crops, results):
+            image_id = region["image_id"]
+            w, h = batch.sizes[image_id]
+            x0, y0, x1, y1 = square_window(region["box"], (w, h), self.config.region_margin)
+            cw, ch = crop.shape[1], crop.shape[0]
+            for item in parse_florence2(generated, OCR, (cw, ch)):
+                bx1, by1, bx2, by2 = item.box
+                cut = ((x0 > 0 and bx1 < EDGE) or (y0 > 0 and by1 < EDGE) or (x1 < w and bx2 > cw - EDGE)
+                       or (y1 < h and by2 > ch - EDGE))
+                if cut or not item.text or bx2 <= bx1 or by2 <= by1:
+                    continue
+                ids.append(image_id)
+                boxes.append([bx1 + x0, by1 + y0, bx2 + x0, by2 + y0])
+                quads.append([v + (x0 if i % 2 == 0 else y0) for i, v in enumerate(item.quad)])
+                labels.append(item.text)
+                scores.append(item.score)
+        return region_table(ids, np.array(boxes, np.float32).reshape(-1, 4), labels,
+                            None if any(s is None for s in scores) else np.array(scores, np.float32),
+                            kind="ocr", specialist=self.name, version=self.version, round_id=batch.round,
+                            id_prefix="f2ocr", extra={"quad": pa.array(quads, pa.list_(pa.float32(), 8))})

@@ -145,7 +145,7 @@ def measure_on_gold(trainer: Trainer, manifest: dict, gold: Store, device: str =
     parser = PhraseParser()
     found: list[Measurement] = []
     for prompted in (False, True):
-        group = [t for t in tasks if (t in trainer.prompted_tasks) == prompted]
+        group = [t for t in tasks if (t in trainer.prompted(manifest)) == prompted]
         model = _serving(trainer, manifest, group, gold, device)
         if model is None:
             continue
@@ -192,7 +192,7 @@ def _serving(trainer: Trainer, manifest: dict, tasks: list[str], gold: Store, de
     servings = trainer.serve(manifest, tasks, device) if tasks else []
     if not servings:
         return None
-    prompted = any(t in trainer.prompted_tasks for t in tasks)
+    prompted = any(t in trainer.prompted(manifest) for t in tasks)
     needs = {table for spec in specs(servings) for table in spec.build().needs} if prompted else set()
     given = (make(gold) for table, make in (("regions", gold_boxes), ("texts", gold_texts)) if table in needs)
     return _Serving(loaded(specs(servings), [(g.name, g) for g in given]), round_filters(servings))

@@ -10,16 +10,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from specialists.florence2 import GROUNDING, REGION_TO_DESCRIPTION
+from specialists.florence2 import GROUNDING, OCR, REGION_TO_DESCRIPTION
 from specialists.training.trainer import Serving, Task, Trainer, TrainingSet
 
 log = logging.getLogger(__name__)
-OCR = "<OCR_WITH_REGION>"
 ALL = ("<OD>", "<CAPTION>", "<DETAILED_CAPTION>", "<MORE_DETAILED_CAPTION>", GROUNDING, OCR, REGION_TO_DESCRIPTION)
-CARRIED = ("crop_regions", "region_size")
+CARRIED = ("crop_regions", "region_size", "crop_ocr")
 """Recipe settings a fine-tuning keeps from the model it starts from unless its budget sets them:
-a model that learnt region captions on crops is served on crops, so it goes on learning them so
-(a refinement round's budget names none of them)."""
+a model that learnt region captions (and reading) on crops is served on crops, so it goes on
+learning them so (a refinement round's budget names none of them)."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +55,11 @@ class Florence2Trainer(Trainer):
 
     def served_tasks(self, manifest: dict) -> list[str]:
         return [t for t in manifest.get("tasks", []) if t in ALL]
+
+    def prompted(self, manifest: dict) -> frozenset[str]:
+        """Its OCR too when it learnt to read the crops of object boxes (the recipe's ``crop_ocr``):
+        it reads those the round's detectors kept, so it is measured given the gold boxes."""
+        return self.prompted_tasks | ({OCR} if (manifest.get("config") or {}).get("crop_ocr") else set())
 
     def check(self, manifest: dict) -> None:
         """The checkpoint loads and its tokenizer is the one its model was trained with."""
@@ -123,18 +127,21 @@ class Florence2Trainer(Trainer):
         """Its own tasks in one specialist; grounding in a second one that grounds the round's
         descriptions (a round without any leaves it out); region captions in a third that
         describes the object boxes the round's detectors kept, each on its crop when the model
-        was trained on crops."""
-        own = sorted(t for t in tasks if t not in (GROUNDING, REGION_TO_DESCRIPTION))
+        was trained on crops, and reads them there too when it learnt that (``crop_ocr``)."""
+        trained = manifest.get("config") or {}
+        on_boxes = {REGION_TO_DESCRIPTION} | ({OCR} if trained.get("crop_ocr") else set())
+        own = sorted(t for t in tasks if t != GROUNDING and t not in on_boxes)
         out = [Serving("florence2", {"checkpoint": manifest["weights"], "tasks": own, "max_new_tokens": 128,
                                      "batch_size": 16, "device": device})] if own else []
         if GROUNDING in tasks:
             out.append(Serving("florence2", {"checkpoint": manifest["weights"], "tasks": [GROUNDING], "max_new_tokens": 64,
                                              "batch_size": 16, "device": device}, key="florence2-grounder"))
-        if REGION_TO_DESCRIPTION in tasks:  # on crops when it learnt them on crops (the recipe's crop_regions)
-            trained = manifest.get("config") or {}
-            out.append(Serving("florence2", {"checkpoint": manifest["weights"], "tasks": [REGION_TO_DESCRIPTION],
+        boxed = sorted(t for t in tasks if t in on_boxes)
+        if boxed:  # on crops when it learnt them on crops (the recipe's crop_regions)
+            out.append(Serving("florence2", {"checkpoint": manifest["weights"], "tasks": boxed,
                                              "max_new_tokens": 32, "batch_size": 32, "device": device,
                                              "region_margin": trained.get("crop_regions"),
-                                             "region_size": trained.get("region_size")},
+                                             "region_size": trained.get("region_size"),
+                                             "region_ocr": OCR in boxed},
                                key="florence2-regions"))
         return out

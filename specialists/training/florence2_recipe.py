@@ -23,6 +23,11 @@ Two pieces, both used only while training (the saved checkpoint is a plain Flore
   the whole image, as FLD-5B's region captions are made and as ``Florence2Specialist`` then serves
   the model (its ``region_margin``): at 224 px a whole image shrinks an object to a cell or two of
   the visual grid, its crop fills the grid.
+* **OCR on object crops** (``crop_ocr``): ``<OCR_WITH_REGION>`` also on the same square crops of the
+  image's object boxes (from its ``<OD>`` example), with the text regions the crop holds whole, in
+  the crop's bins: every crop that holds text, and as many seeded crops that hold none (whose
+  target is empty), so the model learns to read where a word fills the grid and to say nothing
+  where there is no word. ``Florence2Specialist`` reads the kept boxes' crops the same way.
 """
 
 from __future__ import annotations
@@ -35,19 +40,25 @@ import numpy as np
 import torch
 from torch import nn
 
+from schemas.geometry import square_window
 from specialists.florence2 import REGION_TO_DESCRIPTION, region_crop
-from specialists.florence2_parse import decode_bin, quantize
+from specialists.florence2_parse import decode_bin, location_tokens, quantize
+from specialists.training.florence2_examples import Example
 
 LOC_BINS = 1000
+OCR_WITH_REGION = "<OCR_WITH_REGION>"
 MIRRORED = "#mirrored"
 """Suffix of the image id of an image's mirrored copy (training only)."""
 CROPPED = "#crop"
 """Suffix (with the crop's number) of the image id of an image's cropped copy (training only)."""
+OCR_CROP = "#ocr"
+"""Suffix (with the crop's number) of the image id of an object crop's OCR example (training only)."""
 REGION_CROP = "#region"
 """Suffix (with the example's number) of the image id of a region description's crop (training only)."""
 CROP_SIDE = (0.6, 1.0)
 """The range of a crop's side as a share of the image's."""
 _REGION = re.compile(r"(.*?)<loc_(\d+)><loc_(\d+)><loc_(\d+)><loc_(\d+)>", re.S)
+_TEXT_QUAD = re.compile(r"(.*?)" + r"<loc_(\d+)>" * 8, re.S)
 _PROMPT_BOX = re.compile(re.escape(REGION_TO_DESCRIPTION) + r"<loc_(\d+)><loc_(\d+)><loc_(\d+)><loc_(\d+)>$")
 
 
@@ -127,6 +138,68 @@ def with_cropped_regions(examples: list, images: dict[str, np.ndarray], margin: 
         cropped[image_id] = np.ascontiguousarray(crop)
         out.append(replace(e, image_id=image_id, prompt=prompt))
     return out, {**images, **cropped}
+
+
+def ocr_crop_target(texts: list[tuple[str, list[float]]], window: tuple[int, int, int, int]) -> str | None:
+    """The ``<OCR_WITH_REGION>`` target of a crop ``window`` (x1, y1, x2, y2) of an image whose text
+    regions are ``texts`` (text, quad in pixels): those the window holds whole, in the window's bins
+    and in raster order; None when the window cuts a text region (a part of a word is no reading)."""
+    a, b, c, d = window
+    kept = []
+    for text, quad in texts:
+        xs, ys = quad[0::2], quad[1::2]
+        inside = [a - 1 <= x <= c + 1 for x in xs] + [b - 1 <= y <= d + 1 for y in ys]
+        if all(inside):
+            kept.append((text, [min(max(v - (a if i % 2 == 0 else b), 0.0), float(c - a if i % 2 == 0 else d - b))
+                                for i, v in enumerate(quad)]))
+        elif min(xs) < c and max(xs) > a and min(ys) < d and max(ys) > b:
+            return None
+    kept.sort(key=lambda t: (round(min(t[1][1::2])), round(min(t[1][0::2]))))
+    return "".join(text + location_tokens(quad, (c - a, d - b)) for text, quad in kept)
+
+
+def with_cropped_ocr(examples: list, images: dict[str, np.ndarray], margin: float, seed: int = 0, views: int = 1
+                     ) -> tuple[list, dict[str, np.ndarray], set[str]]:
+    """``examples`` plus ``<OCR_WITH_REGION>`` examples on the square crops (``square_window`` with
+    ``margin``) of each image's ``<OD>`` boxes: every crop that holds a text region whole, and as many
+    seeded crops that hold none; ``images`` plus those crops; and the crops' image ids. ``views`` > 1:
+    each crop that holds text also seen ``views - 1`` more times through a seeded jittered window
+    (margin 0.5x-2x, centre moved up to a tenth of the side), so a few hundred signs are not
+    learnt by heart."""
+    rng = np.random.default_rng(seed)
+    ocr = {e.image_id: e for e in examples if e.task == OCR_WITH_REGION}
+    with_text, without = [], []
+    for k, e in enumerate(examples):
+        if e.task != "<OD>" or e.image_id not in images:
+            continue
+        image = images[e.image_id]
+        size = (image.shape[1], image.shape[0])
+        texts = [(text, [decode_bin(int(v), size[i % 2]) for i, v in enumerate(bins)])
+                 for text, *bins in _TEXT_QUAD.findall(ocr[e.image_id].target)] if e.image_id in ocr else []
+        for j, (_, *bins) in enumerate(_REGION.findall(e.target)):
+            box = [decode_bin(int(v), size[i % 2]) for i, v in enumerate(bins)]
+            window = square_window(box, size, margin)
+            target = ocr_crop_target(texts, window)
+            if target is None:
+                continue
+            if not target:
+                without.append((f"{e.image_id}{OCR_CROP}{k}.{j}", e.image_id, window, target))
+                continue
+            with_text.append((f"{e.image_id}{OCR_CROP}{k}.{j}", e.image_id, window, target))
+            side = max(box[2] - box[0], box[3] - box[1])
+            for v in range(1, views):
+                dx, dy = rng.uniform(-0.1, 0.1, 2) * side
+                moved = [box[0] + dx, box[1] + dy, box[2] + dx, box[3] + dy]
+                window = square_window(moved, size, margin * rng.uniform(0.5, 2.0))
+                target = ocr_crop_target(texts, window)
+                if target:
+                    with_text.append((f"{e.image_id}{OCR_CROP}{k}.{j}.{v}", e.image_id, window, target))
+    picked = [without[i] for i in sorted(rng.choice(len(without), min(len(with_text), len(without)), replace=False))]
+    extra, cropped = [], {}
+    for image_id, source, (a, b, c, d), target in with_text + picked:
+        extra.append(Example(image_id, OCR_WITH_REGION, OCR_WITH_REGION, target))
+        cropped[image_id] = np.ascontiguousarray(images[source][b:d, a:c])
+    return examples + extra, {**images, **cropped}, set(cropped)
 
 
 def sinusoidal_codes(positions: np.ndarray, dim: int) -> np.ndarray:

@@ -100,6 +100,10 @@ class Trainer(ABC):
     captioner's, a grounder's), not on what the model's other tasks found: each is measured apart
     from the trainer's other tasks."""
 
+    def prompted(self, manifest: dict) -> frozenset[str]:
+        """The ``prompted_tasks`` of a trained model (some models learn to take prompts)."""
+        return self.prompted_tasks
+
     def metric(self, task: str) -> str:
         return next(t.metric for t in self.tasks if t.name == task)
 

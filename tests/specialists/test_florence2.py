@@ -120,7 +120,7 @@ def test_region_descriptions_on_crops_see_each_box_on_its_own_crop(tiny_florence
     out = specialist(batch)["regions"]
     (images, prompts, rest, kw), = calls
     boxes = [r for r in batch.regions.to_pylist() if r["kind"] == "object"]
-    assert len(images) == len(prompts) == len(boxes) > 0 and rest == ()  # the crops are the images
+    assert len(images) == len(prompts) == len(boxes) > 0 and len(rest[0]) == len(boxes)  # the crops are the images
     assert encoded == [size or specialist.processor.image_processor.size["height"]]  # crops only, at their size
     for crop, prompt, region in zip(images, prompts, boxes):
         k = batch.image_ids.index(region["image_id"])
@@ -203,3 +203,48 @@ def test_one_vision_pass_per_image_serves_every_prompt(tiny_florence2, small_wor
         assert s.probs == pytest.approx(a.probs, abs=1e-5)
     captions = {k: shared[i].probs for i, k in enumerate(of_image) if prompts[i] == "<CAPTION>"}
     assert captions[0] != pytest.approx(captions[2], abs=1e-6)  # the images differ, so must what is read
+
+
+def test_reading_on_crops_places_each_text_back_in_its_image_and_drops_cut_words(tiny_florence2, small_world, monkeypatch):
+    """With ``region_ocr`` the model reads each prompt box's crop (the same crops, one vision pass,
+    as its region captions); a text's box moves back into the image's pixels, and one that touches a
+    side the crop cut from its image (maybe part of a word) is dropped."""
+    from schemas.geometry import square_window
+    from specialists.florence2 import OCR, REGION_TO_DESCRIPTION
+
+    batch = gold_batch(small_world, 2)
+    specialist = Florence2Specialist(Florence2Config(str(tiny_florence2), tasks=(REGION_TO_DESCRIPTION, OCR),
+                                                     max_new_tokens=12, batch_size=4, region_margin=0.2,
+                                                     region_size=128, region_ocr=True))
+    assert specialist.needs == ("regions",) and specialist.produces == ("regions",)
+    specialist.load()
+    word = Generated(("OPEN", *(f"<loc_{b}>" for b in (200, 400, 600, 400, 600, 500, 200, 500)), "</s>"), (0.9,) * 10)
+    cut = Generated(("EN", *(f"<loc_{b}>" for b in (0, 600, 300, 600, 300, 700, 0, 700)), "</s>"), (0.8,) * 10)
+    generate, encoded = specialist.generate, []
+    monkeypatch.setattr(specialist, "generate", lambda images, prompts, *rest, **kw: (
+        [Generated((f"{word.pieces[0]}{''.join(word.pieces[1:9])}{''.join(cut.pieces[:9])}",), (0.9,))] * len(prompts)
+        if prompts[0] == OCR else generate(images, prompts, *rest, **kw)))
+    encode = specialist.encode
+    monkeypatch.setattr(specialist, "encode", lambda images, processor=None: encoded.append(len(images)) or encode(images, processor))
+    out = specialist(batch)["regions"].to_pylist()
+    boxes = [r for r in batch.regions.to_pylist() if r["kind"] == "object"]
+    assert encoded == [len(boxes)]  # one vision pass over the crops serves both tasks
+    read = [r for r in out if r["kind"] == "ocr"]
+    assert {r["kind"] for r in out} == {"ocr", "region_caption"}
+    expected = []
+    for region in boxes:
+        w, h = batch.sizes[region["image_id"]]
+        x0, y0, x1, y1 = square_window(region["box"], (w, h), 0.2)
+        cw, ch = x1 - x0, y1 - y0
+        expected.append((region["image_id"], "OPEN", pytest.approx([x0 + decode_bin(200, cw), y0 + decode_bin(400, ch),
+                                                            x0 + decode_bin(600, cw), y0 + decode_bin(500, ch)])))
+        if x0 == 0:  # the crop's left side is the image's: "EN" is a whole word there
+            expected.append((region["image_id"], "EN", pytest.approx([decode_bin(0, cw), y0 + decode_bin(600, ch),
+                                                                decode_bin(300, cw), y0 + decode_bin(700, ch)])))
+    assert sorted(((r["image_id"], r["label"], r["box"]) for r in read), key=lambda t: (t[0], t[2][0], t[2][1])) == \
+        sorted(expected, key=lambda t: (t[0], t[2].expected[0], t[2].expected[1]))
+    assert len(read) < 2 * len(boxes)  # some crop cut "EN" from its image, and it was dropped there
+    assert all(len(r["quad"]) == 8 and r["quad"][0] == pytest.approx(r["box"][0]) for r in read)
+    with pytest.raises(ValueError, match="region_ocr reads the crops"):
+        Florence2Config(str(tiny_florence2), tasks=(OCR,), region_ocr=True)
+

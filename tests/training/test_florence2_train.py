@@ -237,3 +237,45 @@ def test_training_with_cropped_regions_trains_on_the_crops(setup, tmp_path, monk
     assert {batches.side[c] for c in od} == {224} and batches.pixel_values(sorted(od)[:2]).shape[-1] == 224
     with pytest.raises(ValueError, match="region_size needs crop_regions"):
         Florence2TrainConfig(region_size=112)
+
+
+def test_an_ocr_crop_target_holds_the_texts_the_crop_holds_whole():
+    from specialists.training.florence2_recipe import ocr_crop_target
+
+    open_ = ("OPEN", [20.0, 10.0, 60.0, 10.0, 60.0, 20.0, 20.0, 20.0])
+    sale = ("SALE", [20.0, 40.0, 50.0, 40.0, 50.0, 48.0, 20.0, 48.0])
+    # a 100 x 100 window at (10, 0): both whole, in its bins (x - 10, y), in raster order
+    assert ocr_crop_target([sale, open_], (10, 0, 110, 100)) == (
+        "OPEN<loc_100><loc_100><loc_500><loc_100><loc_500><loc_200><loc_100><loc_200>"
+        "SALE<loc_100><loc_400><loc_400><loc_400><loc_400><loc_480><loc_100><loc_480>")
+    assert ocr_crop_target([open_], (0, 30, 100, 100)) == ""  # no text in it: an empty target
+    assert ocr_crop_target([open_, sale], (40, 0, 140, 100)) is None  # it cuts OPEN: no example
+    assert ocr_crop_target([], (0, 0, 10, 10)) == ""
+
+
+def test_ocr_crops_read_every_text_and_as_many_crops_without_any():
+    import numpy as np
+
+    from specialists.training.florence2_examples import Example
+    from specialists.training.florence2_recipe import OCR_CROP, with_cropped_ocr
+
+    image = np.arange(200 * 300 * 3, dtype=np.uint8).reshape(200, 300, 3)
+    od = Example("a", "<OD>", "<OD>", "sign<loc_100><loc_100><loc_300><loc_300>"  # x 30-90, y 20-60
+                                      "tree<loc_600><loc_600><loc_700><loc_800>tree<loc_800><loc_100><loc_900><loc_200>"
+                                      "car<loc_500><loc_750><loc_550><loc_800>")
+    ocr = Example("a", "<OCR_WITH_REGION>", "<OCR_WITH_REGION>",
+                  "OPEN<loc_150><loc_200><loc_250><loc_200><loc_250><loc_250><loc_150><loc_250>")
+    caption = Example("a", "<CAPTION>", "<CAPTION>", "a sign")
+    examples, images, crops = with_cropped_ocr([caption, od, ocr], {"a": image}, margin=0.2, seed=0)
+    extra = examples[3:]
+    assert examples[:3] == [caption, od, ocr] and set(images) == {"a"} | crops == {"a"} | {e.image_id for e in extra}
+    with_text = [e for e in extra if e.target]
+    assert len(with_text) == 1 and len(extra) == 2  # the sign's crop, and one of the three without text
+    assert all(e.task == e.prompt == "<OCR_WITH_REGION>" and OCR_CROP in e.image_id for e in extra)
+    assert with_text[0].target.startswith("OPEN<loc_")
+    # the sign's window (x 30-90, y 20-60 at its bins' centres): side 84 around its centre, cut at the top
+    assert np.array_equal(images[with_text[0].image_id], image[0:83, 18:103])
+    again, _, _ = with_cropped_ocr([caption, od, ocr], {"a": image}, margin=0.2, seed=0)
+    assert [e.image_id for e in again] == [e.image_id for e in examples]  # seeded
+    with pytest.raises(ValueError, match="crop_ocr reads the crops crop_regions makes"):
+        Florence2TrainConfig(crop_ocr=True)

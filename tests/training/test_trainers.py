@@ -158,3 +158,21 @@ def test_a_florence2_fine_tuning_keeps_how_its_model_learnt_region_captions(lear
     assert (config.crop_regions, config.region_size) == (margin, size)
     assert trainer_for("florence2").serve({"weights": "ckpt", "config": config.to_dict()}, ["<REGION_TO_DESCRIPTION>"],
                                           "cpu")[0].options["region_margin"] == margin  # and is served so
+
+
+@pytest.mark.parametrize("learnt", [True, False])
+def test_florence2_reads_the_boxes_crops_only_when_it_learnt_to_read_them(learnt):
+    """A model trained with ``crop_ocr`` serves OCR beside its region captions, on the kept boxes'
+    crops, and is measured so (given the gold boxes); another reads whole images."""
+    from specialists.florence2 import OCR, REGION_TO_DESCRIPTION
+    from specialists.training.registry import trainer_for
+
+    trainer = trainer_for("florence2")
+    manifest = {"weights": "ckpt", "config": {"crop_regions": 0.2, "region_size": 112, "crop_ocr": learnt}}
+    servings = trainer.serve(manifest, ["<CAPTION>", OCR, REGION_TO_DESCRIPTION], "cpu")
+    boxed = next(s for s in servings if s.key == "florence2-regions")
+    whole = next(s for s in servings if not s.key)
+    assert (OCR in boxed.options["tasks"], boxed.options["region_ocr"], OCR in whole.options["tasks"]) == (learnt, learnt, not learnt)
+    assert (OCR in trainer.prompted(manifest)) == learnt
+    only = trainer.serve(manifest, [OCR], "cpu")  # region captions gated out: it still reads the crops
+    assert len(only) == 1 and only[0].options["tasks"] == [OCR] and only[0].options.get("region_ocr", False) == learnt
