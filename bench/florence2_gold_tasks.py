@@ -1,14 +1,18 @@
 """A Florence-2 checkpoint's whole-image tasks (three description granularities and ``<OD>``) on a
 world's gold, served by ``Florence2Specialist`` and scored by the round's evaluator, with 95%
-intervals: what a change to its training did to the tasks it did not aim at.
+intervals: what a change to its training did to the tasks it did not aim at. ``--beams 1 3``
+compares decodings: each beam width's metrics, and the paired change from the first width's over
+the same gold images.
 
     python bench/florence2_gold_tasks.py --world fld-data/world --checkpoint zoo/florence2/checkpoint
+    python bench/florence2_gold_tasks.py --world fld-data/world --beams 1 3 --tasks "<CAPTION>"
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -19,7 +23,7 @@ from bench.common import report  # noqa: E402
 from engine.dataset.sources import load_rgb  # noqa: E402
 from engine.dataset.store import Store  # noqa: E402
 from engine.evaluation.evaluate import Evaluator  # noqa: E402
-from engine.evaluation.noise import interval  # noqa: E402
+from engine.evaluation.noise import change_interval, interval  # noqa: E402
 from specialists.base import Batch  # noqa: E402
 from specialists.florence2 import Florence2Config, Florence2Specialist  # noqa: E402
 
@@ -32,26 +36,38 @@ def main() -> None:
     parser.add_argument("--world", type=Path, default=Path("fld-data/world"))
     parser.add_argument("--checkpoint", default="zoo/florence2/checkpoint")
     parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--beams", type=int, nargs="+", default=[1], help="beam widths to compare (the first is the base)")
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS))
     args = parser.parse_args()
     gold = Store(args.world / "gold")
     images = gold.read("images").to_pylist()
     if not images:
         raise SystemExit(f"{args.world / 'gold'} holds no images")
-    f2 = Florence2Specialist(Florence2Config(args.checkpoint, tasks=TASKS, batch_size=args.batch, max_new_tokens=128))
-    f2.load()
-    made: dict[str, list[pa.Table]] = {"texts": [], "regions": []}
-    for start in range(0, len(images), args.batch):
-        chunk = images[start:start + args.batch]
-        out = f2(Batch([r["image_id"] for r in chunk], [load_rgb(r["uri"]) for r in chunk]))
-        for table in made:
-            made[table].append(out[table])
-    rows = []
-    for m in Evaluator(gold).evaluate({t: pa.concat_tables(v) for t, v in made.items()}):
-        if m.value is not None and m.metric.endswith(SHOWN):
+    rows, base, seconds = [], {}, {}
+    for beams in args.beams:
+        f2 = Florence2Specialist(Florence2Config(args.checkpoint, tasks=tuple(args.tasks), batch_size=args.batch,
+                                                 max_new_tokens=128, num_beams=beams))
+        f2.load()
+        made: dict[str, list[pa.Table]] = {t: [] for t in f2.produces}
+        started = time.monotonic()
+        for start in range(0, len(images), args.batch):
+            chunk = images[start:start + args.batch]
+            out = f2(Batch([r["image_id"] for r in chunk], [load_rgb(r["uri"]) for r in chunk]))
+            for table in made:
+                made[table].append(out[table])
+        seconds[beams] = round(time.monotonic() - started, 1)
+        for m in Evaluator(gold).evaluate({t: pa.concat_tables(v) for t, v in made.items()}):
+            if m.value is None or not m.metric.endswith(SHOWN):
+                continue
             low_high = interval(m.units) if m.units else None
-            rows.append({"metric": m.metric, "value": round(m.value, 3),
-                         "95%": f"[{low_high.low:.3f}, {low_high.high:.3f}]" if low_high else "-"})
-    report("florence2_gold_tasks", rows, {"world": str(args.world), "checkpoint": args.checkpoint, "images": len(images)})
+            change = change_interval(base.get(m.key), m.units) if beams != args.beams[0] else None
+            rows.append({"beams": beams, "metric": m.metric, "value": round(m.value, 3),
+                         "95%": f"[{low_high.low:.3f}, {low_high.high:.3f}]" if low_high else "-",
+                         f"change from {args.beams[0]} beam(s)": f"[{change.low:+.3f}, {change.high:+.3f}]" if change else "-"})
+            if beams == args.beams[0]:
+                base[m.key] = m.units
+    report("florence2_gold_tasks", rows, {"world": str(args.world), "checkpoint": args.checkpoint, "images": len(images),
+                                          "seconds_by_beams": seconds})
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import logging
 import math
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +48,8 @@ class Florence2Config:
     min_new_tokens: int = 0
     """Benchmarks only: force long generations from random weights to measure real compute."""
     num_beams: int = 1
+    task_beams: dict = field(default_factory=dict)
+    """Beam width per task where it is not ``num_beams`` (e.g. ``{"<CAPTION>": 3}``)."""
     device: str = "cpu"
     batch_size: int = 8
     region_kinds: tuple[str, ...] = ("object",)
@@ -74,6 +76,9 @@ class Florence2Config:
             raise ValueError(f"unknown Florence-2 task(s) {unknown or '(none given)'}; known: {', '.join(TASKS)}")
         if self.max_new_tokens < 1 or self.num_beams < 1 or self.batch_size < 1:
             raise ValueError("max_new_tokens, num_beams and batch_size must be >= 1")
+        wrong = {t: b for t, b in self.task_beams.items() if t not in TASKS or not isinstance(b, int) or b < 1}
+        if wrong:
+            raise ValueError(f"task_beams takes known tasks and beam widths >= 1, got {wrong}")
         if self.region_margin is not None and not 0.0 <= self.region_margin <= 4.0:
             raise ValueError(f"region_margin must be None or within [0, 4], got {self.region_margin}")
         if self.region_size is not None and (self.region_margin is None or not 16 <= self.region_size <= 1536):
@@ -186,10 +191,11 @@ class Florence2Specialist(Specialist):
         return torch.cat(features)
 
     def generate(self, images: list[np.ndarray], prompts: list[str], features=None,
-                 of_image: list[int] | None = None, processor=None) -> list[Generated]:
+                 of_image: list[int] | None = None, processor=None, beams: int | None = None) -> list[Generated]:
         """One generation per prompt, in batches of ``batch_size``; prompt ``i`` reads image
         ``of_image[i]`` (default: image ``i``), whose vision features ``features`` holds when given
-        (from :meth:`encode` with the same ``processor``; computed here otherwise)."""
+        (from :meth:`encode` with the same ``processor``; computed here otherwise). ``beams``: the
+        beam width (default ``num_beams``)."""
         import torch
         from transformers.modeling_outputs import BaseModelOutputWithPooling
 
@@ -209,7 +215,7 @@ class Florence2Specialist(Specialist):
                 result = self.model.generate(**inputs, mm_encoder_outputs={"image": seen},
                                              max_new_tokens=self.config.max_new_tokens,
                                              min_new_tokens=self.config.min_new_tokens,
-                                             num_beams=self.config.num_beams, do_sample=False,
+                                             num_beams=beams or self.config.num_beams, do_sample=False,
                                              output_scores=True, return_dict_in_generate=True)
             logprobs = self.model.compute_transition_scores(result.sequences, result.scores,
                                                             getattr(result, "beam_indices", None), normalize_logits=True)
@@ -238,7 +244,7 @@ class Florence2Specialist(Specialist):
             if task in on_crops:
                 continue
             if task in GRANULARITY or task in REGION_KIND:
-                results = self.generate(batch.images, [task] * len(batch), features)
+                results = self.generate(batch.images, [task] * len(batch), features, beams=self.config.task_beams.get(task))
                 for image_id, generated in zip(batch.image_ids, results):
                     items = parse_florence2(generated, task, batch.sizes[image_id])
                     if task in GRANULARITY:

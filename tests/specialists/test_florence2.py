@@ -248,3 +248,18 @@ def test_reading_on_crops_places_each_text_back_in_its_image_and_drops_cut_words
     with pytest.raises(ValueError, match="region_ocr reads the crops"):
         Florence2Config(str(tiny_florence2), tasks=(OCR,), region_ocr=True)
 
+
+def test_each_task_decodes_with_its_own_beam_width(tiny_florence2, small_world, monkeypatch):
+    batch = gold_batch(small_world, 2)
+    specialist = Florence2Specialist(Florence2Config(str(tiny_florence2), tasks=("<CAPTION>", "<OD>"), max_new_tokens=40,
+                                                     task_beams={"<CAPTION>": 3}))
+    specialist.load()
+    widths = []
+    generate = specialist.model.generate
+    monkeypatch.setattr(specialist.model, "generate", lambda **kw: widths.append(kw["num_beams"]) or generate(**kw))
+    out = specialist(batch)
+    assert widths == [3, 1]  # one batch per task: the brief descriptions with 3 beams, <OD> greedy
+    assert out["texts"].num_rows == 2 and set(out["texts"].column("text").to_pylist()) == {CAPTION}
+    assert all(0.0 < s <= 1.0 for s in out["texts"].column("score").to_pylist())
+    with pytest.raises(ValueError, match="task_beams"):
+        Florence2Config(str(tiny_florence2), task_beams={"<CAPTION>": 0})
