@@ -433,7 +433,7 @@ def fine_tune(work: Path, zoo: Path, only: tuple[str, ...], device: str = "cpu",
         done = card.fine_tunings
         if done and card.budget != budget_record(stages[done - 1]):
             raise ZooError(f"{zoo / name}: its last fine-tuning is not the zoo profile's stage {done}; rebuild it with "
-                           f"`{_stage_command(name, len(stages))}`")
+                           f"`{_stage_command(card.stages[0].get('command') or rebuild_command(name), name, len(stages))}`")
         if done >= len(stages):
             raise ZooError(f"{zoo / name}: already fine-tuned with every stage of the zoo profile ({len(stages)}); to do "
                            f"it again, rebuild the model it started from with `{card.stages[0].get('command')}`")
@@ -454,6 +454,6 @@ def fine_tune(work: Path, zoo: Path, only: tuple[str, ...], device: str = "cpu",
     return cards
 
 
-def _stage_command(name: str, stages: int) -> str:
-    """The command that builds ``name`` and fine-tunes it ``stages`` times."""
-    return " && ".join([rebuild_command(name), *[f"fld zoo build --only {name} --fine-tune"] * stages])
+def _stage_command(base: str, name: str, stages: int) -> str:
+    """The command that builds ``name`` with ``base`` and fine-tunes it ``stages`` times."""
+    return " && ".join([base, *[f"fld zoo build --only {name} --fine-tune"] * stages])

@@ -231,7 +231,8 @@ def test_each_fine_tuning_starts_from_the_published_model_and_its_card_keeps_eve
         fine_tune(work, zoo, ("sam",))
     # a zoo fine-tuned with a stage this profile does not hold is refused, with the command for its stages
     monkeypatch.setitem(profiles.PROFILES, "zoo", replace(tiny, fine_tune={"sam": (SamBudget(steps=3), SamBudget(steps=5))}))
-    with pytest.raises(ZooError, match="not the zoo profile's stage 2.*--fine-tune && fld zoo build --only sam --fine-tune`"):
+    with pytest.raises(ZooError, match="not the zoo profile's stage 2; rebuild it with `fld zoo build --only sam && "
+                                       "fld zoo build --only sam --fine-tune && fld zoo build --only sam --fine-tune`"):
         fine_tune(work, zoo, ("sam",))
     result = CliRunner().invoke(app, ["zoo", "build", "--fine-tune", "--steps", "2", "--zoo", str(zoo), "--work", str(work)])
     assert result.exit_code != 0 and "--fine-tune takes its budget" in result.output
