@@ -64,7 +64,7 @@ class Florence2Trainer(Trainer):
     def prompted(self, manifest: dict) -> frozenset[str]:
         """Its OCR too when it learnt to read the crops of object boxes (the recipe's ``crop_ocr``):
         it reads those the round's detectors kept, so it is measured given the gold boxes."""
-        return self.prompted_tasks | ({OCR} if (manifest.get("config") or {}).get("crop_ocr") else set())
+        return self.prompted_tasks | _on_boxes(manifest)
 
     def check(self, manifest: dict) -> None:
         """The checkpoint loads and its tokenizer is the one its model was trained with."""
@@ -134,7 +134,7 @@ class Florence2Trainer(Trainer):
         describes the object boxes the round's detectors kept, each on its crop when the model
         was trained on crops, and reads them there too when it learnt that (``crop_ocr``)."""
         trained = manifest.get("config") or {}
-        on_boxes = {REGION_TO_DESCRIPTION} | ({OCR} if trained.get("crop_ocr") else set())
+        on_boxes = {REGION_TO_DESCRIPTION} | _on_boxes(manifest)
         own = sorted(t for t in tasks if t != GROUNDING and t not in on_boxes)
         out = [Serving("florence2", {"checkpoint": manifest["weights"], "tasks": own, "max_new_tokens": 128,
                                      "batch_size": 16, "device": device, "task_beams": dict(BEAMS)})] if own else []
@@ -150,3 +150,8 @@ class Florence2Trainer(Trainer):
                                              "region_ocr": OCR in boxed},
                                key="florence2-regions"))
         return out
+
+
+def _on_boxes(manifest: dict) -> set[str]:
+    """The tasks besides region captions a trained model serves on the kept boxes' crops."""
+    return {OCR} if (manifest.get("config") or {}).get("crop_ocr") else set()

@@ -41,12 +41,11 @@ import torch
 from torch import nn
 
 from schemas.geometry import square_window
-from specialists.florence2 import REGION_TO_DESCRIPTION, region_crop
-from specialists.florence2_parse import decode_bin, location_tokens, quantize
+from specialists.florence2 import OCR, REGION_TO_DESCRIPTION, region_crop
+from specialists.florence2_parse import decode_bin, location_tokens, parse_florence2, quantize
 from specialists.training.florence2_examples import Example
 
 LOC_BINS = 1000
-OCR_WITH_REGION = "<OCR_WITH_REGION>"
 MIRRORED = "#mirrored"
 """Suffix of the image id of an image's mirrored copy (training only)."""
 CROPPED = "#crop"
@@ -58,7 +57,6 @@ REGION_CROP = "#region"
 CROP_SIDE = (0.6, 1.0)
 """The range of a crop's side as a share of the image's."""
 _REGION = re.compile(r"(.*?)<loc_(\d+)><loc_(\d+)><loc_(\d+)><loc_(\d+)>", re.S)
-_TEXT_QUAD = re.compile(r"(.*?)" + r"<loc_(\d+)>" * 8, re.S)
 _PROMPT_BOX = re.compile(re.escape(REGION_TO_DESCRIPTION) + r"<loc_(\d+)><loc_(\d+)><loc_(\d+)><loc_(\d+)>$")
 
 
@@ -167,17 +165,16 @@ def with_cropped_ocr(examples: list, images: dict[str, np.ndarray], margin: floa
     (margin 0.5x-2x, centre moved up to a tenth of the side), so a few hundred signs are not
     learnt by heart."""
     rng = np.random.default_rng(seed)
-    ocr = {e.image_id: e for e in examples if e.task == OCR_WITH_REGION}
+    ocr = {e.image_id: e for e in examples if e.task == OCR}
     with_text, without = [], []
     for k, e in enumerate(examples):
         if e.task != "<OD>" or e.image_id not in images:
             continue
         image = images[e.image_id]
         size = (image.shape[1], image.shape[0])
-        texts = [(text, [decode_bin(int(v), size[i % 2]) for i, v in enumerate(bins)])
-                 for text, *bins in _TEXT_QUAD.findall(ocr[e.image_id].target)] if e.image_id in ocr else []
-        for j, (_, *bins) in enumerate(_REGION.findall(e.target)):
-            box = [decode_bin(int(v), size[i % 2]) for i, v in enumerate(bins)]
+        texts = [(i.text, list(i.quad)) for i in parse_florence2(ocr[e.image_id].target, OCR, size)] if e.image_id in ocr else []
+        for j, item in enumerate(parse_florence2(e.target, "<OD>", size)):
+            box = list(item.box)
             window = square_window(box, size, margin)
             target = ocr_crop_target(texts, window)
             if target is None:
@@ -197,7 +194,7 @@ def with_cropped_ocr(examples: list, images: dict[str, np.ndarray], margin: floa
     picked = [without[i] for i in sorted(rng.choice(len(without), min(len(with_text), len(without)), replace=False))]
     extra, cropped = [], {}
     for image_id, source, (a, b, c, d), target in with_text + picked:
-        extra.append(Example(image_id, OCR_WITH_REGION, OCR_WITH_REGION, target))
+        extra.append(Example(image_id, OCR, OCR, target))
         cropped[image_id] = np.ascontiguousarray(images[source][b:d, a:c])
     return examples + extra, {**images, **cropped}, set(cropped)
 

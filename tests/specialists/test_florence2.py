@@ -218,12 +218,11 @@ def test_reading_on_crops_places_each_text_back_in_its_image_and_drops_cut_words
                                                      region_size=128, region_ocr=True))
     assert specialist.needs == ("regions",) and specialist.produces == ("regions",)
     specialist.load()
-    word = Generated(("OPEN", *(f"<loc_{b}>" for b in (200, 400, 600, 400, 600, 500, 200, 500)), "</s>"), (0.9,) * 10)
-    cut = Generated(("EN", *(f"<loc_{b}>" for b in (0, 600, 300, 600, 300, 700, 0, 700)), "</s>"), (0.8,) * 10)
+    read = "OPEN" + "".join(f"<loc_{b}>" for b in (200, 400, 600, 400, 600, 500, 200, 500)) + \
+        "EN" + "".join(f"<loc_{b}>" for b in (0, 600, 300, 600, 300, 700, 0, 700))  # "EN" at the crop's left side
     generate, encoded = specialist.generate, []
     monkeypatch.setattr(specialist, "generate", lambda images, prompts, *rest, **kw: (
-        [Generated((f"{word.pieces[0]}{''.join(word.pieces[1:9])}{''.join(cut.pieces[:9])}",), (0.9,))] * len(prompts)
-        if prompts[0] == OCR else generate(images, prompts, *rest, **kw)))
+        [Generated((read,), (0.9,))] * len(prompts) if prompts[0] == OCR else generate(images, prompts, *rest, **kw)))
     encode = specialist.encode
     monkeypatch.setattr(specialist, "encode", lambda images, processor=None: encoded.append(len(images)) or encode(images, processor))
     out = specialist(batch)["regions"].to_pylist()
