@@ -116,7 +116,10 @@ PROFILES = {
                            "florence2": Florence2Budget(steps=80)},
                    fine_tune={"florence2": (Florence2Budget(steps=400, batch=16, size="small", recipe={
                        "flip_od": True, "crop_regions": 0.2, "region_size": 112,
-                       "task_weights": {"<OD>": 3.0, "<REGION_TO_DESCRIPTION>": 8.0}}),)}),
+                       "task_weights": {"<OD>": 3.0, "<REGION_TO_DESCRIPTION>": 8.0}}),
+                                              Florence2Budget(steps=1500, batch=16, size="small", recipe={
+                       "flip_od": True, "crop_od": 2,
+                       "task_weights": {"<OD>": 6.0, "<REGION_TO_DESCRIPTION>": 4.0}}))}),
 }
 """``zoo`` trains the round-0 models that ``make run`` starts from (``fld zoo build``, hours on 2
 cores): another sample (world seed 1000) of the same domains as every other profile's world. Its

@@ -1,0 +1,106 @@
+"""Does the recipe's ``crop_od`` lift the zoo Florence-2's ``<OD>``? Fine-tunes the published model on
+the zoo world's seed split, every task beside ``<OD>`` examples that are also mirrored (``flip_od``)
+and, with ``--crop-od K``, cropped K ways, and every ``--eval-every`` steps scores its ``<OD>`` on
+seed-gold and target gold through ``Florence2Specialist`` and the round's evaluator (95% intervals
+over images). ``--crop-od 0`` is the control: the same steps without the crops.
+
+    python bench/od_on_crops.py --crop-od 2 --steps 600      # bench/results/od_on_crops.json
+
+Needs the zoo world (``fld zoo build`` draws it into ``zoo-build/world``; this draws it when missing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import pyarrow as pa  # noqa: E402
+
+from bench.common import report  # noqa: E402
+from engine.dataset.sources import load_rgb  # noqa: E402
+from engine.dataset.store import Store  # noqa: E402
+from engine.evaluation.evaluate import Evaluator  # noqa: E402
+from engine.evaluation.noise import change_interval, interval  # noqa: E402
+from engine.loop.training_set import world_training_set  # noqa: E402
+from engine.loop.zoo import DEFAULT_ZOO, zoo_world  # noqa: E402
+from specialists.base import Batch  # noqa: E402
+from specialists.florence2 import Florence2Config, Florence2Specialist  # noqa: E402
+from specialists.training.florence2 import Florence2Budget, Florence2Trainer  # noqa: E402
+from specialists.training.florence2_train import train_florence2  # noqa: E402
+
+log = logging.getLogger("bench.od_on_crops")
+OD = "<OD>"
+
+
+def od_f1(detector: Florence2Specialist, gold: Store, batch: int):
+    """The detector's ``<OD>`` detection F1 on the gold store's images: its measurement (value and
+    per-image units)."""
+    images = gold.read("images").to_pylist()
+    tables = []
+    for start in range(0, len(images), batch):
+        chunk = images[start:start + batch]
+        tables.append(detector(Batch([r["image_id"] for r in chunk], [load_rgb(r["uri"]) for r in chunk]))["regions"])
+    for m in Evaluator(gold).evaluate({"regions": pa.concat_tables(tables)}):
+        if m.metric.endswith("detection_f1") and m.value is not None:
+            return m
+    raise RuntimeError(f"no detection F1 measured on {gold.root}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--crop-od", type=int, default=2, help="cropped copies of each <OD> example (0: none)")
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--od-weight", type=float, default=6.0)
+    parser.add_argument("--lr", type=float, default=None, help="default: the trainer's fine-tuning rate")
+    parser.add_argument("--eval-every", type=int, default=200)
+    parser.add_argument("--work", type=Path, default=Path("zoo-build"))
+    parser.add_argument("--zoo", type=Path, default=DEFAULT_ZOO)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    world = zoo_world(args.work)
+    golds = {"seed-gold": Store(world.seed_gold), "gold": Store(world.gold)}
+    trainer = Florence2Trainer()
+    recipe = {"flip_od": True, "task_weights": {OD: args.od_weight, "<REGION_TO_DESCRIPTION>": 4.0}}
+    if args.crop_od:
+        recipe["crop_od"] = args.crop_od
+    budget = Florence2Budget(steps=args.steps, batch=args.batch, size="small", recipe=recipe)
+    start = str(args.zoo / "florence2" / "checkpoint")
+    previous = {"weights": start, "config": {"crop_regions": 0.2, "region_size": 112}}
+    data = world_training_set(world, ("seed",))
+    examples = trainer._examples(data, budget)
+    config = trainer._config(budget, previous, "cpu")
+    config = dataclasses.replace(config, lr=args.lr) if args.lr else config
+    detector = Florence2Specialist(Florence2Config(start, tasks=(OD,), max_new_tokens=256, batch_size=16))
+    detector.load()
+    model, processor = detector.model, detector.processor  # trained in place: the detector serves each step's weights
+    rows, first = [], {}
+
+    def evaluate(model, step: int, minutes: float) -> dict:
+        row = {"crop_od": args.crop_od, "step": step, "minutes": round(minutes, 1)}
+        for name, gold in golds.items():
+            m = od_f1(detector, gold, 16)
+            low_high, change = interval(m.units), change_interval(first.setdefault(name, m.units), m.units)
+            row[f"{name} <OD> F1"] = round(m.value, 3)
+            row[f"{name} 95%"] = f"[{low_high.low:.3f}, {low_high.high:.3f}]"
+            row[f"{name} change from step 0"] = f"[{change.low:+.3f}, {change.high:+.3f}]" if step else "-"
+        rows.append(row)
+        log.info("%s", row)
+        return {}
+
+    evaluate(model.eval(), 0, 0.0)
+    images = {i: data.pixels(i) for i in {e.image_id for e in examples}}
+    folder = args.work / f"od-on-crops-{args.crop_od}" / "state"
+    result = train_florence2(model, processor, examples, images, folder, config,
+                             evaluate=evaluate, eval_every=args.eval_every)
+    report(f"od_on_crops_{args.crop_od}", rows, {"config": config.to_dict(), "task_counts": result.tasks,
+                                                 "train_seconds": round(result.seconds, 1)})
+
+
+if __name__ == "__main__":
+    main()
