@@ -1,11 +1,12 @@
 """A Florence-2 checkpoint's whole-image tasks (three description granularities and ``<OD>``) on a
 world's gold, served by ``Florence2Specialist`` and scored by the round's evaluator, with 95%
-intervals: what a change to its training did to the tasks it did not aim at. ``--beams 1 3``
-compares decodings: each beam width's metrics, and the paired change from the first width's over
-the same gold images.
+intervals: what a change to its training did to the tasks it did not aim at. Several
+``--checkpoint``s or ``--beams`` widths are compared: each one's metrics, and the paired change from
+the first (checkpoint, width) over the same gold images.
 
     python bench/florence2_gold_tasks.py --world fld-data/world --checkpoint zoo/florence2/checkpoint
     python bench/florence2_gold_tasks.py --world fld-data/world --beams 1 3 --tasks "<CAPTION>"
+    python bench/florence2_gold_tasks.py --world zoo-build/world --gold seed-gold --checkpoint OLD NEW --tasks "<OD>"
 """
 
 from __future__ import annotations
@@ -34,18 +35,21 @@ SHOWN = ("cider", "detection_f1", "object_recall", "hallucination", "distinct")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--world", type=Path, default=Path("fld-data/world"))
-    parser.add_argument("--checkpoint", default="zoo/florence2/checkpoint")
+    parser.add_argument("--checkpoint", nargs="+", default=["zoo/florence2/checkpoint"],
+                        help="checkpoints to compare (the first is the base)")
+    parser.add_argument("--gold", default="gold", help="the world's gold split to measure on (gold, seed-gold)")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--beams", type=int, nargs="+", default=[1], help="beam widths to compare (the first is the base)")
     parser.add_argument("--tasks", nargs="+", default=list(TASKS))
     args = parser.parse_args()
-    gold = Store(args.world / "gold")
+    gold = Store(args.world / args.gold)
     images = gold.read("images").to_pylist()
     if not images:
-        raise SystemExit(f"{args.world / 'gold'} holds no images")
+        raise SystemExit(f"{args.world / args.gold} holds no images")
     rows, base, seconds = [], {}, {}
-    for beams in args.beams:
-        f2 = Florence2Specialist(Florence2Config(args.checkpoint, tasks=tuple(args.tasks), batch_size=args.batch,
+    variants = [(c, b) for c in args.checkpoint for b in args.beams]
+    for checkpoint, beams in variants:
+        f2 = Florence2Specialist(Florence2Config(checkpoint, tasks=tuple(args.tasks), batch_size=args.batch,
                                                  max_new_tokens=128, num_beams=beams))
         f2.load()
         made: dict[str, list[pa.Table]] = {t: [] for t in f2.produces}
@@ -55,19 +59,20 @@ def main() -> None:
             out = f2(Batch([r["image_id"] for r in chunk], [load_rgb(r["uri"]) for r in chunk]))
             for table in made:
                 made[table].append(out[table])
-        seconds[beams] = round(time.monotonic() - started, 1)
+        seconds[f"{checkpoint} x{beams}"] = round(time.monotonic() - started, 1)
         for m in Evaluator(gold).evaluate({t: pa.concat_tables(v) for t, v in made.items()}):
             if m.value is None or not m.metric.endswith(SHOWN):
                 continue
             low_high = interval(m.units) if m.units else None
-            change = change_interval(base.get(m.key), m.units) if beams != args.beams[0] else None
-            rows.append({"beams": beams, "metric": m.metric, "value": round(m.value, 3),
+            first = (checkpoint, beams) == variants[0]
+            change = None if first else change_interval(base.get(m.key), m.units)
+            rows.append({"checkpoint": checkpoint, "beams": beams, "metric": m.metric, "value": round(m.value, 3),
                          "95%": f"[{low_high.low:.3f}, {low_high.high:.3f}]" if low_high else "-",
-                         f"change from {args.beams[0]} beam(s)": f"[{change.low:+.3f}, {change.high:+.3f}]" if change else "-"})
-            if beams == args.beams[0]:
+                         "change from the first": f"[{change.low:+.3f}, {change.high:+.3f}]" if change else "-"})
+            if first:
                 base[m.key] = m.units
-    report("florence2_gold_tasks", rows, {"world": str(args.world), "checkpoint": args.checkpoint, "images": len(images),
-                                          "seconds_by_beams": seconds})
+    report("florence2_gold_tasks", rows, {"world": str(args.world), "gold": args.gold, "checkpoints": args.checkpoint,
+                                          "images": len(images), "seconds": seconds})
 
 
 if __name__ == "__main__":

@@ -41,8 +41,8 @@ def zoo_build(
                                              "measures and publishes what WORK holds.")] = False,
     fine_tune: Annotated[bool, typer.Option("--fine-tune", help="Fine-tune the published models with the zoo "
                                             "profile's next fine-tuning stage (Florence-2: region captions on "
-                                            "crops, then reading them) and publish them in their place; each "
-                                            "card keeps the models it started from as stages.")] = False,
+                                            "crops, then boxes on cropped images) and publish them in their "
+                                            "place; each card keeps the models it started from as stages.")] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Train the zoo's models with the zoo profile (a long budget: hours on 2 CPU cores, minutes

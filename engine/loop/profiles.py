@@ -53,8 +53,8 @@ class Profile:
     fine_tune: dict[str, tuple] = field(default_factory=dict)
     """Per trainer name, the budgets of its bootstrapped model's later trainings, in order, each from
     the weights the one before left, on the same seed split (``fld zoo build --fine-tune`` runs the
-    next one; the zoo's Florence-2 learns region captions on crops, then reading them: CPU stages
-    after its GPU training)."""
+    next one; the zoo's Florence-2 learns region captions on crops, then boxes on cropped images: CPU
+    stages after its GPU training)."""
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -126,7 +126,9 @@ cores): another sample (world seed 1000) of the same domains as every other prof
 Florence-2 (``small``, 2800 steps of 64) is a GPU job: 5 minutes on an H200, about 7 hours on 2
 CPU cores (``bench/florence2_speed.py``). Its ``fine_tune`` stage then teaches that Florence-2 region
 captions on crops of their boxes at 112 px, beside every other task (about 10 minutes on 2 CPU
-cores; docs/FLORENCE2_RECIPE.md, "Region captions on crops")."""
+cores; docs/FLORENCE2_RECIPE.md, "Region captions on crops"), and its second ``<OD>`` on mirrored and
+cropped images (``crop_od``), whose box lists it cannot learn by heart (about 35 minutes on 2 CPU
+cores; docs/FLORENCE2_RECIPE.md, "Cropped ``<OD>`` examples")."""
 
 
 def profile(name: str) -> Profile:
