@@ -12,7 +12,6 @@ Needs the zoo world (``fld zoo build`` draws it into ``zoo-build/world``; this d
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import sys
 from collections import Counter
@@ -25,15 +24,13 @@ import numpy as np  # noqa: E402
 from bench.common import report  # noqa: E402
 from engine.dataset.sources import load_rgb  # noqa: E402
 from engine.dataset.store import Store  # noqa: E402
-from engine.loop.training_set import world_training_set  # noqa: E402
-from engine.loop.zoo import DEFAULT_ZOO, zoo_world  # noqa: E402
+from bench.zoo_florence2 import LEARNT, add_arguments, fine_tune, published  # noqa: E402
+from engine.loop.zoo import zoo_world  # noqa: E402
 from specialists.florence2 import OCR, Florence2Config, Florence2Specialist, load_florence2, region_crop, resized  # noqa: E402
 from specialists.florence2_parse import parse_florence2  # noqa: E402
-from specialists.training.florence2 import Florence2Budget, Florence2Trainer  # noqa: E402
-from specialists.training.florence2_train import train_florence2  # noqa: E402
 
 log = logging.getLogger("bench.ocr_on_crops")
-MARGIN = 0.2
+MARGIN = LEARNT["crop_regions"]
 NEGATIVES = 150
 
 
@@ -63,26 +60,15 @@ def main() -> None:
     parser.add_argument("--views", type=int, default=4, help="jittered windows per crop that holds text")
     parser.add_argument("--size", type=int, default=112, help="the side the crops are fed at")
     parser.add_argument("--ocr-weight", type=float, default=8.0)
-    parser.add_argument("--lr", type=float, default=None, help="default: the trainer's fine-tuning rate")
-    parser.add_argument("--eval-every", type=int, default=150)
-    parser.add_argument("--work", type=Path, default=Path("zoo-build"))
-    parser.add_argument("--zoo", type=Path, default=DEFAULT_ZOO)
+    add_arguments(parser, eval_every=150)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     world = zoo_world(args.work)
     sets = {"seed-gold": gold_crops(Store(world.seed_gold)), "gold": gold_crops(Store(world.gold))}
-    trainer = Florence2Trainer()
-    budget = Florence2Budget(steps=args.steps, batch=16, size="small", recipe={
-        "flip_od": True, "crop_regions": MARGIN, "region_size": args.size, "crop_ocr": True, "ocr_views": args.views,
-        "task_weights": {"<OD>": 3.0, "<REGION_TO_DESCRIPTION>": 4.0, OCR: args.ocr_weight}})
-    start = str(args.zoo / "florence2" / "checkpoint")
-    previous = {"weights": start, "config": {"crop_regions": MARGIN, "region_size": 112}}
-    data = world_training_set(world, ("seed",))
-    examples = trainer._examples(data, budget)
-    config = trainer._config(budget, previous, "cpu")
-    config = dataclasses.replace(config, lr=args.lr) if args.lr else config
-    model, processor = load_florence2(start)
-    reader = Florence2Specialist(Florence2Config(start, tasks=(OCR,), max_new_tokens=32, batch_size=32))
+    recipe = {"flip_od": True, **LEARNT, "region_size": args.size, "crop_ocr": True, "ocr_views": args.views,
+              "task_weights": {"<OD>": 3.0, "<REGION_TO_DESCRIPTION>": 4.0, OCR: args.ocr_weight}}
+    model, processor = load_florence2(published(args))
+    reader = Florence2Specialist(Florence2Config(published(args), tasks=(OCR,), max_new_tokens=32, batch_size=32))
     reader.model, reader.processor = model, processor
     feed = resized(processor, args.size) if args.size != processor.image_processor.size["height"] else processor
     rows = []
@@ -102,9 +88,7 @@ def main() -> None:
         return {}
 
     evaluate(model.eval(), 0, 0.0)
-    images = {i: data.pixels(i) for i in {e.image_id for e in examples}}
-    result = train_florence2(model, processor, examples, images, args.work / "ocr-on-crops" / "state", config,
-                             evaluate=evaluate, eval_every=args.eval_every)
+    config, result = fine_tune(args, model, processor, recipe, args.steps, "ocr-on-crops", evaluate)
     report("ocr_on_crops", rows, {"config": config.to_dict(), "signs": {k: len(v[0]) for k, v in sets.items()},
                                   "task_counts": result.tasks, "train_seconds": round(result.seconds, 1)})
 

@@ -12,7 +12,6 @@ Needs the zoo world (``fld zoo build`` draws it into ``zoo-build/world``; this d
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import sys
 from pathlib import Path
@@ -26,12 +25,10 @@ from engine.dataset.sources import load_rgb  # noqa: E402
 from engine.dataset.store import Store  # noqa: E402
 from engine.evaluation.evaluate import Evaluator  # noqa: E402
 from engine.evaluation.noise import change_interval, interval  # noqa: E402
-from engine.loop.training_set import world_training_set  # noqa: E402
-from engine.loop.zoo import DEFAULT_ZOO, zoo_world  # noqa: E402
+from bench.zoo_florence2 import add_arguments, fine_tune, published  # noqa: E402
+from engine.loop.zoo import zoo_world  # noqa: E402
 from specialists.base import Batch  # noqa: E402
 from specialists.florence2 import Florence2Config, Florence2Specialist  # noqa: E402
-from specialists.training.florence2 import Florence2Budget, Florence2Trainer  # noqa: E402
-from specialists.training.florence2_train import train_florence2  # noqa: E402
 
 log = logging.getLogger("bench.od_on_crops")
 OD = "<OD>"
@@ -55,30 +52,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--crop-od", type=int, default=2, help="cropped copies of each <OD> example (0: none)")
     parser.add_argument("--steps", type=int, default=600)
-    parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--od-weight", type=float, default=6.0)
-    parser.add_argument("--lr", type=float, default=None, help="default: the trainer's fine-tuning rate")
-    parser.add_argument("--eval-every", type=int, default=200)
-    parser.add_argument("--work", type=Path, default=Path("zoo-build"))
-    parser.add_argument("--zoo", type=Path, default=DEFAULT_ZOO)
+    add_arguments(parser, eval_every=200)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     world = zoo_world(args.work)
     golds = {"seed-gold": Store(world.seed_gold), "gold": Store(world.gold)}
-    trainer = Florence2Trainer()
     recipe = {"flip_od": True, "task_weights": {OD: args.od_weight, "<REGION_TO_DESCRIPTION>": 4.0}}
     if args.crop_od:
         recipe["crop_od"] = args.crop_od
-    budget = Florence2Budget(steps=args.steps, batch=args.batch, size="small", recipe=recipe)
-    start = str(args.zoo / "florence2" / "checkpoint")
-    previous = {"weights": start, "config": {"crop_regions": 0.2, "region_size": 112}}
-    data = world_training_set(world, ("seed",))
-    examples = trainer._examples(data, budget)
-    config = trainer._config(budget, previous, "cpu")
-    config = dataclasses.replace(config, lr=args.lr) if args.lr else config
-    detector = Florence2Specialist(Florence2Config(start, tasks=(OD,), max_new_tokens=256, batch_size=16))
-    detector.load()
-    model, processor = detector.model, detector.processor  # trained in place: the detector serves each step's weights
+    detector = Florence2Specialist(Florence2Config(published(args), tasks=(OD,), max_new_tokens=256, batch_size=16))
+    detector.load()  # trained in place below: the detector serves each step's weights
     rows, first = [], {}
 
     def evaluate(model, step: int, minutes: float) -> dict:
@@ -93,11 +77,9 @@ def main() -> None:
         log.info("%s", row)
         return {}
 
-    evaluate(model.eval(), 0, 0.0)
-    images = {i: data.pixels(i) for i in {e.image_id for e in examples}}
-    folder = args.work / f"od-on-crops-{args.crop_od}" / "state"
-    result = train_florence2(model, processor, examples, images, folder, config,
-                             evaluate=evaluate, eval_every=args.eval_every)
+    evaluate(detector.model.eval(), 0, 0.0)
+    config, result = fine_tune(args, detector.model, detector.processor, recipe, args.steps,
+                               f"od-on-crops-{args.crop_od}", evaluate)
     report(f"od_on_crops_{args.crop_od}", rows, {"config": config.to_dict(), "task_counts": result.tasks,
                                                  "train_seconds": round(result.seconds, 1)})
 
