@@ -119,9 +119,6 @@ PROFILES = {
                        "task_weights": {"<OD>": 3.0, "<REGION_TO_DESCRIPTION>": 8.0}}),
                                               Florence2Budget(steps=1500, batch=16, size="small", recipe={
                        "flip_od": True, "crop_od": 2,
-                       "task_weights": {"<OD>": 6.0, "<REGION_TO_DESCRIPTION>": 4.0}}),
-                                              Florence2Budget(steps=600, batch=16, size="small", recipe={
-                       "flip_od": True, "crop_od": 4,
                        "task_weights": {"<OD>": 6.0, "<REGION_TO_DESCRIPTION>": 4.0}}))}),
 }
 """``zoo`` trains the round-0 models that ``make run`` starts from (``fld zoo build``, hours on 2
@@ -129,10 +126,9 @@ cores): another sample (world seed 1000) of the same domains as every other prof
 Florence-2 (``small``, 2800 steps of 64) is a GPU job: 5 minutes on an H200, about 7 hours on 2
 CPU cores (``bench/florence2_speed.py``). Its ``fine_tune`` stage then teaches that Florence-2 region
 captions on crops of their boxes at 112 px, beside every other task (about 10 minutes on 2 CPU
-cores; docs/FLORENCE2_RECIPE.md, "Region captions on crops"), and its second and third ``<OD>`` on
-mirrored and cropped images (``crop_od``: two, then four crops of each), whose box lists it cannot
-learn by heart (about 32 and 12 minutes on 2 CPU cores; docs/FLORENCE2_RECIPE.md, "Cropped ``<OD>``
-examples")."""
+cores; docs/FLORENCE2_RECIPE.md, "Region captions on crops"), and its second ``<OD>`` on mirrored and
+cropped images (``crop_od``), whose box lists it cannot learn by heart (about 35 minutes on 2 CPU
+cores; docs/FLORENCE2_RECIPE.md, "Cropped ``<OD>`` examples")."""
 
 
 def profile(name: str) -> Profile:
