@@ -124,10 +124,10 @@ PROFILES = {
 """``zoo`` trains the round-0 models that ``make run`` starts from (``fld zoo build``, hours on 2
 cores): another sample (world seed 1000) of the same domains as every other profile's world. Its
 Florence-2 (``small``, 2800 steps of 64) is a GPU job: 5 minutes on an H200, about 7 hours on 2
-CPU cores (``bench/florence2_speed.py``). Its ``fine_tune`` stage then teaches that Florence-2 region
-captions on crops of their boxes at 112 px, beside every other task (about 10 minutes on 2 CPU
-cores; docs/FLORENCE2_RECIPE.md, "Region captions on crops"), and its second ``<OD>`` on mirrored and
-cropped images (``crop_od``), whose box lists it cannot learn by heart (about 35 minutes on 2 CPU
+CPU cores (``bench/florence2_speed.py``). Its first ``fine_tune`` stage then teaches that Florence-2
+region captions on crops of their boxes at 112 px, beside every other task (about 10 minutes on 2
+CPU cores; docs/FLORENCE2_RECIPE.md, "Region captions on crops"); its second teaches ``<OD>`` on mirrored
+and cropped images (``crop_od``), whose box lists it cannot learn by heart (about 32 minutes on 2 CPU
 cores; docs/FLORENCE2_RECIPE.md, "Cropped ``<OD>`` examples")."""
 
 

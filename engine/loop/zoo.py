@@ -444,7 +444,8 @@ def fine_tune(work: Path, zoo: Path, only: tuple[str, ...], device: str = "cpu",
     for name in names:
         base = published[name]
         if step:
-            step(f"fine-tune {name} from the zoo (stage {base.card.fine_tunings + 1})")
+            step(f"fine-tune {name} from the zoo (the profile's fine-tuning {base.card.fine_tunings + 1} of "
+                 f"{len(chosen.fine_tune[name])}; its card's stage {base.card.fine_tunings + 2})")
         start = Trained(name, work / "models" / "zoo-base" / name,
                         {**install(base, work / "models" / "zoo-base" / name), "name": name, "key": base.card.training_key})
         trained = train_and_measure(TRAINERS[name], data, work / "models" / "fine-tune", budgets[name], gold,
