@@ -18,14 +18,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import pyarrow as pa  # noqa: E402
-
 from bench.common import report  # noqa: E402
-from engine.dataset.sources import load_rgb  # noqa: E402
+from bench.zoo_florence2 import gold_batches, serve  # noqa: E402
 from engine.dataset.store import Store  # noqa: E402
 from engine.evaluation.evaluate import Evaluator  # noqa: E402
 from engine.evaluation.noise import change_interval, interval  # noqa: E402
-from specialists.base import Batch  # noqa: E402
 from specialists.florence2 import Florence2Config, Florence2Specialist  # noqa: E402
 
 TASKS = ("<CAPTION>", "<DETAILED_CAPTION>", "<MORE_DETAILED_CAPTION>", "<OD>")
@@ -43,24 +40,17 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", default=list(TASKS))
     args = parser.parse_args()
     gold = Store(args.world / args.gold)
-    images = gold.read("images").to_pylist()
-    if not images:
-        raise SystemExit(f"{args.world / args.gold} holds no images")
+    batches = gold_batches(gold, args.batch)
     rows, base, seconds = [], {}, {}
     variants = [(c, b) for c in args.checkpoint for b in args.beams]
     for checkpoint, beams in variants:
         f2 = Florence2Specialist(Florence2Config(checkpoint, tasks=tuple(args.tasks), batch_size=args.batch,
                                                  max_new_tokens=128, num_beams=beams))
         f2.load()
-        made: dict[str, list[pa.Table]] = {t: [] for t in f2.produces}
         started = time.monotonic()
-        for start in range(0, len(images), args.batch):
-            chunk = images[start:start + args.batch]
-            out = f2(Batch([r["image_id"] for r in chunk], [load_rgb(r["uri"]) for r in chunk]))
-            for table in made:
-                made[table].append(out[table])
+        made = serve(f2, batches)
         seconds[f"{checkpoint} x{beams}"] = round(time.monotonic() - started, 1)
-        for m in Evaluator(gold).evaluate({t: pa.concat_tables(v) for t, v in made.items()}):
+        for m in Evaluator(gold).evaluate(made):
             if m.value is None or not m.metric.endswith(SHOWN):
                 continue
             low_high = interval(m.units) if m.units else None
@@ -72,7 +62,7 @@ def main() -> None:
             if first:
                 base[m.key] = m.units
     report("florence2_gold_tasks", rows, {"world": str(args.world), "gold": args.gold, "checkpoints": args.checkpoint,
-                                          "images": len(images), "seconds": seconds})
+                                          "images": sum(len(b) for b in batches), "seconds": seconds})
 
 
 if __name__ == "__main__":

@@ -22,9 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from bench.common import report  # noqa: E402
+from bench.zoo_florence2 import LEARNT, add_arguments, fine_tune, published  # noqa: E402
 from engine.dataset.sources import load_rgb  # noqa: E402
 from engine.dataset.store import Store  # noqa: E402
-from bench.zoo_florence2 import LEARNT, add_arguments, fine_tune, published  # noqa: E402
 from engine.loop.zoo import zoo_world  # noqa: E402
 from specialists.florence2 import OCR, Florence2Config, Florence2Specialist, load_florence2, region_crop, resized  # noqa: E402
 from specialists.florence2_parse import parse_florence2  # noqa: E402

@@ -18,14 +18,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import pyarrow as pa  # noqa: E402
-
 from bench.common import report  # noqa: E402
-from engine.dataset.sources import load_rgb  # noqa: E402
+from bench.zoo_florence2 import add_arguments, fine_tune, gold_batches, published, serve  # noqa: E402
 from engine.dataset.store import Store  # noqa: E402
 from engine.evaluation.evaluate import Evaluator  # noqa: E402
 from engine.evaluation.noise import change_interval, interval  # noqa: E402
-from bench.zoo_florence2 import add_arguments, fine_tune, published  # noqa: E402
 from engine.loop.zoo import zoo_world  # noqa: E402
 from specialists.base import Batch  # noqa: E402
 from specialists.florence2 import Florence2Config, Florence2Specialist  # noqa: E402
@@ -34,15 +31,10 @@ log = logging.getLogger("bench.od_on_crops")
 OD = "<OD>"
 
 
-def od_f1(detector: Florence2Specialist, gold: Store, batch: int):
-    """The detector's ``<OD>`` detection F1 on the gold store's images: its measurement (value and
-    per-image units)."""
-    images = gold.read("images").to_pylist()
-    tables = []
-    for start in range(0, len(images), batch):
-        chunk = images[start:start + batch]
-        tables.append(detector(Batch([r["image_id"] for r in chunk], [load_rgb(r["uri"]) for r in chunk]))["regions"])
-    for m in Evaluator(gold).evaluate({"regions": pa.concat_tables(tables)}):
+def od_f1(detector: Florence2Specialist, gold: Store, batches: list[Batch]):
+    """The detector's ``<OD>`` detection F1 on the gold store's images (``batches``): its measurement
+    (value and per-image units)."""
+    for m in Evaluator(gold).evaluate(serve(detector, batches)):
         if m.metric.endswith("detection_f1") and m.value is not None:
             return m
     raise RuntimeError(f"no detection F1 measured on {gold.root}")
@@ -57,7 +49,8 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     world = zoo_world(args.work)
-    golds = {"seed-gold": Store(world.seed_gold), "gold": Store(world.gold)}
+    golds = {name: (store, gold_batches(store, 16))
+             for name, store in (("seed-gold", Store(world.seed_gold)), ("gold", Store(world.gold)))}
     recipe = {"flip_od": True, "task_weights": {OD: args.od_weight, "<REGION_TO_DESCRIPTION>": 4.0}}
     if args.crop_od:
         recipe["crop_od"] = args.crop_od
@@ -67,12 +60,14 @@ def main() -> None:
 
     def evaluate(model, step: int, minutes: float) -> dict:
         row = {"crop_od": args.crop_od, "step": step, "minutes": round(minutes, 1)}
-        for name, gold in golds.items():
-            m = od_f1(detector, gold, 16)
-            low_high, change = interval(m.units), change_interval(first.setdefault(name, m.units), m.units)
+        for name, (gold, batches) in golds.items():
+            m = od_f1(detector, gold, batches)
+            low_high = interval(m.units)
+            change = change_interval(first[name], m.units) if name in first else None
+            first.setdefault(name, m.units)
             row[f"{name} <OD> F1"] = round(m.value, 3)
             row[f"{name} 95%"] = f"[{low_high.low:.3f}, {low_high.high:.3f}]"
-            row[f"{name} change from step 0"] = f"[{change.low:+.3f}, {change.high:+.3f}]" if step else "-"
+            row[f"{name} change from step 0"] = f"[{change.low:+.3f}, {change.high:+.3f}]" if change else "-"
         rows.append(row)
         log.info("%s", row)
         return {}

@@ -1,5 +1,7 @@
-"""What the recipe benchmarks share: fine-tune the published zoo Florence-2 with a recipe on the zoo
-world's seed split, measuring it along the way (``bench/od_on_crops.py``, ``bench/ocr_on_crops.py``)."""
+"""What the Florence-2 benchmarks share: fine-tune the published zoo Florence-2 with a recipe on the
+zoo world's seed split, measuring it along the way (``bench/od_on_crops.py``,
+``bench/ocr_on_crops.py``), and serve a model on a gold split's images, unfiltered
+(``bench/florence2_gold_tasks.py`` too)."""
 
 from __future__ import annotations
 
@@ -8,8 +10,13 @@ import dataclasses
 from pathlib import Path
 from typing import Callable
 
+import pyarrow as pa
+
+from engine.dataset.sources import load_rgb
+from engine.dataset.store import Store
 from engine.loop.training_set import world_training_set
 from engine.loop.zoo import DEFAULT_ZOO, zoo_world
+from specialists.base import Batch, Specialist
 from specialists.training.florence2 import Florence2Budget, Florence2Trainer
 from specialists.training.florence2_train import train_florence2
 
@@ -45,3 +52,22 @@ def fine_tune(args: argparse.Namespace, model, processor, recipe: dict, steps: i
     result = train_florence2(model, processor, examples, images, args.work / folder / "state", config,
                              evaluate=evaluate, eval_every=args.eval_every)
     return config, result
+
+
+def gold_batches(gold: Store, size: int) -> list[Batch]:
+    """The gold split's images, read once, in batches of ``size``."""
+    images = gold.read("images").to_pylist()
+    if not images:
+        raise SystemExit(f"{gold.root} holds no images")
+    return [Batch([r["image_id"] for r in chunk], [load_rgb(r["uri"]) for r in chunk])
+            for chunk in (images[k:k + size] for k in range(0, len(images), size))]
+
+
+def serve(specialist: Specialist, batches: list[Batch]) -> dict[str, pa.Table]:
+    """Each table the (loaded) specialist produces on the batches, unfiltered."""
+    made: dict[str, list[pa.Table]] = {t: [] for t in specialist.produces}
+    for batch in batches:
+        out = specialist(batch)
+        for table in made:
+            made[table].append(out[table])
+    return {t: pa.concat_tables(v) for t, v in made.items()}
