@@ -23,6 +23,8 @@ from schemas.geometry import box_array
 class RegionFilterConfig:
     min_score: float = 0.25
     min_score_by_specialist: Mapping[str, float] = field(default_factory=dict)
+    """Floors by specialist (``yolo``) or by specialist and region kind (``florence2/object``: its
+    boxes, not its region captions); the kind's floor wins, then the specialist's, then ``min_score``."""
     require_score: bool = False
     """Drop regions without a score (otherwise they pass the confidence filter)."""
     nms_iou: float = 0.5
@@ -87,13 +89,19 @@ def geometry(rows: pa.Table, sizes: Mapping[str, tuple[int, int]], config: Regio
     ])
 
 
+def floor_of(config: RegionFilterConfig, specialist: str, kind: str) -> float:
+    """The confidence floor of ``specialist``'s regions of ``kind``."""
+    by = config.min_score_by_specialist
+    return by.get(f"{specialist}/{kind}", by.get(specialist, config.min_score))
+
+
 def confidence(rows: pa.Table, config: RegionFilterConfig) -> Decision:
-    """Per-specialist thresholds; NaN or out-of-range scores are invalid."""
+    """Per-specialist (and per-kind: ``floor_of``) thresholds; NaN or out-of-range scores are invalid."""
     scores = scores_of(rows)
     has = pc.is_valid(rows.column("score")).to_numpy(zero_copy_only=False)
-    thresholds = {s: config.min_score_by_specialist.get(s, config.min_score)
-                  for s in rows.column("specialist").unique().to_pylist()}
-    threshold = np.array([thresholds[s] for s in rows.column("specialist").to_pylist()], np.float64)
+    pairs = list(zip(rows.column("specialist").to_pylist(), rows.column("kind").to_pylist()))
+    thresholds = {pair: floor_of(config, *pair) for pair in set(pairs)}
+    threshold = np.array([thresholds[pair] for pair in pairs], np.float64)
     with np.errstate(invalid="ignore"):
         invalid = has & ~((scores >= 0.0) & (scores <= 1.0))
         low = has & (scores < threshold)

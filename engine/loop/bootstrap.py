@@ -22,6 +22,7 @@ from engine.loop.training_set import gold_stores, world_training_set
 from engine.world.make import World
 from schemas import schema_for
 from specialists.training.registry import TRAINERS
+from specialists.training.trainer import TrainingSet
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +65,15 @@ def models_dir(root: str | Path, round_id: int) -> Path:
 
 def train_specialists(world: World, root: str | Path, profile: Profile, splits: tuple[str, ...],
                       only: tuple[str, ...] | None = None, step: Callable[[str], None] | None = None,
-                      round_id: int = 0, measure: bool = True, gates: GateConfig | None = None) -> ModelSet:
+                      round_id: int = 0, measure: bool = True, gates: GateConfig | None = None,
+                      calibration: TrainingSet | None = None) -> ModelSet:
     """Train ``only`` of the registered specialists (default: all) with the profile's bootstrap
     budget on the world's truth of ``splits`` into ``root``, and measure each on the gold (and on
     the seed-gold, when the world has one) unless ``measure`` is false (their manifests then hold
     no gold metrics: see ``engine.loop.training``); with ``gates``, the gates they will face, each
     measurement stops early for the tasks that cannot pass them beside the models measured before
-    it (``GateConfig.early_stop``, ``rival_bars``)."""
+    it (``GateConfig.early_stop``, ``rival_bars``); with ``calibration`` (held-out seed-domain
+    truth: the zoo's), each chooses its thresholds there first (``Trainer.calibrate``)."""
     only = tuple(TRAINERS) if only is None else only
     unknown = [n for n in only if n not in TRAINERS]
     if unknown:
@@ -88,7 +91,7 @@ def train_specialists(world: World, root: str | Path, profile: Profile, splits: 
         if measure:
             stop = gates.early_stop(rival_bars(models, gates)) if gates else None
             models[name] = train_and_measure(trainer, data, Path(root), budget, gold, device=profile.device,
-                                             seed_gold=seed_gold, stop=stop)
+                                             seed_gold=seed_gold, stop=stop, calibration=calibration)
         else:
             models[name] = train_model(trainer, data, Path(root), budget, gold, device=profile.device, seed_gold=seed_gold)
         log.info("trained %s on %s: %s", name, splits, models[name].gold)
@@ -96,11 +99,12 @@ def train_specialists(world: World, root: str | Path, profile: Profile, splits: 
 
 
 def bootstrap(world: World, models_root: str | Path, profile: Profile, only: tuple[str, ...] | None = None,
-              step: Callable[[str], None] | None = None, measure: bool = True, gates: GateConfig | None = None) -> ModelSet:
+              step: Callable[[str], None] | None = None, measure: bool = True, gates: GateConfig | None = None,
+              calibration: TrainingSet | None = None) -> ModelSet:
     """Round 0: the specialists trained on the world's seed split (the curated, labelled data a
     user starts from), into ``<models>/round-0``."""
     return train_specialists(world, models_dir(models_root, 0), profile, ("seed",), only, step, measure=measure,
-                             gates=gates)
+                             gates=gates, calibration=calibration)
 
 
 def oracle(world: World, models_root: str | Path, profile: Profile, only: tuple[str, ...] | None = None,

@@ -125,7 +125,7 @@ def explain(store: Store, row_id: str, round_id: int | None = None) -> Lineage:
     floors = config.get("filters", {}).get("regions", {}).get("min_score_by_specialist", {})
     return Lineage(table, r, record["kind"] if record else None, row, list(row.get("members") or []),
                    merged, models, [{"gate": g["metric"], "value": g["value"]} for g in gates],
-                   {k: v for k, v in floors.items() if k in names}, _review(store, row_id, row))
+                   {k: v for k, v in floors.items() if k.split("/")[0] in names}, _review(store, row_id, row))
 
 
 def _review(store: Store, row_id: str, row: dict) -> dict | None:

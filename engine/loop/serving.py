@@ -37,7 +37,8 @@ def round_filters(servings: Sequence[Serving]) -> FilterConfig:
     """The loop's filters, with each serving's own confidence floor."""
     # keyed by the name the specialist writes in its rows (a plugin's registry name is its import path)
     built = [(s, spec.build().name) for s, spec in zip(servings, specs(servings))]
-    floors = {name: s.min_score for s, name in built if s.min_score is not None}
+    floors = {name if s.scored_kind is None else f"{name}/{s.scored_kind}": s.min_score
+              for s, name in built if s.min_score is not None}
     # a detector's labels judge the region captions made on its boxes, an OCR reader the text they quote
     judges = {name: s.labels for s, name in built if s.labels}
     return FilterConfig(regions=RegionFilterConfig(min_score_by_specialist=floors),

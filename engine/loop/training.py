@@ -98,9 +98,9 @@ def _keyed(path: Path, key: str) -> dict | None:
     return None
 
 
-def _cached(folder: Path, key: str, stop: EarlyStop | None = None) -> Trained | None:
+def _cached(folder: Path, key: str, stop: EarlyStop | None = None, calibration: TrainingSet | None = None) -> Trained | None:
     """The measured model in ``folder`` when it was trained for ``key`` and measured by this code,
-    with the same early stop (or none)."""
+    with the same early stop (or none), after calibrating on the same images (or none)."""
     manifest = _keyed(folder / MANIFEST, key)
     if manifest and manifest.get("measure_version", "1") != MEASURE_VERSION:
         log.info("%s was measured by an older evaluation: measuring it again", folder)
@@ -108,12 +108,20 @@ def _cached(folder: Path, key: str, stop: EarlyStop | None = None) -> Trained | 
     if manifest and manifest.get("early_stop") != _stop_record(stop):
         log.info("%s was measured with another early stop: measuring it again", folder)
         return None
+    if manifest and manifest.get("calibrated_on") != _calibration_record(calibration):
+        log.info("%s was calibrated on other images: calibrating and measuring it again", folder)
+        return None
     return Trained(manifest["name"], folder, manifest) if manifest else None
 
 
 def _stop_record(stop: EarlyStop | None) -> dict | None:
     """How a manifest's gold measurement was stopped early (None: every task on every image)."""
     return None if stop is None else {"first": stop.first, "seed": stop.seed, "bars": dict(sorted(stop.bars.items()))}
+
+
+def _calibration_record(calibration: TrainingSet | None) -> str | None:
+    """Which images a manifest's thresholds were chosen on (None: none)."""
+    return None if calibration is None else fingerprint(calibration.ids())
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -246,17 +254,18 @@ def train_model(trainer: Trainer, data: TrainingSet, root: Path, budget: Any, go
 
 def train_and_measure(trainer: Trainer, data: TrainingSet, root: Path, budget: Any, gold: Store,
                       previous: Trained | None = None, device: str = "cpu", seed_gold: Store | None = None,
-                      stop: EarlyStop | None = None) -> Trained:
+                      stop: EarlyStop | None = None, calibration: TrainingSet | None = None) -> Trained:
     """``trainer``'s model trained on ``data`` into ``root/<name>`` (reused when its inputs are
-    unchanged), measured on ``gold`` (with ``stop``, see ``measure_on_gold``) and on the seed
-    domain's ``seed_gold``, when given. A model trained on a GPU is measured on the CPU where no
-    GPU is present (inference only)."""
+    unchanged), calibrated on ``calibration`` when given (``Trainer.calibrate``), measured on
+    ``gold`` (with ``stop``, see ``measure_on_gold``) and on the seed domain's ``seed_gold``, when
+    given. A model trained on a GPU is measured on the CPU where no GPU is present (inference only)."""
     key = training_key(trainer, data, budget, gold, previous, device, seed_gold)
     folder = Path(root) / trainer.name
-    if found := _cached(folder, key, stop):
+    if found := _cached(folder, key, stop, calibration):
         return found
     trained = train_model(trainer, data, root, budget, gold, previous, device, seed_gold, key=key)
-    return measure_and_record(trainer, folder, dict(trained.manifest), gold, usable_device(device), seed_gold, stop)
+    return measure_and_record(trainer, folder, dict(trained.manifest), gold, usable_device(device), seed_gold, stop,
+                              calibration)
 
 
 def usable_device(device: str) -> str:
@@ -285,9 +294,13 @@ def adopt_and_measure(trainer: Trainer, facts: dict, source: str, root: Path, go
 
 
 def measure_and_record(trainer: Trainer, folder: Path, manifest: dict, gold: Store, device: str = "cpu",
-                       seed_gold: Store | None = None, stop: EarlyStop | None = None) -> Trained:
-    """Measure the model of ``manifest`` on gold (with ``stop``) and on seed-gold (whole: it
-    gates nothing), and write its manifest, last."""
+                       seed_gold: Store | None = None, stop: EarlyStop | None = None,
+                       calibration: TrainingSet | None = None) -> Trained:
+    """Choose the thresholds of the model of ``manifest`` on ``calibration`` (when given), measure
+    it on gold (with ``stop``) and on seed-gold (whole: it gates nothing), and write its manifest, last."""
+    if calibration is not None:
+        manifest.update(trainer.calibrate(manifest, calibration, device))
+    manifest["calibrated_on"] = _calibration_record(calibration)
     on_gold = measure_on_gold(trainer, manifest, gold, device, stop)
     manifest["measure_version"] = MEASURE_VERSION
     manifest["early_stop"] = _stop_record(stop)

@@ -38,6 +38,8 @@ from specialists.training.registry import TRAINERS, trainer_for
 log = logging.getLogger(__name__)
 CARD = "card.json"
 ZOO_PROFILE = "zoo"
+CALIBRATION_SEED = 2000
+CALIBRATION_IMAGES = 100
 DEFAULT_ZOO = Path(__file__).resolve().parents[2] / "zoo"
 """The zoo committed with the code (``zoo/`` at the repository's root)."""
 
@@ -147,17 +149,19 @@ def _commit() -> str | None:
 
 
 def publish(trained: Trained, world: World, zoo: Path, budget: object, device: str, steps: int | None = None,
-            command: str | None = None, stages: list[dict] | None = None) -> Card:
+            command: str | None = None, stages: list[dict] | None = None, calibration: World | None = None) -> Card:
     """Copy a trained model's weights into ``zoo/<name>/`` with its card (replacing what was there
     only once the new folder is complete). ``command`` (default: ``fld zoo build`` with ``device``
-    and ``steps``) and ``stages`` are a fine-tuning's (``fine_tune``)."""
+    and ``steps``) and ``stages`` are a fine-tuning's (``fine_tune``); ``calibration`` is the world
+    its thresholds were chosen on."""
     zoo.mkdir(parents=True, exist_ok=True)
     recover(zoo)
     name = trained.name
     staging = zoo / f".{name}.tmp"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
-    facts = {k: v for k, v in trained.manifest.items() if k not in ("key", "gold", "measured", "units", "seconds", "name", "machine")}
+    facts = {k: v for k, v in trained.manifest.items()
+             if k not in ("key", "gold", "measured", "units", "seconds", "name", "machine", "calibrated_on")}
     if trained.weights:
         source = Path(trained.weights)
         target = staging / source.name
@@ -173,7 +177,9 @@ def publish(trained: Trained, world: World, zoo: Path, budget: object, device: s
         training["epochs"] = trained.manifest["config"]["epochs"]
     card = Card(name=name, command=command or rebuild_command(name, device, steps), code_commit=_commit(),
                 world={"config": world.config.to_dict(), "domain": domain_fingerprint(world.config),
-                       "world_version": WORLD_VERSION, "world": world.version},
+                       "world_version": WORLD_VERSION, "world": world.version,
+                       **({"calibration": {"config": calibration.config.to_dict(), "world": calibration.version}}
+                          if calibration is not None else {})},
                 trainer_version=TRAINER_VERSION, training_key=trained.manifest["key"],
                 budget=budget_record(budget),
                 training=training, gold=trained.manifest.get("measured", {}), facts=facts, files=files,
@@ -213,6 +219,7 @@ def card_markdown(card: Card) -> str:
              f"world `{card.world['world']}`); trained on its seed split. Training key (a fingerprint of "
              f"the training images' content ids, their annotation counts, the settings and the gold split): "
              f"`{card.training_key}`.", "",
+             *_calibration_lines(card),
              *(line for i, stage in enumerate(card.stages, 1) for line in (
                  f"Stage {i} (the model this one was fine-tuned from; `{stage.get('command')}`, code "
                  f"{stage.get('code_commit') or 'unknown'}, training key `{stage.get('training_key')}`): budget "
@@ -230,6 +237,16 @@ def card_markdown(card: Card) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _calibration_lines(card: Card) -> list[str]:
+    """Where its confidence floor was chosen, when it was chosen on the calibration world."""
+    where, found = card.world.get("calibration"), card.facts.get("calibration")
+    if not where or not found:
+        return []
+    return [f"Confidence floor {card.facts.get('conf')}: chosen for the best detection F1 ({found.get('f1')}) on "
+            f"{found.get('images')} seed-domain images of another sample (seed {where['config'].get('seed')}, world "
+            f"`{where.get('world')}`), never gold.", ""]
+
+
 def _training_text(training: dict) -> str:
     machine = training.get("machine") or {}
     return (f"{training.get('seconds')} s wall on {machine.get('device')} ({machine.get('cpu')}, {machine.get('cores')} cores"
@@ -244,7 +261,7 @@ class ZooModel:
 
     @property
     def source(self) -> str:
-        return fingerprint({"card": self.card.training_key, "files": self.card.files})
+        return fingerprint({"card": self.card.training_key, "files": self.card.files, "facts": self.card.facts})
 
 
 def check(zoo: Path, world: WorldConfig, names: tuple[str, ...] | None = None) -> dict[str, ZooModel]:
@@ -358,8 +375,21 @@ def adopt(zoo: dict[str, ZooModel], world: World, models_root: str | Path, fallb
 
 def zoo_world(work: Path) -> World:
     """The zoo profile's world under ``work/world`` (drawn once, reused while its config holds)."""
-    config = profile(ZOO_PROFILE).world()
-    path = work / "world"
+    return _drawn(profile(ZOO_PROFILE).world(), work / "world")
+
+
+def calibration_world(work: Path) -> World:
+    """``CALIBRATION_IMAGES`` seed-domain images of another sample than the zoo world's (world seed
+    ``CALIBRATION_SEED``; one image each of its pool and gold, which nothing reads), under
+    ``work/calibration``: truth that no zoo model trains on and no card's gold holds, where a model
+    chooses its thresholds (``Trainer.calibrate``)."""
+    n = CALIBRATION_IMAGES + 2
+    config = replace(profile(ZOO_PROFILE).world(seed=CALIBRATION_SEED), images=n, seed_fraction=CALIBRATION_IMAGES / n,
+                     gold_fraction=1 / n, seed_gold_fraction=0.0)
+    return _drawn(config, work / "calibration")
+
+
+def _drawn(config: WorldConfig, path: Path) -> World:
     if (path / "world.json").is_file() and (existing := World.open(path)).config == config:
         return existing
     return make_world(config, path, overwrite=True)
@@ -399,10 +429,13 @@ def build(work: Path, zoo: Path, only: tuple[str, ...], device: str = "cpu",
     if steps is not None:
         chosen = with_steps(chosen, wanted, steps)
     world = zoo_world(work)
-    trained = bootstrap(world, work / "models", chosen, wanted, step, measure=not train_only)
+    calibration = None if train_only else calibration_world(work)
+    trained = bootstrap(world, work / "models", chosen, wanted, step, measure=not train_only,
+                        calibration=calibration and world_training_set(calibration, ("seed",)))
     if train_only:
         return {}
-    return {name: publish(model, world, zoo, budget_for(chosen.bootstrap, TRAINERS[name]), device, steps)
+    return {name: publish(model, world, zoo, budget_for(chosen.bootstrap, TRAINERS[name]), device, steps,
+                          calibration=calibration)
             for name, model in trained.models.items()}
 
 
@@ -440,6 +473,7 @@ def fine_tune(work: Path, zoo: Path, only: tuple[str, ...], device: str = "cpu",
         budgets[name] = stages[done]
     gold, seed_gold = gold_stores(world)
     data = world_training_set(world, ("seed",))
+    calibration = calibration_world(work)
     cards = {}
     for name in names:
         base = published[name]
@@ -449,9 +483,10 @@ def fine_tune(work: Path, zoo: Path, only: tuple[str, ...], device: str = "cpu",
         start = Trained(name, work / "models" / "zoo-base" / name,
                         {**install(base, work / "models" / "zoo-base" / name), "name": name, "key": base.card.training_key})
         trained = train_and_measure(TRAINERS[name], data, work / "models" / "fine-tune", budgets[name], gold,
-                                    previous=start, device=device, seed_gold=seed_gold)
+                                    previous=start, device=device, seed_gold=seed_gold,
+                                    calibration=world_training_set(calibration, ("seed",)))
         cards[name] = publish(trained, world, zoo, budgets[name], device, command=fine_tune_command(base.card, device),
-                              stages=[*base.card.stages, base.card.stage()])
+                              stages=[*base.card.stages, base.card.stage()], calibration=calibration)
     return cards
 
 

@@ -169,7 +169,7 @@ def build_queue(store: Store, round_id: int, config: QueueConfig = QueueConfig()
                 continue
             scored = [(m["specialist"], m["score"]) for m in r["members"] or []] or [(r["specialist"], r["score"])]
             for specialist, score in scored:
-                floor = by_specialist.get(specialist, default_floor)
+                floor = by_specialist.get(f"{specialist}/{r['kind']}", by_specialist.get(specialist, default_floor))
                 if score is not None and floor <= score < floor + config.margin:
                     hit(image, "near_floor", 1.0 - (score - floor) / config.margin, r["region_id"],
                         f"{r['label'] if r['kind'] == 'object' else 'text'} {score:.2f} over floor {floor:.2f}")

@@ -128,6 +128,23 @@ class Florence2Trainer(Trainer):
                 "resumed_from": result.resumed_from, "train_seconds": result.seconds,
                 "examples_per_second": result.examples_per_second}
 
+    def calibrate(self, manifest: dict, data: TrainingSet, device: str) -> dict:
+        """Its ``<OD>`` confidence floor, chosen as YOLO's is (``calibrate_confidence``) on boxes it
+        finds as a round serves it: its scores are token probabilities, and each crop stage of its
+        recipe lowers them (docs/FLORENCE2_RECIPE.md, "A calibrated floor for its boxes"). A model
+        without ``<OD>`` examples, or without calibration images, has none (the round's 0.25)."""
+        from specialists.registry import build
+        from specialists.training.calibration import calibrate_confidence, detect
+
+        if "<OD>" not in self.served_tasks(manifest) or not len(data):
+            return {}
+        served = self.serve({k: v for k, v in manifest.items() if k != "conf"}, ["<OD>"], device)[0]
+        detector = build(served.specialist, **served.options)
+        ids = data.ids()
+        conf, f1 = calibrate_confidence(detect(detector, data, ids), data.tables["regions"], ids)
+        log.info("Florence-2 <OD> floor %.2f: detection F1 %.3f on %d calibration images", conf, f1, len(ids))
+        return {"conf": conf, "calibration": {"images": len(ids), "f1": round(f1, 4)}}
+
     def serve(self, manifest: dict, tasks: Sequence[str], device: str) -> list[Serving]:
         """Its own tasks in one specialist; grounding in a second one that grounds the round's
         descriptions (a round without any leaves it out); region captions in a third that
@@ -136,8 +153,10 @@ class Florence2Trainer(Trainer):
         trained = manifest.get("config") or {}
         on_boxes = {REGION_TO_DESCRIPTION} | _on_boxes(manifest)
         own = sorted(t for t in tasks if t != GROUNDING and t not in on_boxes)
+        floor = manifest.get("conf") if "<OD>" in own else None  # its calibrated floor, where it has one
         out = [Serving("florence2", {"checkpoint": manifest["weights"], "tasks": own, "max_new_tokens": 128,
-                                     "batch_size": 16, "device": device, "task_beams": dict(BEAMS)})] if own else []
+                                     "batch_size": 16, "device": device, "task_beams": dict(BEAMS)},
+                       min_score=floor, scored_kind="object")] if own else []
         if GROUNDING in tasks:
             out.append(Serving("florence2", {"checkpoint": manifest["weights"], "tasks": [GROUNDING], "max_new_tokens": 64,
                                              "batch_size": 16, "device": device}, key="florence2-grounder"))

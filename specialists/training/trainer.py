@@ -42,6 +42,9 @@ class Serving:
     key: str = ""
     min_score: float | None = None
     """The confidence below which the round's region filter drops this specialist's rows."""
+    scored_kind: str | None = None
+    """The region kind ``min_score`` holds for (``object``: a captioner's boxes, not its region
+    captions); None: every kind of its rows."""
     labels: tuple[str, ...] = ()
     """A detector's categories: its object labels judge the round's region captions on its boxes
     (``filters.captions``)."""
@@ -114,6 +117,13 @@ class Trainer(ABC):
     def check(self, manifest: dict) -> None:
         """Raise ValueError when a model made elsewhere (the zoo) cannot serve as this code serves it
         (its weights' hashes are checked before this)."""
+
+    def calibrate(self, manifest: dict, data: TrainingSet, device: str) -> dict:
+        """Thresholds of the trained model of ``manifest`` chosen on ``data``: truth of the seed
+        domain that neither this model nor gold holds (the zoo's calibration sample). Their facts,
+        merged into the manifest before it is measured and served; ``{}`` for a model whose
+        thresholds need no held-out images (YOLO chooses its own on its val split)."""
+        return {}
 
     @abstractmethod
     def settings(self, data: TrainingSet, budget: Any, previous: dict | None, device: str) -> dict:

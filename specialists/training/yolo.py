@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from schemas.geometry import box_array
-from specialists.base import Batch
+from specialists.training.calibration import calibrate_confidence, detect
 from specialists.training.trainer import Serving, Task, Trainer, TrainingSet
 
 log = logging.getLogger(__name__)
@@ -176,29 +176,6 @@ def _final(run: Path, out: Path) -> Path:
     return final
 
 
-def calibrate_confidence(predicted: pa.Table, truth: pa.Table, image_ids: list[str], iou: float = 0.5,
-                         grid: tuple[float, ...] = tuple(np.round(np.arange(0.02, 0.9, 0.02), 2))) -> tuple[float, float]:
-    """The confidence threshold that maximises detection F1 on held-out training images (the
-    seed's val split, never gold), and that F1. A detector trained for minutes scores its boxes
-    low; one fixed threshold for every detector would throw most of them away."""
-    from schemas.geometry import match_boxes, rows_by_image
-
-    pred = rows_by_image(predicted.filter(pc.equal(predicted.column("kind"), "object")))
-    gt = rows_by_image(truth.filter(pc.equal(truth.column("kind"), "object")))
-    n_gt = sum(len(gt.get(i, [])) for i in image_ids)
-    best = (grid[0], 0.0)
-    for threshold in grid:
-        tp = n_pred = 0
-        for i in image_ids:
-            kept = [p for p in pred.get(i, []) if (p["score"] or 0.0) >= threshold]
-            n_pred += len(kept)
-            tp += len(match_boxes(kept, gt.get(i, []), iou))
-        f1 = 2 * tp / (n_pred + n_gt) if n_pred + n_gt else 0.0
-        if f1 > best[1]:
-            best = (float(threshold), f1)
-    return best
-
-
 @dataclass(frozen=True)
 class YoloBudget:
     epochs: int = 30
@@ -261,9 +238,7 @@ class YoloTrainer(Trainer):
 
         _, val_ids = split_ids(list(data.uris), config.val_fraction)
         detector = YoloDetector(YoloConfig(weights=str(weights), imgsz=config.imgsz, device=device, conf=0.01))
-        raw = [detector(Batch(val_ids[s : s + 16], [data.pixels(i) for i in val_ids[s : s + 16]]))["regions"]
-               for s in range(0, len(val_ids), 16)]
-        conf, val_f1 = calibrate_confidence(pa.concat_tables(raw), objects, val_ids)
+        conf, val_f1 = calibrate_confidence(detect(detector, data, val_ids), objects, val_ids)
         return {"weights": str(weights), "names": names, "imgsz": config.imgsz, "conf": conf, "val_f1": val_f1,
                 "config": config.to_dict(), "train_images": len(data), "train_objects": objects.num_rows}
 

@@ -68,7 +68,7 @@ def test_confidence_is_calibrated_on_held_out_images():
     import pyarrow as pa
 
     from schemas import schema_for
-    from specialists.training.yolo import calibrate_confidence
+    from specialists.training.calibration import calibrate_confidence
     from tests.rows import valid_row
 
     truth = pa.Table.from_pylist([valid_row("regions", region_id=f"t{k}", box=[k * 10, 0, k * 10 + 8, 8], label="square")
