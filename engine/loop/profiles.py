@@ -119,6 +119,9 @@ PROFILES = {
                        "task_weights": {"<OD>": 3.0, "<REGION_TO_DESCRIPTION>": 8.0}}),
                                               Florence2Budget(steps=1500, batch=16, size="small", recipe={
                        "flip_od": True, "crop_od": 2,
+                       "task_weights": {"<OD>": 6.0, "<REGION_TO_DESCRIPTION>": 4.0}}),
+                                              Florence2Budget(steps=600, batch=16, size="small", recipe={
+                       "flip_od": True, "crop_od": 4,
                        "task_weights": {"<OD>": 6.0, "<REGION_TO_DESCRIPTION>": 4.0}}))}),
 }
 """``zoo`` trains the round-0 models that ``make run`` starts from (``fld zoo build``, hours on 2
@@ -128,7 +131,9 @@ CPU cores (``bench/florence2_speed.py``). Its first ``fine_tune`` stage then tea
 region captions on crops of their boxes at 112 px, beside every other task (about 10 minutes on 2
 CPU cores; docs/FLORENCE2_RECIPE.md, "Region captions on crops"); its second teaches ``<OD>`` on mirrored
 and cropped images (``crop_od``), whose box lists it cannot learn by heart (about 32 minutes on 2 CPU
-cores; docs/FLORENCE2_RECIPE.md, "Cropped ``<OD>`` examples")."""
+cores; docs/FLORENCE2_RECIPE.md, "Cropped ``<OD>`` examples"), and its third with four crops of each
+(about 12 minutes). Every zoo build chooses the model's ``<OD>`` confidence floor on the zoo's
+calibration sample (``engine.loop.zoo.calibration_world``) before measuring it."""
 
 
 def profile(name: str) -> Profile:
