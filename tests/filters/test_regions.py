@@ -61,6 +61,18 @@ def test_confidence(score, specialist, code):
         assert codes(confidence(rows, RegionFilterConfig(require_score=True))) == ["no_score"]
 
 
+def test_a_floor_for_one_kind_of_a_specialists_regions_leaves_its_other_kinds_at_theirs():
+    """Florence-2's calibrated floor holds for its boxes, not for its region captions or text."""
+    rows = table_of("regions", [region("box", [0.0, 0.0, 9.0, 9.0], 0.1, specialist="florence2"),
+                                region("caption", [0.0, 0.0, 9.0, 9.0], 0.1, specialist="florence2", kind="region_caption"),
+                                region("low box", [0.0, 0.0, 9.0, 9.0], 0.03, specialist="florence2"),
+                                region("text", [0.0, 0.0, 9.0, 9.0], 0.2, specialist="florence2", kind="ocr"),
+                                region("yolo box", [0.0, 0.0, 9.0, 9.0], 0.1)])
+    config = RegionFilterConfig(min_score=0.25, min_score_by_specialist={"florence2/object": 0.04, "florence2": 0.15})
+    assert codes(confidence(rows, config)) == [None, "low_confidence", "low_confidence", None, "low_confidence"]
+    assert "0.030 < 0.04" in confidence(rows, config).reasons[2]
+
+
 def test_nms_within_specialist_and_label_across_images_in_one_call():
     rows = table_of("regions", [
         region("hi", [10.0, 10.0, 50.0, 50.0], 0.9),

@@ -176,3 +176,23 @@ def test_florence2_reads_the_boxes_crops_only_when_it_learnt_to_read_them(learnt
     assert (OCR in trainer.prompted(manifest)) == learnt
     only = trainer.serve(manifest, [OCR], "cpu")  # region captions gated out: it still reads the crops
     assert len(only) == 1 and only[0].options["tasks"] == [OCR] and only[0].options.get("region_ocr", False) == learnt
+
+
+def test_florence2_chooses_its_box_floor_on_calibration_images_and_is_served_with_it(tiny_florence2, seed):
+    """Its ``<OD>`` floor, from its boxes on held-out truth, holds for its object boxes in the round's
+    filter (not for its region captions); a model without ``<OD>`` has none."""
+    from engine.loop.serving import round_filters
+    from specialists.training.calibration import GRID
+    from specialists.training.registry import trainer_for
+
+    trainer = trainer_for("florence2")
+    data = seed.only(seed.ids()[:3])
+    manifest = {"weights": str(tiny_florence2), "tasks": ["<OD>", "<CAPTION>", "<REGION_TO_DESCRIPTION>"]}
+    found = trainer.calibrate(manifest, data, "cpu")
+    assert found["conf"] in GRID and found["calibration"]["images"] == 3 and 0.0 <= found["calibration"]["f1"] <= 1.0
+    servings = trainer.serve({**manifest, **found}, ["<OD>", "<CAPTION>", "<REGION_TO_DESCRIPTION>"], "cpu")
+    assert round_filters(servings).regions.min_score_by_specialist == {"florence2/object": found["conf"]}
+    gated_out = trainer.serve({**manifest, **found}, ["<CAPTION>", "<REGION_TO_DESCRIPTION>"], "cpu")
+    assert all(s.min_score is None for s in gated_out)  # its boxes are not served: no floor for the rest
+    assert trainer.calibrate({**manifest, "tasks": ["<CAPTION>"]}, data, "cpu") == {}
+    assert trainer.serve(manifest, ["<OD>"], "cpu")[0].min_score is None  # never calibrated: the round's own floor

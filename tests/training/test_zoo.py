@@ -238,6 +238,46 @@ def test_each_fine_tuning_starts_from_the_published_model_and_its_card_keeps_eve
     assert result.exit_code != 0 and "--fine-tune takes its budget" in result.output
 
 
+def test_a_build_chooses_thresholds_on_the_calibration_sample_and_its_card_says_where(tmp_path, monkeypatch):
+    """Held-out seed-domain truth of another sample: not the zoo world's images, not its gold. The
+    thresholds travel on the card into the rounds; calibrating on other images measures again
+    without training again."""
+    from engine.dataset.store import Store
+    from engine.loop import zoo as zoo_module
+    from specialists.training.registry import TRAINERS
+    from specialists.training.sam import SamBudget
+
+    tiny = replace(profiles.PROFILES["quick"], name="zoo", world_images=24, seed_fraction=0.5, gold_fraction=0.25,
+                   seed_gold_fraction=0.0, world_seed=3, bootstrap={"sam": SamBudget(steps=2)})
+    monkeypatch.setitem(profiles.PROFILES, "zoo", tiny)
+    monkeypatch.setattr(zoo_module, "CALIBRATION_IMAGES", 4)
+    seen = []
+
+    def calibrate(manifest, data, device):
+        seen.append(data)
+        return {"conf": 0.4, "calibration": {"images": len(data), "f1": 0.5}}
+
+    monkeypatch.setattr(TRAINERS["sam"], "calibrate", calibrate)
+    work, zoo = tmp_path / "work", tmp_path / "zoo"
+    card = build(work, zoo, ("sam",))["sam"]
+    world = zoo_module.zoo_world(work)
+    assert len(seen) == 1 and len(seen[0]) == 4
+    assert not set(seen[0].ids()) & set(Store(world.truth).read("images").column("image_id").to_pylist())
+    assert not set(seen[0].ids()) & set(Store(world.gold).read("images").column("image_id").to_pylist())
+    assert card.world["calibration"]["config"]["seed"] == zoo_module.CALIBRATION_SEED
+    assert card.world["calibration"]["config"]["domain_seed"] == world.config.domain_seed  # the seed domain
+    assert card.facts["conf"] == 0.4 and "calibrated_on" not in card.facts
+    assert "Confidence floor 0.4" in (zoo / "sam" / "CARD.md").read_text()
+    assert check(zoo, tiny.world())["sam"].card.facts["conf"] == 0.4  # read back, and adopted with it
+    monkeypatch.setattr(TRAINERS["sam"], "train", lambda *a, **k: pytest.fail("trained again"))
+    build(work, zoo, ("sam",))
+    assert len(seen) == 1  # the same calibration images: measured once
+    monkeypatch.setattr(zoo_module, "CALIBRATION_SEED", 2001)
+    again = build(work, zoo, ("sam",))["sam"]
+    assert len(seen) == 2 and again.training_key == card.training_key  # calibrated and measured again, not trained
+    assert set(seen[1].ids()).isdisjoint(seen[0].ids())
+
+
 def test_a_model_trained_on_a_gpu_is_measured_on_the_cpu_without_one(monkeypatch):
     import torch
 
