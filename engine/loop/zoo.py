@@ -261,6 +261,8 @@ class ZooModel:
 
     @property
     def source(self) -> str:
+        """What an adoption of it is keyed by: its training, files and facts (a floor chosen again
+        serves the same weights otherwise)."""
         return fingerprint({"card": self.card.training_key, "files": self.card.files, "facts": self.card.facts})
 
 
