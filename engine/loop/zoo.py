@@ -305,6 +305,10 @@ def check(zoo: Path, world: WorldConfig, names: tuple[str, ...] | None = None) -
                 raise ZooError(f"{card_path}: its file {relative} is missing; {rebuild}")
             if sha256(path) != expected:
                 raise ZooError(f"{card_path}: {relative} does not match its card's SHA-256 (changed or corrupt); {rebuild}")
+        conf = card.facts.get("conf")
+        if conf is not None and (isinstance(conf, bool) or not isinstance(conf, (int, float)) or not 0.0 <= conf <= 1.0):
+            raise ZooError(f"{card_path}: its confidence floor (facts.conf) must be a number within [0, 1], got "
+                           f"{conf!r}; {rebuild}")
         model = ZooModel(card, card_path.parent)
         try:
             trainer_for(card.name).check(installed_facts(model, card_path.parent))

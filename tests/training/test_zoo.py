@@ -88,6 +88,10 @@ def _edit_card(zoo: Path, **changes) -> None:
     (lambda zoo: _edit_card(zoo, files={"../../card.json": "0"}), "outside its folder"),
     (lambda zoo: _edit_card(zoo, files=["best.pt"]), "wrong type of files"),
     (lambda zoo: (zoo / "yolo" / CARD).write_text('[1, 2]'), "not a zoo card"),
+    (lambda zoo: _edit_card(zoo, facts={**json.loads((zoo / "yolo" / CARD).read_text())["facts"], "conf": 1.5}),
+     r"confidence floor \(facts.conf\) must be a number within \[0, 1\], got 1.5"),
+    (lambda zoo: _edit_card(zoo, facts={**json.loads((zoo / "yolo" / CARD).read_text())["facts"], "conf": "0.2"}),
+     "got '0.2'"),
 ])
 def test_a_zoo_that_does_not_fit_is_refused_with_the_rebuild_command(zoo, small_world, spoil, message):
     spoil(zoo)
