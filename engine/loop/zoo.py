@@ -396,8 +396,12 @@ def calibration_world(work: Path) -> World:
 
 
 def _drawn(config: WorldConfig, path: Path) -> World:
+    """The world of ``config`` at ``path``: the one there when it is that world and in place, else
+    drawn again (the same images: a world is a function of its config)."""
     if (path / "world.json").is_file() and (existing := World.open(path)).config == config:
-        return existing
+        if existing.in_place():
+            return existing
+        log.warning("%s names its images somewhere else (copied or moved?): drawing it again here", path)
     return make_world(config, path, overwrite=True)
 
 

@@ -75,6 +75,13 @@ class World:
         meta = json.loads(manifest.read_text())
         return cls(root, WorldConfig(**meta["config"]), meta["version"])
 
+    def in_place(self) -> bool:
+        """Every image its truth and gold name is where they name it (a world copied or moved from
+        elsewhere names the old place: draw it again where it is)."""
+        stores = [self.truth, self.gold, *([self.seed_gold] if self.seed_gold else [])]
+        return all(Path(uri).is_file() for store in stores
+                   for uri in Store(store).read("images", columns=["uri"]).column("uri").to_pylist())
+
     @property
     def seed_gold(self) -> Path | None:
         """The seed domain's held-out truth, when the world has a ``seed-gold`` split."""

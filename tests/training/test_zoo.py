@@ -282,6 +282,29 @@ def test_a_build_chooses_thresholds_on_the_calibration_sample_and_its_card_says_
     assert set(seen[1].ids()).isdisjoint(seen[0].ids())
 
 
+def test_a_zoo_world_copied_elsewhere_is_drawn_again_where_it_is(tmp_path, monkeypatch):
+    """A work folder copied to another machine or path (a lent GPU's) names its images by the old
+    place: the same world is drawn again where it now is, not read from where it was."""
+    from engine.dataset.store import Store
+    from engine.loop.zoo import calibration_world, zoo_world
+    from engine.world.make import World
+
+    tiny = replace(profiles.PROFILES["quick"], name="zoo", world_images=24, seed_fraction=0.5, gold_fraction=0.25,
+                   seed_gold_fraction=0.0, world_seed=3)
+    monkeypatch.setitem(profiles.PROFILES, "zoo", tiny)
+    monkeypatch.setattr("engine.loop.zoo.CALIBRATION_IMAGES", 4)
+    ids = lambda world: sorted(Store(world.truth).read("images").column("image_id").to_pylist())  # noqa: E731
+    first, calibration = zoo_world(tmp_path / "a"), calibration_world(tmp_path / "a")
+    before = [(first.version, ids(first)), (calibration.version, ids(calibration))]
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    shutil.rmtree(tmp_path / "a")
+    assert not World.open(tmp_path / "b" / "world").in_place()
+    for drawn, (version, images) in zip((zoo_world(tmp_path / "b"), calibration_world(tmp_path / "b")), before):
+        assert drawn.in_place() and drawn.version == version and ids(drawn) == images
+        uris = Store(drawn.truth).read("images").column("uri").to_pylist()
+        assert all(u.startswith(str(tmp_path / "b")) for u in uris)
+
+
 def test_a_model_trained_on_a_gpu_is_measured_on_the_cpu_without_one(monkeypatch):
     import torch
 
