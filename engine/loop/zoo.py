@@ -484,6 +484,7 @@ def fine_tune(work: Path, zoo: Path, only: tuple[str, ...], device: str = "cpu",
     gold, seed_gold = gold_stores(world)
     data = world_training_set(world, ("seed",))
     calibration = calibration_world(work)
+    held_out = world_training_set(calibration, ("seed",))
     cards = {}
     for name in names:
         base = published[name]
@@ -494,7 +495,7 @@ def fine_tune(work: Path, zoo: Path, only: tuple[str, ...], device: str = "cpu",
                         {**install(base, work / "models" / "zoo-base" / name), "name": name, "key": base.card.training_key})
         trained = train_and_measure(TRAINERS[name], data, work / "models" / "fine-tune", budgets[name], gold,
                                     previous=start, device=device, seed_gold=seed_gold,
-                                    calibration=world_training_set(calibration, ("seed",)))
+                                    calibration=held_out)
         cards[name] = publish(trained, world, zoo, budgets[name], device, command=fine_tune_command(base.card, device),
                               stages=[*base.card.stages, base.card.stage()], calibration=calibration)
     return cards

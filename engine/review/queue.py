@@ -33,6 +33,7 @@ from torchvision.ops import box_iou
 
 from engine.dataset.store import Store, StoreError
 from filters.captions import quoted, words_of
+from filters.regions import RegionFilterConfig, floor_of
 from schemas.hashing import fingerprint
 
 REVIEWABLE_SPLITS = ("pool", "unlabelled")
@@ -101,14 +102,15 @@ class QueueEntry:
                              "details": r.details} for r in self.reasons]}
 
 
-def floors(store: Store, round_id: int) -> tuple[float, dict[str, float]]:
-    """The round's confidence floor: default and per specialist, from the config it recorded."""
+def floors(store: Store, round_id: int) -> RegionFilterConfig:
+    """The round's confidence floors (default, per specialist and per kind), from the config it recorded."""
     rows = store.read("rounds", round_id).to_pylist()
     if not rows:
         raise StoreError(f"round {round_id} does not exist in {store.root}: see `fld rounds`")
     config = json.loads(rows[-1]["config"])
     regions = config.get("filters", {}).get("regions", {})
-    return float(regions.get("min_score", 0.0)), {k: float(v) for k, v in regions.get("min_score_by_specialist", {}).items()}
+    return RegionFilterConfig(min_score=float(regions.get("min_score", 0.0)),
+                              min_score_by_specialist={k: float(v) for k, v in regions.get("min_score_by_specialist", {}).items()})
 
 
 def latest_annotation_round(store: Store) -> int | None:
@@ -136,7 +138,7 @@ def _words(labels: set[str]) -> dict[str, re.Pattern]:
 def build_queue(store: Store, round_id: int, config: QueueConfig = QueueConfig()) -> list[QueueEntry]:
     """Every reviewable image of round ``round_id`` ranked, most disagreement first (ties by a hash
     of the image id, so the order is stable and not the ingestion order)."""
-    default_floor, by_specialist = floors(store, round_id)
+    recorded = floors(store, round_id)
     ids = set(candidates(store)) - reviewed_images(store)
     reasons: dict[str, dict[str, Reason]] = defaultdict(dict)
     weight = config.weights
@@ -169,7 +171,7 @@ def build_queue(store: Store, round_id: int, config: QueueConfig = QueueConfig()
                 continue
             scored = [(m["specialist"], m["score"]) for m in r["members"] or []] or [(r["specialist"], r["score"])]
             for specialist, score in scored:
-                floor = by_specialist.get(f"{specialist}/{r['kind']}", by_specialist.get(specialist, default_floor))
+                floor = floor_of(recorded, specialist, r["kind"])
                 if score is not None and floor <= score < floor + config.margin:
                     hit(image, "near_floor", 1.0 - (score - floor) / config.margin, r["region_id"],
                         f"{r['label'] if r['kind'] == 'object' else 'text'} {score:.2f} over floor {floor:.2f}")

@@ -124,6 +124,14 @@ def test_the_queue_ranks_by_disagreement_and_says_why(store):
     assert [e.image_id for e in random_queue(store, 3)] == [e.image_id for e in random_queue(store, 3)]
 
 
+def test_a_close_call_is_judged_against_the_floor_of_its_kind(store, monkeypatch):
+    """A round whose filter gave one kind of a specialist's rows its own floor (Florence-2's boxes)."""
+    monkeypatch.setitem(CONFIG["filters"]["regions"]["min_score_by_specialist"], "yolo/object", 0.2)
+    write_round(store, 2)
+    entries = {e.image_id: e for e in build_queue(store, 2, QueueConfig(weights={**WEIGHTS, "unconfirmed": 0.0}))}
+    assert "star 0.32 over floor 0.20" in entries["img1"].why
+
+
 def test_a_description_quoting_text_the_ocr_did_not_read_is_queued(store):
     rows = {"regions": [region("o2", "img2", [60, 60, 90, 70], "OPEN", kind="ocr", specialist="rapidocr", r=2),
                         region("q2", "img5", [60, 60, 90, 70], "Farm", kind="ocr", specialist="rapidocr", r=2)],
