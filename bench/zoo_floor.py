@@ -24,6 +24,7 @@ from bench.common import report  # noqa: E402
 from engine.loop.training import measure_and_record  # noqa: E402
 from engine.loop.training_set import gold_stores, world_training_set  # noqa: E402
 from engine.loop.zoo import DEFAULT_ZOO, calibration_world, check, install, zoo_world  # noqa: E402
+from filters.regions import RegionFilterConfig  # noqa: E402
 from specialists.training.registry import TRAINERS  # noqa: E402
 
 log = logging.getLogger("bench.zoo_floor")
@@ -53,7 +54,7 @@ def main() -> None:
             measured = measure_and_record(trainer, folder, manifest, gold, "cpu", seed_gold, calibration=sample)
             found = measured.manifest.get("calibration") or {}
             for split in ("seed-gold", "gold"):
-                row = {"floor": how, "value": measured.manifest.get("conf", 0.25), "calibration_f1": found.get("f1"),
+                row = {"floor": how, "value": measured.manifest.get("conf", RegionFilterConfig().min_score), "calibration_f1": found.get("f1"),
                        "split": split}
                 for metric in METRICS:
                     m = measured.measured(split)[f"region-text/{metric}"]

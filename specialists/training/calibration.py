@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from schemas import schema_for
 from specialists.base import Batch, Specialist
 from specialists.training.trainer import TrainingSet
 
@@ -27,7 +28,7 @@ def detect(specialist: Specialist, data: TrainingSet, ids: Sequence[str], batch:
     ids = list(ids)
     found = [specialist(Batch(ids[s : s + batch], [data.pixels(i) for i in ids[s : s + batch]]))["regions"]
              for s in range(0, len(ids), batch)]
-    return pa.concat_tables(found) if found else objects(data.tables["regions"]).slice(0, 0)
+    return pa.concat_tables(found) if found else schema_for("regions").empty_table()
 
 
 def calibrate_confidence(predicted: pa.Table, truth: pa.Table, image_ids: Sequence[str], iou: float = 0.5,

@@ -18,10 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from schemas.geometry import box_array
-from specialists.training.calibration import calibrate_confidence, detect
+from specialists.training.calibration import calibrate_confidence, detect, objects as object_regions
 from specialists.training.trainer import Serving, Task, Trainer, TrainingSet
 
 log = logging.getLogger(__name__)
@@ -87,7 +86,7 @@ def write_yolo_dataset(regions: pa.Table, uris: dict[str, str], sizes: dict[str,
 
     Images with no kept object become background images (an empty label file), which teaches the
     detector that they are empty. Labels not in ``names`` are skipped with a warning."""
-    objects = regions.filter(pc.equal(regions.column("kind"), "object"))
+    objects = object_regions(regions)
     boxes = box_array(objects.column("box"))
     per_image: dict[str, list[str]] = {i: [] for i in uris}
     code = {n: k for k, n in enumerate(names)}
@@ -203,8 +202,7 @@ class YoloTrainer(Trainer):
 
     @staticmethod
     def _objects(data: TrainingSet) -> pa.Table:
-        regions = data.tables["regions"]
-        return regions.filter(pc.equal(regions.column("kind"), "object"))
+        return object_regions(data.tables["regions"])
 
     def _names(self, data: TrainingSet, previous: dict | None) -> list[str]:
         """The class list: kept from the previous model, so a retrained detector keeps its ids."""
