@@ -46,6 +46,21 @@ def square_window(box, size: tuple[int, int], margin: float) -> tuple[int, int, 
     return a, b, max(c, a + 1), max(d, b + 1)
 
 
+def line_window(box, size: tuple[int, int], margin: float) -> tuple[int, int, int, int]:
+    """The pixel window (x1, y1, x2, y2) of a text line's ``box`` (xyxy) grown by ``margin`` times its
+    height on every side, clipped to an image of ``size`` (w, h): the tight crop a line is read on.
+    At least one pixel each way, so a degenerate box still has a window."""
+    if margin < 0:
+        raise ValueError(f"a crop margin must be >= 0, got {margin}")
+    w, h = size
+    x1, y1, x2, y2 = (float(v) for v in box)
+    pad = margin * max(y2 - y1, 1.0)
+    a, b = int(max(0, np.floor(x1 - pad))), int(max(0, np.floor(y1 - pad)))
+    c, d = int(min(w, np.ceil(x2 + pad))), int(min(h, np.ceil(y2 + pad)))
+    a, b = min(a, w - 1), min(b, h - 1)
+    return a, b, max(c, a + 1), max(d, b + 1)
+
+
 def box_in_window(box, window: tuple[int, int, int, int]) -> tuple[float, float, float, float]:
     """``box`` (xyxy, image pixels) in the coordinates of ``window`` (x1, y1, x2, y2), clipped to it."""
     a, b, c, d = window

@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from schemas.geometry import box_in_window, square_window
+from schemas.geometry import box_in_window, line_window, square_window
 from specialists.base import Batch, Resources, Specialist, WeightsError, weights_version
 from specialists.columns import region_table
 from specialists.florence2_parse import Generated, Item, location_tokens, parse_florence2
@@ -31,10 +31,12 @@ REGION_KIND = {"<OD>": "object", "<DENSE_REGION_CAPTION>": "region_caption", "<O
 GROUNDING = "<CAPTION_TO_PHRASE_GROUNDING>"
 REGION_TO_DESCRIPTION = "<REGION_TO_DESCRIPTION>"
 OCR = "<OCR_WITH_REGION>"
+READ = "<OCR>"
+"""Florence-2's plain OCR task: the text of an image, here of a text line's tight crop (``line_crop``)."""
 EDGE = 1.0
 """A text read on a crop whose box comes this close (pixels) to a side the crop cut from its image
 may be part of a word, and is not kept."""
-TASKS = (*GRANULARITY, *REGION_KIND, GROUNDING, REGION_TO_DESCRIPTION)
+TASKS = (*GRANULARITY, *REGION_KIND, GROUNDING, REGION_TO_DESCRIPTION, READ)
 HOW_TO_GET = ("Give a Florence-2 checkpoint folder in Hugging Face format (config.json, weights and "
               "processor files), e.g. florence-community/Florence-2-base downloaded while online, or one "
               "made by `fld bootstrap`.")
@@ -69,6 +71,10 @@ class Florence2Config:
     """With a ``region_margin``: ``<OCR_WITH_REGION>`` reads the same crops of the prompt regions
     instead of the whole image (one vision pass per crop serves both tasks), its texts placed back
     in the image; for a model trained so (the recipe's ``crop_ocr``)."""
+    read_margin: float | None = None
+    """With ``<OCR>``: the margin (a share of a line's height) of the tight crop on which it reads
+    each prompt region of kind ``ocr`` (another reader's text lines, ``line_crop``), fed at the
+    checkpoint's image size; for a model trained so (the recipe's ``read_lines``)."""
 
     def __post_init__(self) -> None:
         unknown = [t for t in self.tasks if t not in TASKS]
@@ -83,6 +89,10 @@ class Florence2Config:
             raise ValueError(f"region_margin must be None or within [0, 4], got {self.region_margin}")
         if self.region_size is not None and (self.region_margin is None or not 16 <= self.region_size <= 1536):
             raise ValueError(f"region_size needs a region_margin and must be within [16, 1536], got {self.region_size}")
+        if (READ in self.tasks) != (self.read_margin is not None):
+            raise ValueError(f"{READ} reads text lines on crops of a read_margin: give both or neither")
+        if self.read_margin is not None and not 0.0 <= self.read_margin <= 2.0:
+            raise ValueError(f"read_margin must be within [0, 2] line heights, got {self.read_margin}")
         if self.region_ocr and (self.region_margin is None or OCR not in self.tasks):
             raise ValueError(f"region_ocr reads the crops of a region_margin with {OCR}: give both")
 
@@ -96,12 +106,13 @@ class Florence2Config:
 
 def tables_of(tasks: tuple[str, ...], on_crops: tuple[str, ...] = ()) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(produces, needs) of a Florence-2 running ``tasks`` (``on_crops`` of them on the crops of
-    prompt regions): descriptions make texts, detection-like tasks and region descriptions make
-    regions, grounding makes triplets from earlier texts, and reading crops takes earlier regions."""
+    prompt regions): descriptions make texts, detection-like tasks, region descriptions and reading
+    lines make regions, grounding makes triplets from earlier texts, and reading crops or lines takes
+    earlier regions."""
     made = {"texts": any(t in GRANULARITY for t in tasks),
-            "regions": any(t in REGION_KIND or t == REGION_TO_DESCRIPTION for t in tasks),
+            "regions": any(t in REGION_KIND or t in (REGION_TO_DESCRIPTION, READ) for t in tasks),
             "triplets": GROUNDING in tasks}
-    taken = {"texts": GROUNDING in tasks, "regions": REGION_TO_DESCRIPTION in tasks or bool(on_crops)}
+    taken = {"texts": GROUNDING in tasks, "regions": REGION_TO_DESCRIPTION in tasks or READ in tasks or bool(on_crops)}
     return tuple(t for t, yes in made.items() if yes), tuple(t for t, yes in taken.items() if yes)
 
 
@@ -141,6 +152,13 @@ def region_crop(image: np.ndarray, box, margin: float) -> tuple[np.ndarray, str]
     h, w = image.shape[:2]
     x1, y1, x2, y2 = window = square_window(box, (w, h), margin)
     return image[y1:y2, x1:x2], REGION_TO_DESCRIPTION + location_tokens(box_in_window(box, window), (x2 - x1, y2 - y1))
+
+
+def line_crop(image: np.ndarray, box, margin: float) -> np.ndarray:
+    """The tight crop a text line is read on (``line_window`` with ``margin``): one for training and serving."""
+    h, w = image.shape[:2]
+    x1, y1, x2, y2 = line_window(box, (w, h), margin)
+    return image[y1:y2, x1:x2]
 
 
 def resized(processor, side: int):
@@ -237,11 +255,13 @@ class Florence2Specialist(Specialist):
     def predict(self, batch: Batch) -> dict[str, pa.Table]:
         texts, regions, triplets = [], [], []
         on_crops = self.config.on_crops
-        features = None if set(self.config.tasks) <= set(on_crops) else self.encode(batch.images)
+        features = None if set(self.config.tasks) <= {*on_crops, READ} else self.encode(batch.images)
         if on_crops:
             regions += self._read_crops(batch, on_crops)
+        if READ in self.config.tasks:
+            regions.append(self._read_lines(batch))
         for task in self.config.tasks:
-            if task in on_crops:
+            if task in on_crops or task == READ:
                 continue
             if task in GRANULARITY or task in REGION_KIND:
                 results = self.generate(batch.images, [task] * len(batch), features, beams=self.config.task_beams.get(task))
@@ -275,11 +295,14 @@ class Florence2Specialist(Specialist):
                             kind=kind, specialist=self.name, version=self.version, round_id=round_id,
                             id_prefix=f"f2{kind[:3]}", extra=extra)
 
-    def _pairs(self, batch: Batch, table: str) -> Iterator[tuple[int, dict]]:
+    def _pairs(self, batch: Batch, table: str, kinds: tuple[str, ...] | None = None) -> Iterator[tuple[int, dict]]:
+        """(image index, prompt row) of each earlier row of ``table`` on the batch's images; regions
+        of ``kinds`` only (default: the config's ``region_kinds``)."""
         index = {image_id: k for k, image_id in enumerate(batch.image_ids)}
         prompts = batch.prompts(table)
         if table == "regions":
-            prompts = prompts.filter(pc.is_in(prompts.column("kind"), pa.array(self.config.region_kinds, pa.string())))
+            kinds = self.config.region_kinds if kinds is None else kinds
+            prompts = prompts.filter(pc.is_in(prompts.column("kind"), pa.array(kinds, pa.string())))
         for row in prompts.to_pylist():
             if row["image_id"] in index:
                 yield index[row["image_id"]], row
@@ -329,6 +352,22 @@ class Florence2Specialist(Specialist):
             out.append(self._crop_texts(batch, pairs, crops, self.generate(crops, [OCR] * len(crops), features,
                                                                             processor=processor)))
         return out
+
+    def _read_lines(self, batch: Batch) -> pa.Table:
+        """Each earlier text region read again on its tight crop (``<OCR>``): a row of kind ``ocr``
+        with the region's box and quad and this model's text, which the round's fusion merges with
+        the region it read (the same box). A crop it reads no text on gives no row."""
+        pairs = list(self._pairs(batch, "regions", ("ocr",)))
+        crops = [np.ascontiguousarray(line_crop(batch.images[k], row["box"], self.config.read_margin)) for k, row in pairs]
+        results = self.generate(crops, [READ] * len(crops), self.encode(crops)) if crops else []
+        rows = []
+        for (_, region), generated in zip(pairs, results):
+            items = parse_florence2(generated, READ, batch.sizes[region["image_id"]])
+            if items:
+                rows.append({"image_id": region["image_id"], "region_id": f"{region['region_id']}-f2read", "kind": "ocr",
+                             "box": region["box"], "quad": region["quad"], "label": items[0].text, "mask": None,
+                             **self.provenance(batch.round, items[0].score)})
+        return self.table("regions", rows)
 
     def _captions(self, batch: Batch, pairs: list[tuple[int, dict]], results: list[Generated]) -> pa.Table:
         rows = []

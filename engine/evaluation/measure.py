@@ -43,11 +43,15 @@ class Given(Specialist):
 
 
 def gold_boxes(gold: Store) -> Given:
-    """The gold split's object boxes (no masks, score 1)."""
+    """The gold split's object boxes (no masks, score 1) and its text lines' boxes without their
+    text (a reader given them must read it; the round's filters drop a line without text, so they
+    are never scored themselves)."""
     regions = gold.read("regions")
-    rows = regions.filter(pc.equal(regions.column("kind"), "object"))
+    rows = regions.filter(pc.is_in(regions.column("kind"), pa.array(["object", "ocr"])))
+    lines = pc.equal(rows.column("kind"), "ocr")
     for name, values in (("mask", pa.nulls(rows.num_rows, rows.schema.field("mask").type)),
-                         ("score", pa.array([1.0] * rows.num_rows, pa.float32()))):
+                         ("score", pa.array([1.0] * rows.num_rows, pa.float32())),
+                         ("label", pc.if_else(lines, pa.scalar(None, pa.string()), rows.column("label")))):
         rows = rows.set_column(rows.schema.get_field_index(name), name, values)
     return Given("gold-boxes", {"regions": rows})
 

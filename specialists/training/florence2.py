@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from specialists.florence2 import GROUNDING, OCR, REGION_TO_DESCRIPTION
+from specialists.florence2 import GROUNDING, OCR, READ, REGION_TO_DESCRIPTION
 from specialists.training.trainer import Serving, Task, Trainer, TrainingSet
 
 log = logging.getLogger(__name__)
@@ -20,10 +20,11 @@ BEAMS = {"<CAPTION>": 3}
 (Florence-2's own examples decode every task so): CIDEr +0.09 / +0.13 on two worlds' target gold,
 beyond the paired noise; detailed and more detailed ones gained nothing beyond it (more detailed
 lost 0.05), at twice greedy's time (``bench/florence2_gold_tasks.py --beams 1 3``)."""
-CARRIED = ("crop_regions", "region_size", "crop_ocr")
+CARRIED = ("crop_regions", "region_size", "crop_ocr", "read_lines", "example_mean")
 """Recipe settings a fine-tuning keeps from the model it starts from unless its budget sets them:
 a model that learnt region captions (and reading) on crops is served on crops, so it goes on
-learning them so (a refinement round's budget names none of them)."""
+learning them so, and with the loss it learnt them under (a word read on a line drowns in the
+mean over all target tokens; a refinement round's budget names none of them)."""
 
 
 @dataclass(frozen=True)
@@ -62,9 +63,10 @@ class Florence2Trainer(Trainer):
         return [t for t in manifest.get("tasks", []) if t in ALL]
 
     def prompted(self, manifest: dict) -> frozenset[str]:
-        """Its OCR too when it learnt to read the crops of object boxes (the recipe's ``crop_ocr``):
-        it reads those the round's detectors kept, so it is measured given the gold boxes."""
-        return self.prompted_tasks | _on_boxes(manifest)
+        """Its OCR too when it reads the crops of object boxes (the recipe's ``crop_ocr``) or the
+        text lines another reader found (``read_lines``): it reads what the round's detectors or
+        RapidOCR kept, so it is measured given the gold boxes (text lines without their text)."""
+        return self.prompted_tasks | _on_boxes(manifest) | ({OCR} if _reads_lines(manifest) else set())
 
     def check(self, manifest: dict) -> None:
         """The checkpoint loads and its tokenizer is the one its model was trained with."""
@@ -149,10 +151,13 @@ class Florence2Trainer(Trainer):
         """Its own tasks in one specialist; grounding in a second one that grounds the round's
         descriptions (a round without any leaves it out); region captions in a third that
         describes the object boxes the round's detectors kept, each on its crop when the model
-        was trained on crops, and reads them there too when it learnt that (``crop_ocr``)."""
+        was trained on crops, and reads them there too when it learnt that (``crop_ocr``); its OCR,
+        when it learnt to read text lines (``read_lines``), in a fourth that reads again each text
+        line the round's readers found, on its tight crop."""
         trained = manifest.get("config") or {}
         on_boxes = {REGION_TO_DESCRIPTION} | _on_boxes(manifest)
-        own = sorted(t for t in tasks if t != GROUNDING and t not in on_boxes)
+        lines = {OCR} if _reads_lines(manifest) else set()
+        own = sorted(t for t in tasks if t != GROUNDING and t not in on_boxes | lines)
         floor = manifest.get("conf") if "<OD>" in own else None  # its calibrated floor, where it has one
         out = [Serving("florence2", {"checkpoint": manifest["weights"], "tasks": own, "max_new_tokens": 128,
                                      "batch_size": 16, "device": device, "task_beams": dict(BEAMS)},
@@ -168,9 +173,18 @@ class Florence2Trainer(Trainer):
                                              "region_size": trained.get("region_size"),
                                              "region_ocr": OCR in boxed},
                                key="florence2-regions"))
+        if OCR in tasks and lines:
+            out.append(Serving("florence2", {"checkpoint": manifest["weights"], "tasks": [READ], "max_new_tokens": 16,
+                                             "batch_size": 32, "device": device, "read_margin": trained["read_lines"]},
+                               key="florence2-reader"))
         return out
 
 
 def _on_boxes(manifest: dict) -> set[str]:
     """The tasks besides region captions a trained model serves on the kept boxes' crops."""
-    return {OCR} if (manifest.get("config") or {}).get("crop_ocr") else set()
+    return {OCR} if (manifest.get("config") or {}).get("crop_ocr") and not _reads_lines(manifest) else set()
+
+
+def _reads_lines(manifest: dict) -> bool:
+    """Whether a trained model reads its OCR on text lines' crops (the recipe's ``read_lines``)."""
+    return (manifest.get("config") or {}).get("read_lines") is not None

@@ -28,6 +28,12 @@ Two pieces, both used only while training (the saved checkpoint is a plain Flore
   the crop's bins: every crop that holds text, and as many seeded crops that hold none (whose
   target is empty), so the model learns to read where a word fills the grid and to say nothing
   where there is no word. ``Florence2Specialist`` reads the kept boxes' crops the same way.
+* **Reading text lines** (``read_lines``): ``<OCR>`` (the plain text, no regions) on the tight crop
+  of each text region (``line_crop``: the line's box and a margin of its height), fed at the
+  processor's size, so a word of 4-6 letters spans the visual grid's width; each line also through
+  ``ocr_views - 1`` seeded jittered windows. ``Florence2Specialist`` reads the round's text regions
+  (RapidOCR's) the same way. On object crops the model never learnt which word a sign says; on
+  line crops it did within 200 steps (docs/FLORENCE2_RECIPE.md, "Reading text lines").
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ import torch
 from torch import nn
 
 from schemas.geometry import square_window
-from specialists.florence2 import OCR, REGION_TO_DESCRIPTION, region_crop
+from specialists.florence2 import OCR, READ, REGION_TO_DESCRIPTION, line_crop, region_crop
 from specialists.florence2_parse import decode_bin, location_tokens, parse_florence2, quantize
 from specialists.training.florence2_examples import Example
 
@@ -52,6 +58,10 @@ CROPPED = "#crop"
 """Suffix (with the crop's number) of the image id of an image's cropped copy (training only)."""
 OCR_CROP = "#ocr"
 """Suffix (with the crop's number) of the image id of an object crop's OCR example (training only)."""
+LINE_CROP = "#line"
+"""Suffix (with the line's number) of the image id of a text line's crop (training only)."""
+LINE_JITTER = 0.15
+"""A jittered view of a line moves its window up to this share of the line's height each way."""
 REGION_CROP = "#region"
 """Suffix (with the example's number) of the image id of a region description's crop (training only)."""
 CROP_SIDE = (0.6, 1.0)
@@ -196,6 +206,34 @@ def with_cropped_ocr(examples: list, images: dict[str, np.ndarray], margin: floa
     for image_id, source, (a, b, c, d), target in with_text + picked:
         extra.append(Example(image_id, OCR, OCR, target))
         cropped[image_id] = np.ascontiguousarray(images[source][b:d, a:c])
+    return examples + extra, {**images, **cropped}, set(cropped)
+
+
+def with_read_lines(examples: list, images: dict[str, np.ndarray], margin: float, seed: int = 0, views: int = 1
+                    ) -> tuple[list, dict[str, np.ndarray], set[str]]:
+    """``examples`` plus a ``<OCR>`` example on the tight crop (``line_crop`` with ``margin``) of each
+    text region of each ``<OCR_WITH_REGION>`` example, its target the region's text; with ``views``
+    > 1, each line also through ``views - 1`` seeded windows moved up to ``LINE_JITTER`` of its height
+    and with 0.5x-1.5x the margin; ``images`` plus those crops; and the crops' image ids."""
+    rng = np.random.default_rng(seed)
+    extra, cropped = [], {}
+    for k, e in enumerate(examples):
+        if e.task != OCR or e.image_id not in images:
+            continue
+        image = images[e.image_id]
+        for j, item in enumerate(parse_florence2(e.target, OCR, (image.shape[1], image.shape[0]))):
+            if not item.text.strip():
+                continue
+            x1, y1, x2, y2 = item.box
+            height = max(y2 - y1, 1.0)
+            for v in range(views):
+                box, m = item.box, margin
+                if v:
+                    dx, dy = rng.uniform(-LINE_JITTER, LINE_JITTER, 2) * height
+                    box, m = (x1 + dx, y1 + dy, x2 + dx, y2 + dy), margin * rng.uniform(0.5, 1.5)
+                crop_id = f"{e.image_id}{LINE_CROP}{k}.{j}.{v}"
+                cropped[crop_id] = np.ascontiguousarray(line_crop(image, box, m))
+                extra.append(Example(crop_id, READ, READ, item.text.strip()))
     return examples + extra, {**images, **cropped}, set(cropped)
 
 

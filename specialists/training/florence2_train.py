@@ -64,9 +64,20 @@ class Florence2TrainConfig:
     makes them (``florence2_recipe.with_cropped_ocr``); the trained model then reads the text on
     the crops of the boxes it describes (``Florence2Config.region_ocr``)."""
     ocr_views: int = 1
-    """With ``crop_ocr``: each crop that holds text seen through this many (jittered) windows."""
+    """With ``crop_ocr``: each crop that holds text seen through this many (jittered) windows; with
+    ``read_lines``, each text line."""
+    read_lines: float | None = None
+    """A margin (a share of the line's height): also train ``<OCR>`` on the tight crop of each text
+    region, fed at the processor's size (``florence2_recipe.with_read_lines``); the trained model
+    then reads the round's text regions so (``Florence2Config.read_margin``)."""
     task_weights: dict = field(default_factory=lambda: {"<OD>": 3.0})
     """Sampling weight per task (1.0 for tasks not named)."""
+    example_mean: bool = False
+    """The decoder's loss as the mean over examples of each example's mean over its target tokens,
+    so that every example counts the same, instead of the mean over all the batch's target tokens
+    (transformers' own), where a word read on a text line (2 tokens) weighs 1/50 of a box list:
+    mixed so with the other tasks, reading stayed at chance (docs/FLORENCE2_RECIPE.md, "Reading
+    text lines")."""
     max_target_tokens: int = 160
     save_every: int = 100
     log_every: int = 100
@@ -88,6 +99,8 @@ class Florence2TrainConfig:
             raise ValueError(f"region_size needs crop_regions and must be within [16, 1536], got {self.region_size}")
         if not 1 <= self.ocr_views <= 16:
             raise ValueError(f"ocr_views must be within 1..16, got {self.ocr_views}")
+        if self.read_lines is not None and not 0.0 <= self.read_lines <= 2.0:
+            raise ValueError(f"read_lines must be None or a margin within [0, 2] line heights, got {self.read_lines}")
         if self.crop_ocr and self.crop_regions is None:
             raise ValueError("crop_ocr reads the crops crop_regions makes: give crop_regions a margin")
         if not (self.lr > 0 and (self.vision_lr is None or self.vision_lr > 0)):
@@ -246,6 +259,17 @@ def dense_data(examples: list[Example], batches: Batches, grid: int):
     return categories, classes, boxes
 
 
+def per_example_loss(logits, labels):
+    """The mean over examples of each one's mean cross-entropy over its target tokens (label -100: none)."""
+    import torch.nn.functional as F
+
+    losses = F.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=-100, reduction="none")
+    valid = (labels != -100).float()
+    counted = valid.sum(1)
+    per_example = (losses * valid).sum(1) / counted.clamp(min=1.0)
+    return per_example[counted > 0].mean()
+
+
 def train_florence2(model, processor, examples: list[Example], images: dict[str, np.ndarray], out: str | Path,
                     config: Florence2TrainConfig, fresh: bool = False,
                     evaluate: Callable[[object, int, float], dict] | None = None, eval_every: int = 0,
@@ -254,7 +278,8 @@ def train_florence2(model, processor, examples: list[Example], images: dict[str,
     import torch
 
     from specialists.training.florence2_recipe import (DenseHead, dense_loss, init_location_embeddings, with_cropped_ocr,
-                                                       with_cropped_od, with_cropped_regions, with_mirrored_od)
+                                                       with_cropped_od, with_cropped_regions, with_mirrored_od,
+                                                       with_read_lines)
 
     if not examples:
         raise ValueError("no training examples: the round kept no annotations of any trained task")
@@ -263,6 +288,9 @@ def train_florence2(model, processor, examples: list[Example], images: dict[str,
     if config.crop_ocr:  # before the <OD> copies: a mirrored sign's crop would teach that it says nothing
         examples, images, crops = with_cropped_ocr(examples, images, config.crop_regions, config.seed,
                                                     config.ocr_views)
+    lines: set[str] = set()
+    if config.read_lines is not None:  # fed at the processor's own size, not a region crop's
+        examples, images, lines = with_read_lines(examples, images, config.read_lines, config.seed, config.ocr_views)
     if config.crop_od:
         examples, images = with_cropped_od(examples, images, config.crop_od, config.seed)
     if config.flip_od:
@@ -279,7 +307,7 @@ def train_florence2(model, processor, examples: list[Example], images: dict[str,
     batches = Batches(examples, images, processor, config.max_target_tokens, sides)
     grid = int(math.isqrt(processor.num_image_tokens - 1))
     categories, dense_classes, dense_boxes = dense_data(examples, batches, grid)
-    dense_known = torch.tensor([i not in crops for i in batches.image_ids])
+    dense_known = torch.tensor([i not in crops and i not in lines for i in batches.image_ids])
     """The dense head learns whole images' boxes; a region's crop has no <OD> example to learn from."""
     loc_ids = torch.tensor(processor.tokenizer.convert_tokens_to_ids([f"<loc_{k}>" for k in range(1000)]))
     head = (DenseHead(model.config.text_config.d_model, len(categories),
@@ -325,9 +353,11 @@ def train_florence2(model, processor, examples: list[Example], images: dict[str,
         pixels = batches.pixel_values(image_rows).to(config.device)
         known = dense_known[image_rows]
         look = config.attention_weight > 0 and any(batches.looks[k] is not None for k in picks)
+        labels = labels.to(config.device)
         output = model(input_ids=input_ids.to(config.device), attention_mask=attention.to(config.device),
-                       pixel_values=pixels, labels=labels.to(config.device), output_attentions=look)
-        loss = output.loss
+                       pixel_values=pixels, labels=labels, output_attentions=look)
+        decoder = per_example_loss(output.logits, labels) if config.example_mean else output.loss
+        loss = decoder
         if look:
             where, valid = batches.look_targets(picks, labels.shape[1])
             attended = output.cross_attentions[-1].mean(1)[:, :, 1:1 + where.shape[-1]]
@@ -338,7 +368,7 @@ def train_florence2(model, processor, examples: list[Example], images: dict[str,
             tokens = captured["v"][known.to(config.device), 1:, :]
             loss = loss + config.aux_weight * dense_loss(head, tokens, dense_classes_t[image_rows][known].to(config.device),
                                                          dense_boxes_t[image_rows][known].to(config.device))
-        return loss, output.loss
+        return loss, decoder
 
     try:
         for step in range(start, config.steps):

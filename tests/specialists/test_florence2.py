@@ -13,7 +13,7 @@ from specialists.base import WeightsError
 from specialists.florence2 import Florence2Config, Florence2Specialist, load_florence2
 from specialists.florence2_build import build_processor, train_tokenizer
 from specialists.florence2_parse import Generated, decode_bin, location_tokens, parse_florence2, quantize
-from tests.batches import CAPTION, gold_batch
+from tests.batches import CAPTION, gold_batch, signed_batch
 
 SIZE = (640, 480)
 
@@ -246,6 +246,41 @@ def test_reading_on_crops_places_each_text_back_in_its_image_and_drops_cut_words
     assert all(len(r["quad"]) == 8 and r["quad"][0] == pytest.approx(r["box"][0]) for r in read)
     with pytest.raises(ValueError, match="region_ocr reads the crops"):
         Florence2Config(str(tiny_florence2), tasks=(OCR,), region_ocr=True)
+
+
+def test_reading_lines_reads_each_text_region_again_on_its_tight_crop(tiny_florence2, small_world, monkeypatch):
+    """With ``<OCR>`` and a ``read_margin`` the model reads each earlier ``ocr`` region (another
+    reader's text line) on its tight crop, in one vision pass over the crops, and gives a row with
+    that region's box and quad and its own text; object regions are not read, and a crop it reads
+    nothing on gives no row."""
+    from specialists.florence2 import READ, line_crop
+
+    batch = signed_batch(small_world, 3)
+    lines = [r for r in batch.regions.to_pylist() if r["kind"] == "ocr"]
+    assert lines and any(r["kind"] == "object" for r in batch.regions.to_pylist())
+    specialist = Florence2Specialist(Florence2Config(str(tiny_florence2), tasks=(READ,), max_new_tokens=8,
+                                                     batch_size=4, read_margin=0.3))
+    assert specialist.needs == ("regions",) and specialist.produces == ("regions",)
+    specialist.load()
+    seen, encoded = [], []
+    said = iter(["STOP", ""] * len(lines))  # the second line (if any) reads as nothing
+    monkeypatch.setattr(specialist, "generate", lambda images, prompts, *rest, **kw: seen.extend(images) or [
+        Generated((next(said), "</s>"), (0.8, 0.9)) for _ in prompts])
+    encode = specialist.encode
+    monkeypatch.setattr(specialist, "encode", lambda images, processor=None: encoded.append(len(images)) or encode(images, processor))
+    out = specialist(batch)["regions"].to_pylist()
+    assert encoded == [len(lines)]  # the crops only: no pass over the whole images
+    index = {i: k for k, i in enumerate(batch.image_ids)}
+    assert [c.shape for c in seen] == [line_crop(batch.images[index[r["image_id"]]], r["box"], 0.3).shape for r in lines]
+    read = [r for k, r in enumerate(lines) if k % 2 == 0]
+    assert [(r["region_id"], r["kind"], r["label"], r["specialist"]) for r in out] == \
+        [(f"{r['region_id']}-f2read", "ocr", "STOP", "florence2") for r in read]
+    assert [(o["box"], o["quad"]) for o in out] == [(pytest.approx(r["box"]), pytest.approx(r["quad"])) for r in read]
+    assert all(o["score"] == pytest.approx(0.8) for o in out)
+    with pytest.raises(ValueError, match="reads text lines on crops of a read_margin"):
+        Florence2Config(str(tiny_florence2), tasks=(READ,))
+    with pytest.raises(ValueError, match="reads text lines on crops of a read_margin"):
+        Florence2Config(str(tiny_florence2), tasks=("<OD>",), read_margin=0.3)
 
 
 def test_each_task_decodes_with_its_own_beam_width(tiny_florence2, small_world, monkeypatch):

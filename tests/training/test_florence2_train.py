@@ -279,3 +279,46 @@ def test_ocr_crops_read_every_text_and_as_many_crops_without_any():
     assert [e.image_id for e in again] == [e.image_id for e in examples]  # seeded
     with pytest.raises(ValueError, match="crop_ocr reads the crops crop_regions makes"):
         Florence2TrainConfig(crop_ocr=True)
+
+
+def test_read_lines_adds_a_plain_ocr_example_on_each_text_lines_tight_crop():
+    import numpy as np
+
+    from specialists.training.florence2_examples import Example
+    from specialists.training.florence2_recipe import LINE_CROP, with_read_lines
+
+    image = np.arange(200 * 300 * 3, dtype=np.uint8).reshape(200, 300, 3)
+    # OPEN at bins x 150-250, y 200-250: x 45.15-75.15, y 40.1-50.1 (bin centres), 10 px high
+    ocr = Example("a", "<OCR_WITH_REGION>", "<OCR_WITH_REGION>",
+                  "OPEN<loc_150><loc_200><loc_250><loc_200><loc_250><loc_250><loc_150><loc_250>"
+                  "EXIT<loc_900><loc_900><loc_990><loc_900><loc_990><loc_950><loc_900><loc_950>")
+    caption = Example("a", "<CAPTION>", "<CAPTION>", "a sign")
+    examples, images, lines = with_read_lines([caption, ocr], {"a": image}, margin=0.5, seed=0, views=3)
+    extra = examples[2:]
+    assert examples[:2] == [caption, ocr] and set(images) == {"a"} | lines == {"a"} | {e.image_id for e in extra}
+    assert [e.target for e in extra] == ["OPEN"] * 3 + ["EXIT"] * 3  # each line, through three windows
+    assert all(e.task == e.prompt == "<OCR>" and LINE_CROP in e.image_id for e in extra)
+    # the first window is the line's box and half its height each way: x 40.15-80.15, y 35.1-55.1
+    assert np.array_equal(images[extra[0].image_id], image[35:56, 40:81])
+    assert not np.array_equal(images[extra[1].image_id], images[extra[0].image_id])  # a jittered view
+    again, crops, _ = with_read_lines([caption, ocr], {"a": image}, margin=0.5, seed=0, views=3)
+    assert again == examples and all(np.array_equal(crops[e.image_id], images[e.image_id]) for e in extra)  # seeded
+    with pytest.raises(ValueError, match="read_lines must be None or a margin"):
+        Florence2TrainConfig(read_lines=-0.1)
+
+
+def test_the_per_example_loss_counts_a_short_target_as_much_as_a_long_one():
+    import torch
+    import torch.nn.functional as F
+
+    from specialists.training.florence2_train import per_example_loss
+
+    torch.manual_seed(0)
+    logits = torch.randn(3, 5, 7)
+    labels = torch.tensor([[1, 2, -100, -100, -100], [3, 4, 5, 6, 0], [-100] * 5])  # 2 tokens, 5 tokens, none
+    token = lambda b, t: float(F.cross_entropy(logits[b, t][None], labels[b, t][None]))  # noqa: E731
+    short = (token(0, 0) + token(0, 1)) / 2
+    long = sum(token(1, t) for t in range(5)) / 5
+    assert float(per_example_loss(logits, labels)) == pytest.approx((short + long) / 2, rel=1e-5)
+    pooled = float(F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100))  # transformers' mean over tokens
+    assert pooled == pytest.approx((2 * short + 5 * long) / 7, rel=1e-5)

@@ -160,6 +160,20 @@ def test_a_florence2_fine_tuning_keeps_how_its_model_learnt_region_captions(lear
                                           "cpu")[0].options["region_margin"] == margin  # and is served so
 
 
+def test_a_florence2_fine_tuning_goes_on_reading_lines_under_the_loss_it_learnt_them_with():
+    from specialists.florence2 import OCR
+    from specialists.training.florence2 import Florence2Budget
+    from specialists.training.registry import trainer_for
+
+    trainer = trainer_for("florence2")
+    previous = {"weights": "ckpt", "key": "k", "config": {"read_lines": 0.3, "example_mean": True}}
+    config = trainer._config(Florence2Budget(steps=30), previous, "cpu")  # a refinement round's budget
+    assert (config.read_lines, config.example_mean) == (0.3, True)
+    assert any(s.key == "florence2-reader" for s in trainer.serve({"weights": "ckpt", "config": config.to_dict()}, [OCR], "cpu"))
+    fresh = trainer._config(Florence2Budget(steps=30), {"weights": "ckpt", "key": "k", "config": {}}, "cpu")
+    assert (fresh.read_lines, fresh.example_mean) == (None, False)
+
+
 @pytest.mark.parametrize("learnt", [True, False])
 def test_florence2_reads_the_boxes_crops_only_when_it_learnt_to_read_them(learnt):
     """A model trained with ``crop_ocr`` serves OCR beside its region captions, on the kept boxes'
@@ -176,6 +190,40 @@ def test_florence2_reads_the_boxes_crops_only_when_it_learnt_to_read_them(learnt
     assert (OCR in trainer.prompted(manifest)) == learnt
     only = trainer.serve(manifest, [OCR], "cpu")  # region captions gated out: it still reads the crops
     assert len(only) == 1 and only[0].options["tasks"] == [OCR] and only[0].options.get("region_ocr", False) == learnt
+
+
+def test_florence2_that_learnt_to_read_lines_serves_its_ocr_as_a_reader_of_the_rounds_text_lines():
+    """A model trained with ``read_lines`` serves OCR by reading the round's text lines again (a
+    serving of ``<OCR>`` with the margin it learnt), is measured given the gold lines, and reads no
+    whole image nor object crop for it; without OCR among its tasks it has no reader."""
+    from specialists.florence2 import OCR, READ, REGION_TO_DESCRIPTION
+    from specialists.registry import build
+    from specialists.training.registry import trainer_for
+
+    trainer = trainer_for("florence2")
+    manifest = {"weights": "ckpt", "config": {"crop_regions": 0.2, "region_size": 112, "crop_ocr": True, "read_lines": 0.3}}
+    servings = trainer.serve(manifest, ["<CAPTION>", OCR, REGION_TO_DESCRIPTION], "cpu")
+    reader = next(s for s in servings if s.key == "florence2-reader")
+    assert reader.options["tasks"] == [READ] and reader.options["read_margin"] == 0.3
+    assert all(OCR not in s.options["tasks"] for s in servings if s is not reader)
+    assert build(reader.specialist, **reader.options).needs == ("regions",)
+    assert OCR in trainer.prompted(manifest)
+    assert all(s.key != "florence2-reader" for s in trainer.serve(manifest, ["<CAPTION>", REGION_TO_DESCRIPTION], "cpu"))
+
+
+def test_gold_boxes_give_readers_the_gold_lines_without_their_text(small_world):
+    from engine.dataset.store import Store
+    from engine.evaluation.measure import gold_boxes
+
+    gold = Store(small_world.gold)
+    truth = gold.read("regions").to_pylist()
+    given = gold_boxes(gold).tables["regions"].to_pylist()
+    assert sorted((r["region_id"], r["kind"]) for r in given) == \
+        sorted((r["region_id"], r["kind"]) for r in truth if r["kind"] in ("object", "ocr"))
+    assert any(r["kind"] == "ocr" for r in given)
+    assert all(r["label"] is None for r in given if r["kind"] == "ocr")
+    labels = {r["region_id"]: r["label"] for r in truth}
+    assert all(r["label"] == labels[r["region_id"]] and r["mask"] is None and r["score"] == 1.0 for r in given if r["kind"] == "object")
 
 
 def test_florence2_chooses_its_box_floor_on_calibration_images_and_is_served_with_it(tiny_florence2, seed):
