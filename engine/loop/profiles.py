@@ -98,7 +98,7 @@ PROFILES = {
                        shift="field",
                        bootstrap={"yolo": YoloBudget(epochs=14, imgsz=160), "sam": SamBudget(steps=100),
                                   "florence2": Florence2Budget(steps=300)},
-                       refine={"yolo": YoloBudget(epochs=6, imgsz=160), "sam": SamBudget(steps=30),
+                       refine={"yolo": YoloBudget(epochs=3, imgsz=160), "sam": SamBudget(steps=30),
                                "florence2": Florence2Budget(steps=30)},
                        refinement_rounds=2),
     "large": Profile("large", world_images=5000, seed_fraction=0.4, gold_fraction=0.1, seed_gold_fraction=0.05,
