@@ -27,6 +27,7 @@ from engine.dataset.sources import load_rgb  # noqa: E402
 from engine.dataset.store import Store  # noqa: E402
 from engine.loop.zoo import zoo_world  # noqa: E402
 from specialists.florence2 import READ, Florence2Config, Florence2Specialist, line_crop, load_florence2  # noqa: E402
+from specialists.florence2_parse import parse_florence2  # noqa: E402
 
 log = logging.getLogger("bench.read_lines")
 RECIPE = {"flip_od": True, **LEARNT, "crop_od": 4, "task_weights": {"<OD>": 6.0, "<REGION_TO_DESCRIPTION>": 4.0}}
@@ -41,14 +42,14 @@ def gold_lines(store: Store, margin: float) -> list[tuple[np.ndarray, str]]:
     for r in store.read("regions").to_pylist():
         if r["kind"] == "ocr" and r["label"]:
             image = images.setdefault(r["image_id"], load_rgb(uris[r["image_id"]]))
-            out.append((np.ascontiguousarray(line_crop(image, r["box"], margin)), r["label"].strip()))
+            out.append((line_crop(image, r["box"], margin), r["label"].strip()))
     return out
 
 
 def read(reader: Florence2Specialist, crops: list[np.ndarray]) -> list[str]:
-    """What the model reads on each crop (its text, special and location tokens left out)."""
-    return ["".join(p for p in g.pieces if not (p.startswith("<") and p.endswith(">"))).strip()
-            for g in reader.generate(crops, [READ] * len(crops))]
+    """What the model reads on each crop, parsed as the reader serving parses it ("" for nothing)."""
+    items = [parse_florence2(g, READ, (c.shape[1], c.shape[0])) for g, c in zip(reader.generate(crops, [READ] * len(crops)), crops)]
+    return [found[0].text if found else "" for found in items]
 
 
 def main() -> None:

@@ -40,8 +40,14 @@ def square_window(box, size: tuple[int, int], margin: float) -> tuple[int, int, 
     x1, y1, x2, y2 = (float(v) for v in box)
     side = max(x2 - x1, y2 - y1, 1.0) * (1 + 2 * margin)
     cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-    a, b = int(max(0, np.floor(cx - side / 2))), int(max(0, np.floor(cy - side / 2)))
-    c, d = int(min(w, np.ceil(cx + side / 2))), int(min(h, np.ceil(cy + side / 2)))
+    return _pixel_window(cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2, size)
+
+
+def _pixel_window(x1: float, y1: float, x2: float, y2: float, size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The whole pixels covering (x1, y1, x2, y2), clipped to an image of ``size`` (w, h), at least one each way."""
+    w, h = size
+    a, b = int(max(0, np.floor(x1))), int(max(0, np.floor(y1)))
+    c, d = int(min(w, np.ceil(x2))), int(min(h, np.ceil(y2)))
     a, b = min(a, w - 1), min(b, h - 1)
     return a, b, max(c, a + 1), max(d, b + 1)
 
@@ -52,13 +58,9 @@ def line_window(box, size: tuple[int, int], margin: float) -> tuple[int, int, in
     At least one pixel each way, so a degenerate box still has a window."""
     if margin < 0:
         raise ValueError(f"a crop margin must be >= 0, got {margin}")
-    w, h = size
     x1, y1, x2, y2 = (float(v) for v in box)
     pad = margin * max(y2 - y1, 1.0)
-    a, b = int(max(0, np.floor(x1 - pad))), int(max(0, np.floor(y1 - pad)))
-    c, d = int(min(w, np.ceil(x2 + pad))), int(min(h, np.ceil(y2 + pad)))
-    a, b = min(a, w - 1), min(b, h - 1)
-    return a, b, max(c, a + 1), max(d, b + 1)
+    return _pixel_window(x1 - pad, y1 - pad, x2 + pad, y2 + pad, size)
 
 
 def box_in_window(box, window: tuple[int, int, int, int]) -> tuple[float, float, float, float]:

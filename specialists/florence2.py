@@ -158,7 +158,7 @@ def line_crop(image: np.ndarray, box, margin: float) -> np.ndarray:
     """The tight crop a text line is read on (``line_window`` with ``margin``): one for training and serving."""
     h, w = image.shape[:2]
     x1, y1, x2, y2 = line_window(box, (w, h), margin)
-    return image[y1:y2, x1:x2]
+    return np.ascontiguousarray(image[y1:y2, x1:x2])
 
 
 def resized(processor, side: int):
@@ -358,7 +358,7 @@ class Florence2Specialist(Specialist):
         with the region's box and quad and this model's text, which the round's fusion merges with
         the region it read (the same box). A crop it reads no text on gives no row."""
         pairs = list(self._pairs(batch, "regions", ("ocr",)))
-        crops = [np.ascontiguousarray(line_crop(batch.images[k], row["box"], self.config.read_margin)) for k, row in pairs]
+        crops = [line_crop(batch.images[k], row["box"], self.config.read_margin) for k, row in pairs]
         results = self.generate(crops, [READ] * len(crops), self.encode(crops)) if crops else []
         rows = []
         for (_, region), generated in zip(pairs, results):

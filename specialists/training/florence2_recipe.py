@@ -232,7 +232,7 @@ def with_read_lines(examples: list, images: dict[str, np.ndarray], margin: float
                     dx, dy = rng.uniform(-LINE_JITTER, LINE_JITTER, 2) * height
                     box, m = (x1 + dx, y1 + dy, x2 + dx, y2 + dy), margin * rng.uniform(0.5, 1.5)
                 crop_id = f"{e.image_id}{LINE_CROP}{k}.{j}.{v}"
-                cropped[crop_id] = np.ascontiguousarray(line_crop(image, box, m))
+                cropped[crop_id] = line_crop(image, box, m)
                 extra.append(Example(crop_id, READ, READ, item.text.strip()))
     return examples + extra, {**images, **cropped}, set(cropped)
 

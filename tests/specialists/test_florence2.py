@@ -257,7 +257,7 @@ def test_reading_lines_reads_each_text_region_again_on_its_tight_crop(tiny_flore
 
     batch = signed_batch(small_world, 3)
     lines = [r for r in batch.regions.to_pylist() if r["kind"] == "ocr"]
-    assert lines and any(r["kind"] == "object" for r in batch.regions.to_pylist())
+    assert len(lines) >= 2 and any(r["kind"] == "object" for r in batch.regions.to_pylist())  # one read, one not
     specialist = Florence2Specialist(Florence2Config(str(tiny_florence2), tasks=(READ,), max_new_tokens=8,
                                                      batch_size=4, read_margin=0.3))
     assert specialist.needs == ("regions",) and specialist.produces == ("regions",)
