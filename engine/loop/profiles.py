@@ -122,7 +122,10 @@ PROFILES = {
                        "task_weights": {"<OD>": 6.0, "<REGION_TO_DESCRIPTION>": 4.0}}),
                                               Florence2Budget(steps=600, batch=16, size="small", recipe={
                        "flip_od": True, "crop_od": 4,
-                       "task_weights": {"<OD>": 6.0, "<REGION_TO_DESCRIPTION>": 4.0}}))}),
+                       "task_weights": {"<OD>": 6.0, "<REGION_TO_DESCRIPTION>": 4.0}}),
+                                              Florence2Budget(steps=600, batch=16, size="small", recipe={
+                       "flip_od": True, "crop_od": 4, "read_lines": 0.3, "ocr_views": 4, "example_mean": True,
+                       "task_weights": {"<OD>": 6.0, "<REGION_TO_DESCRIPTION>": 4.0, "<OCR>": 8.0}}))}),
 }
 """``zoo`` trains the round-0 models that ``make run`` starts from (``fld zoo build``, hours on 2
 cores): another sample (world seed 1000) of the same domains as every other profile's world. Its
@@ -131,8 +134,10 @@ CPU cores (``bench/florence2_speed.py``). Its first ``fine_tune`` stage then tea
 region captions on crops of their boxes at 112 px, beside every other task (about 10 minutes on 2
 CPU cores; docs/FLORENCE2_RECIPE.md, "Region captions on crops"); its second teaches ``<OD>`` on mirrored
 and cropped images (``crop_od``), whose box lists it cannot learn by heart (about 32 minutes on 2 CPU
-cores; docs/FLORENCE2_RECIPE.md, "Cropped ``<OD>`` examples"), and its third with four crops of each
-(about 12 minutes). Every zoo build chooses the model's ``<OD>`` confidence floor on the zoo's
+cores; docs/FLORENCE2_RECIPE.md, "Cropped ``<OD>`` examples"), its third with four crops of each
+(about 12 minutes), and its fourth to read text lines on their tight crops beside every task before
+(``read_lines``, each example's loss weighed alike: ``example_mean``; about 13 minutes;
+docs/FLORENCE2_RECIPE.md, "Reading text lines"). Every zoo build chooses the model's ``<OD>`` confidence floor on the zoo's
 calibration sample (``engine.loop.zoo.calibration_world``) before measuring it."""
 
 
