@@ -29,7 +29,7 @@ class FusionConfig:
     min_agreement: int = 1
     kinds: tuple[str, ...] = ("object",)
     priority: tuple[str, ...] = ()
-    """Specialists whose label and mask win ties, first first (others alphabetically after)."""
+    """Specialists whose label, mask and quad win ties, first first (others alphabetically after)."""
 
     def __post_init__(self) -> None:
         if not 0.0 < self.iou <= 1.0:
@@ -85,7 +85,7 @@ def fuse(rows: pa.Table, config: FusionConfig = FusionConfig()) -> tuple[pa.Tabl
         return schema_for("regions").empty_table(), Decision("fusion", reasons)
     sub = rows.take(eligible)
     boxes, scores = boxes_of(sub), scores_of(sub)
-    records = sub.select(["image_id", "region_id", "kind", "label", "mask", "specialist", "specialist_version", "round"]).to_pylist()
+    records = sub.select(["image_id", "region_id", "kind", "label", "quad", "mask", "specialist", "specialist_version", "round"]).to_pylist()
     by_image: dict[tuple[str, str], list[int]] = {}
     for k, r in enumerate(records):
         by_image.setdefault((r["image_id"], r["kind"]), []).append(k)
@@ -112,6 +112,7 @@ def _fused_row(records: list[dict], boxes: np.ndarray, scores: np.ndarray, ks: l
     top = max(votes.values())
     label = next(records[k]["label"] for k in ranked if votes[records[k]["label"]] == top)
     mask = next((records[k]["mask"] for k in ranked if records[k]["mask"] is not None), None)
+    quad = next((records[k]["quad"] for k in ranked if records[k]["quad"] is not None), None)
     members = [{"specialist": records[k]["specialist"], "specialist_version": records[k]["specialist_version"],
                 "region_id": records[k]["region_id"], "label": records[k]["label"],
                 "score": None if np.isnan(scores[k]) else float(scores[k])} for k in ranked]
@@ -121,7 +122,7 @@ def _fused_row(records: list[dict], boxes: np.ndarray, scores: np.ndarray, ks: l
         "region_id": "fused-" + fingerprint(sorted(records[k]["region_id"] for k in ks)),
         "kind": first["kind"],
         "box": boxes[ks].mean(axis=0).astype(np.float32).tolist(),
-        "quad": None, "mask": mask, "label": label, "members": members,
+        "quad": quad, "mask": mask, "label": label, "members": members,
         "round": first["round"], "specialist": SPECIALIST, "specialist_version": config.version,
         "score": float(len({records[k]["specialist"] for k in ks})), "score_source": "agreement_count",
     }

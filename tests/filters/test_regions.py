@@ -143,6 +143,20 @@ def test_fusion_merges_across_specialists_and_keeps_members():
     assert codes(strict)[3:] == ["no_agreement", "no_agreement"]
 
 
+def test_a_text_line_read_again_keeps_the_first_readers_text_and_quad():
+    quad = [10.0, 10.0, 50.0, 12.0, 50.0, 22.0, 10.0, 20.0]
+    rows = table_of("regions", [
+        valid_row("regions", image_id="a", region_id="r1", box=[10.0, 10.0, 50.0, 22.0], quad=quad, score=0.9,
+                  label="OPEN", specialist="rapidocr", kind="ocr"),
+        valid_row("regions", image_id="a", region_id="r1-f2read", box=[10.0, 10.0, 50.0, 22.0], quad=quad, score=0.6,
+                  label="OPFN", specialist="florence2", kind="ocr"),
+    ])
+    fused, _ = fuse(rows, FusionConfig(kinds=("object", "ocr"), priority=("yolo", "rapidocr", "florence2")))
+    row = fused.to_pylist()[0]
+    assert row["label"] == "OPEN" and row["quad"] == quad  # a tie of two readings: the first reader's
+    assert [(m["specialist"], m["label"]) for m in row["members"]] == [("rapidocr", "OPEN"), ("florence2", "OPFN")]
+
+
 def test_fusion_of_an_empty_table():
     fused, decision = fuse(table_of("regions", []))
     assert fused.num_rows == 0 and decision.reasons == []
