@@ -149,11 +149,11 @@ class Florence2Trainer(Trainer):
 
     def serve(self, manifest: dict, tasks: Sequence[str], device: str) -> list[Serving]:
         """Its own tasks in one specialist; grounding in a second one that grounds the round's
-        descriptions (a round without any leaves it out); region captions in a third that
-        describes the object boxes the round's detectors kept, each on its crop when the model
-        was trained on crops, and reads them there too when it learnt that (``crop_ocr``); its OCR,
-        when it learnt to read text lines (``read_lines``), in a fourth that reads again each text
-        line the round's readers found, on its tight crop."""
+        descriptions (a round without any leaves it out); and in a third, the tasks that take the
+        round's regions: region captions of the object boxes the round's detectors kept, each on its
+        crop when the model was trained on crops, read there too when it learnt that (``crop_ocr``),
+        and its OCR, when it learnt to read text lines (``read_lines``), as ``<OCR>`` on the tight
+        crop of each text line the round's readers found."""
         trained = manifest.get("config") or {}
         on_boxes = {REGION_TO_DESCRIPTION} | _on_boxes(manifest)
         lines = {OCR} if _reads_lines(manifest) else set()
@@ -166,17 +166,14 @@ class Florence2Trainer(Trainer):
             out.append(Serving("florence2", {"checkpoint": manifest["weights"], "tasks": [GROUNDING], "max_new_tokens": 64,
                                              "batch_size": 16, "device": device}, key="florence2-grounder"))
         boxed = sorted(t for t in tasks if t in on_boxes)
-        if boxed:  # on crops when it learnt them on crops (the recipe's crop_regions)
-            out.append(Serving("florence2", {"checkpoint": manifest["weights"], "tasks": boxed,
-                                             "max_new_tokens": 32, "batch_size": 32, "device": device,
-                                             "region_margin": trained.get("crop_regions"),
-                                             "region_size": trained.get("region_size"),
-                                             "region_ocr": OCR in boxed},
+        reads = [READ] if OCR in tasks and lines else []
+        if boxed or reads:  # one specialist takes the round's regions (a second would wait on the first's)
+            crops = {"region_margin": trained.get("crop_regions"), "region_size": trained.get("region_size"),
+                     "region_ocr": OCR in boxed} if boxed else {}  # on crops when it learnt them so (crop_regions)
+            out.append(Serving("florence2", {"checkpoint": manifest["weights"], "tasks": boxed + reads,
+                                             "max_new_tokens": 32, "batch_size": 32, "device": device, **crops,
+                                             "read_margin": trained["read_lines"] if reads else None},
                                key="florence2-regions"))
-        if OCR in tasks and lines:
-            out.append(Serving("florence2", {"checkpoint": manifest["weights"], "tasks": [READ], "max_new_tokens": 16,
-                                             "batch_size": 32, "device": device, "read_margin": trained["read_lines"]},
-                               key="florence2-reader"))
         return out
 
 

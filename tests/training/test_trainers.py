@@ -169,7 +169,8 @@ def test_a_florence2_fine_tuning_goes_on_reading_lines_under_the_loss_it_learnt_
     previous = {"weights": "ckpt", "key": "k", "config": {"read_lines": 0.3, "example_mean": True}}
     config = trainer._config(Florence2Budget(steps=30), previous, "cpu")  # a refinement round's budget
     assert (config.read_lines, config.example_mean) == (0.3, True)
-    assert any(s.key == "florence2-reader" for s in trainer.serve({"weights": "ckpt", "config": config.to_dict()}, [OCR], "cpu"))
+    served = trainer.serve({"weights": "ckpt", "config": config.to_dict()}, [OCR], "cpu")
+    assert [(s.key, s.options["read_margin"]) for s in served] == [("florence2-regions", 0.3)]
     fresh = trainer._config(Florence2Budget(steps=30), {"weights": "ckpt", "key": "k", "config": {}}, "cpu")
     assert (fresh.read_lines, fresh.example_mean) == (None, False)
 
@@ -193,22 +194,30 @@ def test_florence2_reads_the_boxes_crops_only_when_it_learnt_to_read_them(learnt
 
 
 def test_florence2_that_learnt_to_read_lines_serves_its_ocr_as_a_reader_of_the_rounds_text_lines():
-    """A model trained with ``read_lines`` serves OCR by reading the round's text lines again (a
-    serving of ``<OCR>`` with the margin it learnt), is measured given the gold lines, and reads no
-    whole image nor object crop for it; without OCR among its tasks it has no reader."""
-    from specialists.florence2 import OCR, READ, REGION_TO_DESCRIPTION
+    """A model trained with ``read_lines`` serves OCR by reading the round's text lines again
+    (``<OCR>`` with the margin it learnt, beside its region captions in the one specialist that
+    takes the round's regions: two would each wait on the other's), is measured given the gold
+    lines, and reads no whole image nor object crop for it; without OCR among its tasks it reads nothing."""
+    from engine.round.annotate import stage_order
+    from specialists.florence2 import GROUNDING, OCR, READ, REGION_TO_DESCRIPTION
     from specialists.registry import build
     from specialists.training.registry import trainer_for
 
     trainer = trainer_for("florence2")
     manifest = {"weights": "ckpt", "config": {"crop_regions": 0.2, "region_size": 112, "crop_ocr": True, "read_lines": 0.3}}
-    servings = trainer.serve(manifest, ["<CAPTION>", OCR, REGION_TO_DESCRIPTION], "cpu")
-    reader = next(s for s in servings if s.key == "florence2-reader")
-    assert reader.options["tasks"] == [READ] and reader.options["read_margin"] == 0.3
-    assert all(OCR not in s.options["tasks"] for s in servings if s is not reader)
-    assert build(reader.specialist, **reader.options).needs == ("regions",)
+    servings = trainer.serve(manifest, ["<CAPTION>", OCR, REGION_TO_DESCRIPTION, GROUNDING], "cpu")
+    regions = next(s for s in servings if s.key == "florence2-regions")
+    assert regions.options["tasks"] == [REGION_TO_DESCRIPTION, READ] and regions.options["read_margin"] == 0.3
+    assert not regions.options["region_ocr"] and all(OCR not in s.options["tasks"] for s in servings)
+    built = {s.key or s.specialist: build(s.specialist, **s.options) for s in servings}
+    assert built["florence2-regions"].needs == ("regions",)
+    needs = {"rapidocr": (), **{k: tuple(b.needs) for k, b in built.items()}}
+    stages = stage_order(needs, {"rapidocr": ("regions",), **{k: tuple(b.produces) for k, b in built.items()}})
+    assert stages[0] == ["florence2", "rapidocr"] and "florence2-regions" in stages[1]  # reads the lines found before it
     assert OCR in trainer.prompted(manifest)
-    assert all(s.key != "florence2-reader" for s in trainer.serve(manifest, ["<CAPTION>", REGION_TO_DESCRIPTION], "cpu"))
+    assert all(READ not in s.options["tasks"] for s in trainer.serve(manifest, ["<CAPTION>", REGION_TO_DESCRIPTION], "cpu"))
+    only = trainer.serve(manifest, [OCR], "cpu")  # region captions gated out: it still reads the lines
+    assert [(s.options["tasks"], s.options.get("region_margin")) for s in only] == [([READ], None)]
 
 
 def test_gold_boxes_give_readers_the_gold_lines_without_their_text(small_world):
