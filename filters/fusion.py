@@ -21,6 +21,11 @@ from schemas import schema_for
 from schemas.hashing import fingerprint
 
 SPECIALIST = "fusion"
+REREAD = "-reread"
+"""The end of the region_id of a row that reads again another specialist's region (Florence-2
+reading RapidOCR's text lines): the rest is that region's id. Such a row confirms that region and
+goes where it goes (``unconfirmed``): where the round drops the region, the re-read does not stand
+alone for it."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,17 @@ def clusters(boxes: np.ndarray, specialists: list[str], iou: float, priority: tu
             groups[best].append(i)
             taken[best].add(specialists[i])
     return groups
+
+
+def unconfirmed(rows: pa.Table) -> Decision:
+    """Drop each re-read (``REREAD``) whose region is not among ``rows``: a reader shown a line
+    that the round's filters dropped (RapidOCR's "囍" on an icon, not English) would otherwise keep
+    its own guess ("ZOO") there."""
+    ids = rows.column("region_id").to_pylist()
+    present = set(ids)
+    return Decision("unconfirmed", [
+        f"unconfirmed: reads again {i[:-len(REREAD)]}, which the round did not keep"
+        if i.endswith(REREAD) and i[:-len(REREAD)] not in present else None for i in ids])
 
 
 def fuse(rows: pa.Table, config: FusionConfig = FusionConfig()) -> tuple[pa.Table, Decision]:

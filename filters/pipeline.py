@@ -1,6 +1,6 @@
 """The filter pipeline of a round: texts (surface, parse, one description repeated across the
 shard's images), then regions (geometry, confidence, cap, NMS, blank crops, region captions
-against their box's label, fusion), then
+against their box's label, re-reads of regions dropped, fusion), then
 triplets (their text kept?, geometry, phrase quality, confidence, containment). Every drop lands in ``rejected``; every filter reports what it kept and dropped."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 
 from filters.captions import CaptionCheckConfig, caption_conflicts
 from filters.decision import Decision, apply
-from filters.fusion import FusionConfig, fuse
+from filters.fusion import FusionConfig, fuse, unconfirmed
 from filters.phrases import PhraseParser
 from filters.regions import RegionFilterConfig, blank, confidence, geometry, nms, per_image_cap
 from filters.text import TextFilterConfig, ocr_text, repeated_texts, text_decision
@@ -76,6 +76,7 @@ def filter_annotations(
     if pixels is not None:
         regions = run.step("regions", regions, lambda r: blank(r, pixels, config.regions))
     regions = run.step("regions", regions, lambda r: caption_conflicts(r, config.captions, parser))
+    regions = run.step("regions", regions, unconfirmed)
     fused, decision = fuse(regions, config.fusion)
     regions = run.step("regions", regions, lambda r: decision)
     regions = pa.concat_tables([regions, fused])

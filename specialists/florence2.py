@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from filters.fusion import REREAD
 from schemas.geometry import box_in_window, line_window, square_window
 from specialists.base import Batch, Resources, Specialist, WeightsError, weights_version
 from specialists.columns import region_table
@@ -355,8 +356,9 @@ class Florence2Specialist(Specialist):
 
     def _read_lines(self, batch: Batch) -> pa.Table:
         """Each earlier text region read again on its tight crop (``<OCR>``): a row of kind ``ocr``
-        with the region's box and quad and this model's text, which the round's fusion merges with
-        the region it read (the same box). A crop it reads no text on gives no row."""
+        with the region's box and quad and this model's text, its id the region's and ``REREAD``,
+        which the round's fusion merges with the region it read (the same box), and drops with it
+        (``filters.fusion.unconfirmed``). A crop it reads no text on gives no row."""
         pairs = list(self._pairs(batch, "regions", ("ocr",)))
         crops = [line_crop(batch.images[k], row["box"], self.config.read_margin) for k, row in pairs]
         results = self.generate(crops, [READ] * len(crops), self.encode(crops)) if crops else []
@@ -364,7 +366,7 @@ class Florence2Specialist(Specialist):
         for (_, region), generated in zip(pairs, results):
             items = parse_florence2(generated, READ, batch.sizes[region["image_id"]])
             if items:
-                rows.append({"image_id": region["image_id"], "region_id": f"{region['region_id']}-f2read", "kind": "ocr",
+                rows.append({"image_id": region["image_id"], "region_id": f"{region['region_id']}{REREAD}", "kind": "ocr",
                              "box": region["box"], "quad": region["quad"], "label": items[0].text, "mask": None,
                              **self.provenance(batch.round, items[0].score)})
         return self.table("regions", rows)

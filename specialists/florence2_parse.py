@@ -129,9 +129,10 @@ def parse_florence2(generated: Generated | str, task: str, image_size: tuple[int
         generated = Generated.of(generated)
     t = _Text(generated)
     kind = TASK_TYPES[task]
-    if kind == "text":
-        text = t.text.strip()
-        return [Item(text, score=t.mean_over(0, len(t.text)))] if text else []
+    if kind == "text":  # a location token ends it: what follows answers another task
+        end = first.start() if (first := LOC.search(t.text)) else len(t.text)
+        text = t.text[:end].strip()
+        return [Item(text, score=t.mean_over(0, end))] if text else []
     items: list[Item] = []
     if kind == "proposals":
         for m in BOX_RUN.finditer(t.text):

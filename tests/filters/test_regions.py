@@ -9,10 +9,10 @@ import pyarrow as pa
 import pytest
 
 from filters.decision import apply
-from filters.fusion import FusionConfig, fuse
+from filters.fusion import REREAD, FusionConfig, fuse, unconfirmed
 from filters.noise import NoiseConfig, simulate
 from filters.phrases import PhraseParser
-from filters.pipeline import filter_annotations
+from filters.pipeline import FilterConfig, filter_annotations
 from filters.regions import RegionFilterConfig, blank, boxes_of, confidence, geometry, nms, per_image_cap
 from filters.triplets import TripletFilterConfig, contained, phrase_quality, triplet_confidence
 from schemas import validate_table
@@ -148,13 +148,32 @@ def test_a_text_line_read_again_keeps_the_first_readers_text_and_quad():
     rows = table_of("regions", [
         valid_row("regions", image_id="a", region_id="r1", box=[10.0, 10.0, 50.0, 22.0], quad=quad, score=0.9,
                   label="OPEN", specialist="rapidocr", kind="ocr"),
-        valid_row("regions", image_id="a", region_id="r1-f2read", box=[10.0, 10.0, 50.0, 22.0], quad=quad, score=0.6,
+        valid_row("regions", image_id="a", region_id=f"r1{REREAD}", box=[10.0, 10.0, 50.0, 22.0], quad=quad, score=0.6,
                   label="OPFN", specialist="florence2", kind="ocr"),
     ])
     fused, _ = fuse(rows, FusionConfig(kinds=("object", "ocr"), priority=("yolo", "rapidocr", "florence2")))
     row = fused.to_pylist()[0]
     assert row["label"] == "OPEN" and row["quad"] == quad  # a tie of two readings: the first reader's
     assert [(m["specialist"], m["label"]) for m in row["members"]] == [("rapidocr", "OPEN"), ("florence2", "OPFN")]
+
+
+def test_a_reread_goes_where_the_line_it_read_goes():
+    """A reader shown a line the round drops (RapidOCR's "囍" on an icon: not English) does not keep
+    its own guess there; a line the round keeps is fused with its re-read."""
+    def line(rid, label, specialist, image="a"):
+        return valid_row("regions", image_id=image, region_id=rid, box=[10.0, 10.0, 50.0, 22.0], score=0.9,
+                         label=label, specialist=specialist, kind="ocr")
+
+    rows = table_of("regions", [line("icon", "囍", "rapidocr"), line(f"icon{REREAD}", "ZOO", "florence2"),
+                                line("sign", "OPEN", "rapidocr", "b"), line(f"sign{REREAD}", "OPEN", "florence2", "b")])
+    assert codes(unconfirmed(rows)) == [None, None, None, None]
+    assert codes(unconfirmed(rows.slice(1, 3))) == ["unconfirmed", None, None]
+    config = FilterConfig(fusion=FusionConfig(kinds=("object", "ocr"), priority=("rapidocr", "florence2")))
+    out = filter_annotations({"regions": rows}, SIZES, PhraseParser(), config)
+    kept = out.kept["regions"].to_pylist()
+    assert [(r["image_id"], r["label"], r["specialist"]) for r in kept] == [("b", "OPEN", "fusion")]
+    dropped = {r["row_id"]: r["reason"].split(":")[0] for r in out.rejected.to_pylist()}
+    assert dropped["icon"] == "not_english" and dropped[f"icon{REREAD}"] == "unconfirmed"
 
 
 def test_fusion_of_an_empty_table():

@@ -9,6 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
+from filters.fusion import REREAD
 from specialists.base import WeightsError
 from specialists.florence2 import Florence2Config, Florence2Specialist, load_florence2
 from specialists.florence2_build import build_processor, train_tokenizer
@@ -182,6 +183,15 @@ def test_bad_checkpoints_are_named(tiny_florence2, tmp_path, damage):
         load_florence2(str(target))
 
 
+def test_a_text_answer_ends_at_its_first_location_token():
+    """A reading or description that runs on into another task's regions keeps its words only (a
+    reader once wrote "POST<loc_444>..." into the data)."""
+    quad = "<loc_444><loc_453><loc_641><loc_453><loc_641><loc_509><loc_509><loc_383>"
+    assert [i.text for i in parse_florence2(f"POST{quad}", "<OCR>", SIZE)] == ["POST"]
+    assert parse_florence2(quad, "<OCR>", SIZE) == []
+    assert [i.text for i in parse_florence2("A red house.", "<CAPTION>", SIZE)] == ["A red house."]
+
+
 def test_malformed_labels_are_no_labels():
     boxes = "<loc_10><loc_20><loc_30><loc_40>"
     text = f"loc_662>star{boxes}starstarstarstar{boxes}car{boxes}"
@@ -274,7 +284,7 @@ def test_reading_lines_reads_each_text_region_again_on_its_tight_crop(tiny_flore
     assert [c.shape for c in seen] == [line_crop(batch.images[index[r["image_id"]]], r["box"], 0.3).shape for r in lines]
     read = [r for k, r in enumerate(lines) if k % 2 == 0]
     assert [(r["region_id"], r["kind"], r["label"], r["specialist"]) for r in out] == \
-        [(f"{r['region_id']}-f2read", "ocr", "STOP", "florence2") for r in read]
+        [(f"{r['region_id']}{REREAD}", "ocr", "STOP", "florence2") for r in read]
     assert [(o["box"], o["quad"]) for o in out] == [(pytest.approx(r["box"]), pytest.approx(r["quad"])) for r in read]
     assert all(o["score"] == pytest.approx(0.8) for o in out)
     with pytest.raises(ValueError, match="reads text lines on crops of a read_margin"):
