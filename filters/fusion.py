@@ -80,15 +80,17 @@ def clusters(boxes: np.ndarray, specialists: list[str], iou: float, priority: tu
     return groups
 
 
-def unconfirmed(rows: pa.Table) -> Decision:
-    """Drop each re-read (``REREAD``) whose region is not among ``rows``: a reader shown a line
-    that the round's filters dropped (RapidOCR's "囍" on an icon, not English) would otherwise keep
-    its own guess ("ZOO") there."""
+def unconfirmed(rows: pa.Table, before: pa.Table) -> Decision:
+    """Drop each re-read (``REREAD``) of a region that ``before`` (the rows before filtering) gave
+    with a text and ``rows`` no longer hold: a reader shown a line whose text the round's filters
+    refused (RapidOCR's "囍" on an icon, not English) would otherwise keep its own guess ("ZOO")
+    there. A region given without text (a gold line as a prompt) is the reader's to read."""
+    refused = {i for i, label in zip(before.column("region_id").to_pylist(), before.column("label").to_pylist()) if label}
     ids = rows.column("region_id").to_pylist()
-    present = set(ids)
+    refused -= set(ids)
     return Decision("unconfirmed", [
-        f"unconfirmed: reads again {i[:-len(REREAD)]}, which the round did not keep"
-        if i.endswith(REREAD) and i[:-len(REREAD)] not in present else None for i in ids])
+        f"unconfirmed: reads again {i[:-len(REREAD)]}, whose text the round did not keep"
+        if i.endswith(REREAD) and i[:-len(REREAD)] in refused else None for i in ids])
 
 
 def fuse(rows: pa.Table, config: FusionConfig = FusionConfig()) -> tuple[pa.Table, Decision]:

@@ -67,7 +67,7 @@ def filter_annotations(
     texts = run.step("texts", texts, lambda r: text_decision(r, parser, config.text)[0])
     texts = run.step("texts", texts, lambda r: repeated_texts(r, config.text))
 
-    regions = annotations.get("regions", empty["regions"])
+    regions = given = annotations.get("regions", empty["regions"])
     regions = run.step("regions", regions, lambda r: geometry(r, sizes, config.regions))
     regions = run.step("regions", regions, lambda r: ocr_text(r, config.text))
     regions = run.step("regions", regions, lambda r: confidence(r, config.regions))
@@ -76,7 +76,7 @@ def filter_annotations(
     if pixels is not None:
         regions = run.step("regions", regions, lambda r: blank(r, pixels, config.regions))
     regions = run.step("regions", regions, lambda r: caption_conflicts(r, config.captions, parser))
-    regions = run.step("regions", regions, unconfirmed)
+    regions = run.step("regions", regions, lambda r: unconfirmed(r, given))
     fused, decision = fuse(regions, config.fusion)
     regions = run.step("regions", regions, lambda r: decision)
     regions = pa.concat_tables([regions, fused])

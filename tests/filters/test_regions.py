@@ -166,14 +166,18 @@ def test_a_reread_goes_where_the_line_it_read_goes():
 
     rows = table_of("regions", [line("icon", "囍", "rapidocr"), line(f"icon{REREAD}", "ZOO", "florence2"),
                                 line("sign", "OPEN", "rapidocr", "b"), line(f"sign{REREAD}", "OPEN", "florence2", "b")])
-    assert codes(unconfirmed(rows)) == [None, None, None, None]
-    assert codes(unconfirmed(rows.slice(1, 3))) == ["unconfirmed", None, None]
+    assert codes(unconfirmed(rows, rows)) == [None, None, None, None]
+    assert codes(unconfirmed(rows.slice(1, 3), rows)) == ["unconfirmed", None, None]
     config = FilterConfig(fusion=FusionConfig(kinds=("object", "ocr"), priority=("rapidocr", "florence2")))
     out = filter_annotations({"regions": rows}, SIZES, PhraseParser(), config)
     kept = out.kept["regions"].to_pylist()
     assert [(r["image_id"], r["label"], r["specialist"]) for r in kept] == [("b", "OPEN", "fusion")]
     dropped = {r["row_id"]: r["reason"].split(":")[0] for r in out.rejected.to_pylist()}
     assert dropped["icon"] == "not_english" and dropped[f"icon{REREAD}"] == "unconfirmed"
+    # a line given without its text (a gold line as the gate's prompt) is the reader's to read
+    given = table_of("regions", [line("gold-line", None, "gold-boxes"), line(f"gold-line{REREAD}", "OPEN", "florence2")])
+    kept = filter_annotations({"regions": given}, SIZES, PhraseParser(), config).kept["regions"].to_pylist()
+    assert [(r["region_id"], r["label"]) for r in kept] == [(f"gold-line{REREAD}", "OPEN")]
 
 
 def test_fusion_of_an_empty_table():
