@@ -136,7 +136,7 @@ CPU cores; docs/FLORENCE2_RECIPE.md, "Region captions on crops"); its second tea
 and cropped images (``crop_od``), whose box lists it cannot learn by heart (about 32 minutes on 2 CPU
 cores; docs/FLORENCE2_RECIPE.md, "Cropped ``<OD>`` examples"), its third with four crops of each
 (about 12 minutes), and its fourth to read text lines on their tight crops beside every task before
-(``read_lines``, each example's loss weighed alike: ``example_mean``; about 13 minutes;
+(``read_lines``, each example's loss weighed alike: ``example_mean``; 20 minutes on a slow 2-core host;
 docs/FLORENCE2_RECIPE.md, "Reading text lines"). Every zoo build chooses the model's ``<OD>`` confidence floor on the zoo's
 calibration sample (``engine.loop.zoo.calibration_world``) before measuring it."""
 
