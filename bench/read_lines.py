@@ -5,6 +5,7 @@ reads the tight crops of the gold text regions, seed-gold and target gold: the s
 (the world writes one of 20 words: chance is about 1 in 20) and the words said most.
 
     python bench/read_lines.py --steps 300 --eval-every 100        # bench/results/read_lines.json
+    python bench/read_lines.py --steps 300 --corrupt               # jittered views through a worse camera
 
 Needs the zoo world (``fld zoo build`` draws it into ``zoo-build/world``; this draws it when missing).
 """
@@ -58,6 +59,8 @@ def main() -> None:
     parser.add_argument("--margin", type=float, default=0.3, help="the crop's margin, a share of the line's height")
     parser.add_argument("--views", type=int, default=4, help="jittered windows per line")
     parser.add_argument("--read-weight", type=float, default=8.0, help="the sampling weight of <OCR> examples")
+    parser.add_argument("--corrupt", action="store_true",
+                        help="each jittered view through a seeded photometric corruption (the recipe's corrupt_views)")
     parser.add_argument("--token-mean", action="store_true",
                         help="the decoder's loss over all target tokens (transformers' own), not per example")
     parser.add_argument("--dense", type=float, nargs=2, default=None, metavar=("AUX", "ATTENTION"),
@@ -69,6 +72,7 @@ def main() -> None:
     sets = {"seed-gold": gold_lines(Store(world.seed_gold), args.margin), "gold": gold_lines(Store(world.gold), args.margin)}
     recipe = {**RECIPE, "read_lines": args.margin, "ocr_views": args.views,
               "task_weights": {**RECIPE["task_weights"], READ: args.read_weight}, "example_mean": not args.token_mean,
+              **({"corrupt_views": True} if args.corrupt else {}),
               **({"aux_weight": args.dense[0], "attention_weight": args.dense[1]} if args.dense else {})}
     model, processor = load_florence2(published(args))
     reader = Florence2Specialist(Florence2Config(published(args), tasks=("<OD>",), max_new_tokens=16, batch_size=32))

@@ -31,8 +31,10 @@ Two pieces, both used only while training (the saved checkpoint is a plain Flore
 * **Reading text lines** (``read_lines``): ``<OCR>`` (the plain text, no regions) on the tight crop
   of each text region (``line_crop``: the line's box and a margin of its height), fed at the
   processor's size, so a word of 4-6 letters spans the visual grid's width; each line also through
-  ``ocr_views - 1`` seeded jittered windows. ``Florence2Specialist`` reads the round's text regions
-  (RapidOCR's) the same way. On object crops the model never learnt which word a sign says; on
+  ``ocr_views - 1`` seeded jittered windows, with ``corrupt_views`` each through a seeded photometric
+  corruption (lighting, blur, sensor noise, JPEG: ``corrupted``), so that a line the model learnt to
+  read on clean seed images stays readable through a worse camera. ``Florence2Specialist`` reads
+  the round's text regions (RapidOCR's) the same way. On object crops the model never learnt which word a sign says; on
   line crops it did within 200 steps (docs/FLORENCE2_RECIPE.md, "Reading text lines").
 """
 
@@ -45,6 +47,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 from torch import nn
+from torchvision.transforms.v2 import functional as F
 
 from schemas.geometry import square_window
 from specialists.florence2 import OCR, READ, REGION_TO_DESCRIPTION, line_crop, region_crop
@@ -66,6 +69,12 @@ REGION_CROP = "#region"
 """Suffix (with the example's number) of the image id of a region description's crop (training only)."""
 CROP_SIDE = (0.6, 1.0)
 """The range of a crop's side as a share of the image's."""
+CORRUPTION = {"light": (0.6, 1.4), "saturation": (0.0, 1.5), "hue": (-0.5, 0.5), "blur": (0.0, 2.0),
+              "noise": (0.0, 20.0), "jpeg_quality": (15, 95)}
+"""Ranges of ``corrupted``'s strengths, each drawn uniformly: brightness and contrast factors,
+saturation factor (0: grey), hue shift (a share of the colour wheel: any colour), blur sigma
+(pixels), noise sigma (of 255) and JPEG quality; from none to about the world's ``harsh`` shift
+(``engine.world.shift.SHIFTS``), colours the seed never shows included."""
 _REGION = re.compile(r"(.*?)<loc_(\d+)><loc_(\d+)><loc_(\d+)><loc_(\d+)>", re.S)
 _PROMPT_BOX = re.compile(re.escape(REGION_TO_DESCRIPTION) + r"<loc_(\d+)><loc_(\d+)><loc_(\d+)><loc_(\d+)>$")
 
@@ -209,13 +218,35 @@ def with_cropped_ocr(examples: list, images: dict[str, np.ndarray], margin: floa
     return examples + extra, {**images, **cropped}, set(cropped)
 
 
-def with_read_lines(examples: list, images: dict[str, np.ndarray], margin: float, seed: int = 0, views: int = 1
-                    ) -> tuple[list, dict[str, np.ndarray], set[str]]:
+def corrupted(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``pixels`` (H x W x 3, uint8) as a worse camera might take them, in colours it never showed:
+    brightness and contrast each scaled within ``CORRUPTION["light"]``, saturation scaled and hue
+    turned (torchvision's ``ColorJitter``), a Gaussian blur, Gaussian sensor noise and JPEG
+    compression, each of a strength drawn from ``rng`` within ``CORRUPTION``: torchvision's ops,
+    with every draw from ``rng`` so that a seed gives the same views."""
+    low, high = CORRUPTION["light"]
+    image = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)
+    image = F.adjust_contrast(F.adjust_brightness(image, float(rng.uniform(low, high))), float(rng.uniform(low, high)))
+    image = F.adjust_hue(F.adjust_saturation(image, float(rng.uniform(*CORRUPTION["saturation"]))),
+                         float(rng.uniform(*CORRUPTION["hue"])))
+    sigma = float(rng.uniform(*CORRUPTION["blur"]))
+    if sigma > 0.05:
+        side = min(2 * math.ceil(3 * sigma) + 1, 2 * min(pixels.shape[:2]) - 1)  # reflect padding stays inside
+        image = F.gaussian_blur(image, [side, side], [sigma, sigma])
+    noise = rng.normal(0.0, rng.uniform(*CORRUPTION["noise"]), tuple(image.shape))  # torchvision's draws are unseeded
+    image = (image.to(torch.float32) + torch.from_numpy(noise).to(torch.float32)).round().clamp(0, 255).to(torch.uint8)
+    image = F.jpeg(image, int(rng.integers(CORRUPTION["jpeg_quality"][0], CORRUPTION["jpeg_quality"][1] + 1)))
+    return np.ascontiguousarray(image.permute(1, 2, 0).numpy())
+
+
+def with_read_lines(examples: list, images: dict[str, np.ndarray], margin: float, seed: int = 0, views: int = 1,
+                    corrupt: bool = False) -> tuple[list, dict[str, np.ndarray], set[str]]:
     """``examples`` plus a ``<OCR>`` example on the tight crop (``line_crop`` with ``margin``) of each
     text region of each ``<OCR_WITH_REGION>`` example, its target the region's text; with ``views``
     > 1, each line also through ``views - 1`` seeded windows moved up to ``LINE_JITTER`` of its height
-    and with 0.5x-1.5x the margin; ``images`` plus those crops; and the crops' image ids."""
-    rng = np.random.default_rng(seed)
+    and with 0.5x-1.5x the margin, each ``corrupted`` too with ``corrupt``; ``images`` plus those
+    crops; and the crops' image ids."""
+    rng, camera = np.random.default_rng(seed), np.random.default_rng([seed, 1])  # the same windows either way
     extra, cropped = [], {}
     for k, e in enumerate(examples):
         if e.task != OCR or e.image_id not in images:
@@ -232,7 +263,8 @@ def with_read_lines(examples: list, images: dict[str, np.ndarray], margin: float
                     dx, dy = rng.uniform(-LINE_JITTER, LINE_JITTER, 2) * height
                     box, m = (x1 + dx, y1 + dy, x2 + dx, y2 + dy), margin * rng.uniform(0.5, 1.5)
                 crop_id = f"{e.image_id}{LINE_CROP}{k}.{j}.{v}"
-                cropped[crop_id] = line_crop(image, box, m)
+                crop = line_crop(image, box, m)
+                cropped[crop_id] = corrupted(crop, camera) if v and corrupt else crop
                 extra.append(Example(crop_id, READ, READ, item.text.strip()))
     return examples + extra, {**images, **cropped}, set(cropped)
 

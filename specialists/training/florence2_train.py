@@ -70,6 +70,9 @@ class Florence2TrainConfig:
     """A margin (a share of the line's height): also train ``<OCR>`` on the tight crop of each text
     region, fed at the processor's size (``florence2_recipe.with_read_lines``); the trained model
     then reads the round's text regions so (``Florence2Config.read_margin``)."""
+    corrupt_views: bool = False
+    """With ``read_lines`` and ``ocr_views`` > 1: each jittered view of a line also through a seeded
+    photometric corruption (``florence2_recipe.corrupted``: lighting, blur, noise, JPEG)."""
     task_weights: dict = field(default_factory=lambda: {"<OD>": 3.0})
     """Sampling weight per task (1.0 for tasks not named)."""
     example_mean: bool = False
@@ -101,6 +104,9 @@ class Florence2TrainConfig:
             raise ValueError(f"ocr_views must be within 1..16, got {self.ocr_views}")
         if self.read_lines is not None and not 0.0 <= self.read_lines <= 2.0:
             raise ValueError(f"read_lines must be None or a margin within [0, 2] line heights, got {self.read_lines}")
+        if self.corrupt_views and (self.read_lines is None or self.ocr_views < 2):
+            raise ValueError("corrupt_views corrupts the jittered views of read_lines: give read_lines a margin "
+                             "and ocr_views >= 2")
         if self.crop_ocr and self.crop_regions is None:
             raise ValueError("crop_ocr reads the crops crop_regions makes: give crop_regions a margin")
         if not (self.lr > 0 and (self.vision_lr is None or self.vision_lr > 0)):
@@ -290,7 +296,8 @@ def train_florence2(model, processor, examples: list[Example], images: dict[str,
                                                     config.ocr_views)
     lines: set[str] = set()
     if config.read_lines is not None:  # fed at the processor's own size, not a region crop's
-        examples, images, lines = with_read_lines(examples, images, config.read_lines, config.seed, config.ocr_views)
+        examples, images, lines = with_read_lines(examples, images, config.read_lines, config.seed, config.ocr_views,
+                                                  config.corrupt_views)
     if config.crop_od:
         examples, images = with_cropped_od(examples, images, config.crop_od, config.seed)
     if config.flip_od:

@@ -307,6 +307,46 @@ def test_read_lines_adds_a_plain_ocr_example_on_each_text_lines_tight_crop():
         Florence2TrainConfig(read_lines=-0.1)
 
 
+def test_corrupt_views_degrades_the_jittered_views_of_a_line_and_keeps_the_first_and_the_windows():
+    import numpy as np
+
+    from specialists.training.florence2_examples import Example
+    from specialists.training.florence2_recipe import with_read_lines
+
+    rng = np.random.default_rng(0)
+    image = np.zeros((200, 300, 3), np.uint8)
+    image[35:56, 40:81] = 255
+    image[40:50, 50:70] = rng.integers(0, 60, (10, 20, 3))  # a dark word on a white sign
+    ocr = Example("a", "<OCR_WITH_REGION>", "<OCR_WITH_REGION>",
+                  "OPEN<loc_150><loc_200><loc_250><loc_200><loc_250><loc_250><loc_150><loc_250>")
+    clean, clean_images, _ = with_read_lines([ocr], {"a": image}, margin=0.5, seed=0, views=4)
+    worse, worse_images, _ = with_read_lines([ocr], {"a": image}, margin=0.5, seed=0, views=4, corrupt=True)
+    assert clean == worse  # the same examples, targets and windows
+    first, *views = [e.image_id for e in clean[1:]]
+    assert np.array_equal(worse_images[first], clean_images[first])  # the line as it is, once
+    for view in views:
+        a, b = clean_images[view], worse_images[view]
+        assert a.shape == b.shape and b.dtype == np.uint8 and not np.array_equal(a, b)
+    again, again_images, _ = with_read_lines([ocr], {"a": image}, margin=0.5, seed=0, views=4, corrupt=True)
+    assert all(np.array_equal(again_images[v], worse_images[v]) for v in views)  # seeded
+    with pytest.raises(ValueError, match="corrupt_views corrupts the jittered views"):
+        Florence2TrainConfig(corrupt_views=True, read_lines=0.3, ocr_views=1)
+    with pytest.raises(ValueError, match="corrupt_views corrupts the jittered views"):
+        Florence2TrainConfig(corrupt_views=True, ocr_views=4)
+
+
+def test_corrupted_keeps_the_size_and_type_of_the_tiniest_crops():
+    import numpy as np
+
+    from specialists.training.florence2_recipe import corrupted
+
+    rng = np.random.default_rng(0)
+    for shape in [(1, 1, 3), (2, 9, 3), (4, 40, 3)]:
+        for _ in range(8):  # blur kernels wider than the crop, JPEG on less than a block
+            out = corrupted(np.full(shape, 128, np.uint8), rng)
+            assert out.shape == shape and out.dtype == np.uint8
+
+
 def test_the_per_example_loss_counts_a_short_target_as_much_as_a_long_one():
     import torch
     import torch.nn.functional as F
