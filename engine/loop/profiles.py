@@ -87,6 +87,11 @@ class Profile:
         return replace(self, bootstrap={**self.bootstrap, name: replace(budget, pretrained=checkpoint)})
 
 
+READING = {"flip_od": True, "crop_od": 4, "read_lines": 0.3, "ocr_views": 4, "example_mean": True,
+           "task_weights": {"<OD>": 6.0, "<REGION_TO_DESCRIPTION>": 4.0, "<OCR>": 8.0}}
+"""The zoo Florence-2's recipe once it reads text lines: the stage before's (mirrored ``<OD>``, four
+crops of each) with ``<OCR>`` on the lines' tight crops, each example's loss weighed alike."""
+
 PROFILES = {
     "quick": Profile("quick", world_images=160, seed_fraction=0.45, gold_fraction=0.2, seed_gold_fraction=0.1,
                      shift="field",
@@ -123,9 +128,9 @@ PROFILES = {
                                               Florence2Budget(steps=600, batch=16, size="small", recipe={
                        "flip_od": True, "crop_od": 4,
                        "task_weights": {"<OD>": 6.0, "<REGION_TO_DESCRIPTION>": 4.0}}),
-                                              Florence2Budget(steps=600, batch=16, size="small", recipe={
-                       "flip_od": True, "crop_od": 4, "read_lines": 0.3, "ocr_views": 4, "example_mean": True,
-                       "task_weights": {"<OD>": 6.0, "<REGION_TO_DESCRIPTION>": 4.0, "<OCR>": 8.0}}))}),
+                                              Florence2Budget(steps=600, batch=16, size="small", recipe=READING),
+                                              Florence2Budget(steps=600, batch=16, size="small",
+                                                              recipe={**READING, "corrupt_views": True}))}),
 }
 """``zoo`` trains the round-0 models that ``make run`` starts from (``fld zoo build``, hours on 2
 cores): another sample (world seed 1000) of the same domains as every other profile's world. Its
@@ -137,7 +142,10 @@ and cropped images (``crop_od``), whose box lists it cannot learn by heart (abou
 cores; docs/FLORENCE2_RECIPE.md, "Cropped ``<OD>`` examples"), its third with four crops of each
 (about 12 minutes), and its fourth to read text lines on their tight crops beside every task before
 (``read_lines``, each example's loss weighed alike: ``example_mean``; 20 minutes on a slow 2-core host;
-docs/FLORENCE2_RECIPE.md, "Reading text lines"). Every zoo build chooses the model's ``<OD>`` confidence floor on the zoo's
+docs/FLORENCE2_RECIPE.md, "Reading text lines"), and its fifth the same with each line's jittered views
+through a worse camera (``corrupt_views``: lighting, colour, blur, noise, JPEG), so that it reads the
+target domain's lines as well as the seed's (docs/FLORENCE2_RECIPE.md, "Reading through a worse
+camera"). Every zoo build chooses the model's ``<OD>`` confidence floor on the zoo's
 calibration sample (``engine.loop.zoo.calibration_world``) before measuring it."""
 
 
