@@ -208,17 +208,22 @@ def finish(decoded: Decoded, outputs: Sequence[StageOutput], config: FilterConfi
 def stage_order(needs: dict[str, tuple[str, ...]], produces: dict[str, tuple[str, ...]]) -> list[list[str]]:
     """Specialists grouped in dependency order: a specialist runs once every other specialist that
     makes a table it needs has run (its own output does not count: it prompts with earlier ones).
-    A specialist that needs a table nobody makes, or specialists that need each other, are refused."""
+    Two that each need and make the same table (two Florence-2 checkpoints describing and reading
+    the round's regions, each admitted for a different task) prompt with what came before them
+    both, so they do not wait on each other. A specialist that needs a table nobody makes, or
+    specialists that need each other's output otherwise, are refused."""
     for name, tables in needs.items():
         missing = [t for t in tables if not any(t in produces[m] for m in produces if m != name)]
         if missing:
             makers = ", ".join(f"{m} makes {'/'.join(produces[m]) or 'nothing'}" for m in sorted(produces))
             raise ValueError(f"specialist {name!r} needs {', '.join(missing)} but no other specialist of the round "
                              f"makes it ({makers})")
+    def waits(n: str, m: str) -> bool:  # n needs a table m makes, and they are not two refiners of it
+        return any(t in produces[m] and not (t in produces[n] and t in needs[m]) for t in needs[n])
+
     remaining, stages = dict(needs), []
     while remaining:
-        ready = sorted(n for n in remaining
-                       if not any(set(remaining[n]) & set(produces[m]) for m in remaining if m != n))
+        ready = sorted(n for n in remaining if not any(waits(n, m) for m in remaining if m != n))
         if not ready:
             raise ValueError(f"specialists {', '.join(sorted(remaining))} need each other's output "
                              f"({'; '.join(f'{n} needs {chr(47).join(remaining[n])}' for n in sorted(remaining))})")

@@ -194,6 +194,12 @@ def test_round_needs_images_and_a_round_number(dataset, yolo_weights, tiny_sam, 
          [["f2", "yolo"], ["ground", "sam"]]),
         ({"f2": (), "describe": ("regions",), "sam": ("regions",)},  # the region describer's captions get masks too
          {"f2": ("regions",), "describe": ("regions",), "sam": ("masks",)}, [["f2"], ["describe"], ["sam"]]),
+        # two checkpoints each describing or reading the regions found before them: neither waits on the other
+        ({"yolo": (), "ocr": (), "f2": (), "describe": ("regions",), "describe-1": ("regions",), "sam": ("regions",),
+          "ground": ("texts", "regions")},
+         {"yolo": ("regions",), "ocr": ("regions",), "f2": ("texts",), "describe": ("regions",),
+          "describe-1": ("regions",), "sam": ("masks",), "ground": ("triplets",)},
+         [["f2", "ocr", "yolo"], ["describe", "describe-1"], ["ground", "sam"]]),
     ],
 )
 def test_stage_order(needs, produces, expected):
