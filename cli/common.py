@@ -4,6 +4,7 @@ traceback), and the progress bar of rounds run inside a flow."""
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
@@ -19,11 +20,27 @@ from engine.dataset.sources import SourceError
 from engine.dataset.store import StoreError
 from engine.round.run import PROGRESS
 from engine.round.runtime import ClusterError, WorkerDeaths
-from schemas import SchemaError
+from schemas import TABLES, SchemaError
+
+RUN_DATASET = "dataset"
+"""Where a run's output folder (``fld run --out``, ``make run``'s ``fld-data``) keeps its dataset."""
+
+
+def dataset_folder(data: Path) -> Path:
+    """``data``, or the dataset inside it when ``data`` is a run's output folder (a ``dataset``
+    folder and no table of its own): ``fld query`` after ``make run`` reads what the run made
+    instead of an empty folder."""
+    inner = data / RUN_DATASET
+    if inner.is_dir() and not any((data / table).exists() for table in TABLES):
+        logging.getLogger(__name__).info("%s is a run's output folder: using its dataset, %s", data, inner)
+        return inner
+    return data
+
 
 DataOption = Annotated[
     Path,
-    typer.Option("--data", "-d", envvar="FLD_DATA", help="Dataset folder.", show_default=True),
+    typer.Option("--data", "-d", envvar="FLD_DATA", callback=dataset_folder, show_default=True,
+                 help="Dataset folder (a run's output folder means the dataset in it)."),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
 USER_ERRORS = (StoreError, QueryRefused, SchemaError, SourceError, ClusterError, WorkerDeaths, duckdb.Error, ValueError,

@@ -84,6 +84,24 @@ def test_query_json(dataset):
     assert json.loads(result.output) == [{"n": 4}]
 
 
+def test_a_runs_output_folder_means_the_dataset_inside_it(dataset, tmp_path, monkeypatch):
+    """``make run`` writes fld-data/{dataset,models,world}: ``fld query`` (default --data fld-data)
+    and every other dataset command read fld-data/dataset, not an empty folder."""
+    run = tmp_path / "fld-data"
+    (run / "models").mkdir(parents=True)
+    dataset.rename(run / "dataset")
+    for args in (["--data", str(run)], []):
+        monkeypatch.chdir(tmp_path)
+        result = runner.invoke(app, ["query", "SELECT count(*) AS n FROM regions", *args, "--json"])
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.output) == [{"n": 4}]
+    stats = runner.invoke(app, ["stats", "--data", str(run), "--json"])
+    assert json.loads(stats.output)["images_ok"] == 2
+    (run / "regions").mkdir()  # a folder with tables of its own is a dataset itself, whatever it holds
+    result = runner.invoke(app, ["query", "SELECT count(*) AS n FROM regions", "--data", str(run), "--json"])
+    assert json.loads(result.output) == [{"n": 0}]
+
+
 def test_query_refuses_writes_with_a_clear_message(dataset):
     result = runner.invoke(app, ["query", "DELETE FROM regions", "--data", str(dataset)])
     assert result.exit_code == 1
