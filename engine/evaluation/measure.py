@@ -101,7 +101,9 @@ class EarlyStop:
 
 
 def gold_images(gold: Store) -> dict[str, str]:
+    """Image id -> uri of the gold images that were readable when they were listed (``status`` ok)."""
     images = gold.read("images")
+    images = images.filter(pc.equal(images.column("status"), "ok"))
     return dict(zip(images.column("image_id").to_pylist(), images.column("uri").to_pylist()))
 
 
@@ -119,7 +121,12 @@ def annotate_gold(specialists: Sequence[tuple[str, Specialist]], gold: Store, fi
     parts = []
     for start in range(0, len(ids), batch_size):
         chunk = ids[start : start + batch_size]
-        parts.append(annotate(decode(chunk, [uris[i] for i in chunk], load_rgb), stages, filters, parser))
+        decoded = decode(chunk, [uris[i] for i in chunk], load_rgb)
+        if decoded.failures:  # scored as an image with nothing found, it would lower the metric unseen
+            first = decoded.failures[0]
+            raise ValueError(f"{len(decoded.failures)} gold image(s) cannot be read, so nothing is measured on them: "
+                             f"{first.image_id} ({uris[first.image_id]}): {first.error}")
+        parts.append(annotate(decoded, stages, filters, parser))
     return Annotated.concat(parts)
 
 

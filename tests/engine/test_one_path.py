@@ -146,3 +146,21 @@ def test_a_specialist_without_a_trainer_or_plugin_is_named():
         trainer_for("clip")
     with pytest.raises(ValueError, match="specialist plugin 'tests.toy_specialist:nothing' cannot be imported"):
         SpecialistSpec("tests.toy_specialist:nothing")
+
+
+def test_a_gold_image_that_cannot_be_read_stops_the_measurement_naming_it(tmp_path):
+    """Measured as an image where nothing was found, a vanished gold file would lower every gate's
+    number unseen (a gold store copied without its images measured 0 everywhere)."""
+    import shutil
+
+    from engine.world.config import WorldConfig
+    from engine.world.make import make_world
+
+    world = make_world(WorldConfig(images=12, seed=3), tmp_path / "world", workers=1)
+    gold = Store(world.gold)
+    images = gold.read("images").to_pylist()
+    victim = images[0]
+    shutil.move(victim["uri"], tmp_path / "moved")
+    spec = SpecialistSpec("tests.toy_specialist:build", {"box": [0.1, 0.1, 0.5, 0.5], "label": "car"}, key="toy")
+    with pytest.raises(ValueError, match=f"gold image.* cannot be read.*{victim['image_id']}"):
+        measure_specs([spec], round_filters([]), gold)
