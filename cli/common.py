@@ -22,6 +22,7 @@ from engine.round.run import PROGRESS
 from engine.round.runtime import ClusterError, WorkerDeaths
 from schemas import TABLES, SchemaError
 
+log = logging.getLogger(__name__)
 RUN_DATASET = "dataset"
 """Where a run's output folder (``fld run --out``, ``make run``'s ``fld-data``) keeps its dataset."""
 
@@ -32,7 +33,7 @@ def dataset_folder(data: Path) -> Path:
     instead of an empty folder."""
     inner = data / RUN_DATASET
     if inner.is_dir() and not any((data / table).exists() for table in TABLES):
-        logging.getLogger(__name__).info("%s is a run's output folder: using its dataset, %s", data, inner)
+        log.info("%s is a run's output folder: using its dataset, %s", data, inner)
         return inner
     return data
 

@@ -143,7 +143,8 @@ cores; docs/FLORENCE2_RECIPE.md, "Cropped ``<OD>`` examples"), its third with fo
 (about 12 minutes), and its fourth to read text lines on their tight crops beside every task before
 (``read_lines``, each example's loss weighed alike: ``example_mean``; 20 minutes on a slow 2-core host;
 docs/FLORENCE2_RECIPE.md, "Reading text lines"), and its fifth the same with each line's jittered views
-through a worse camera (``corrupt_views``: lighting, colour, blur, noise, JPEG), so that it reads the
+through a worse camera (``corrupt_views``: lighting, colour, blur, noise, JPEG; 16 minutes on a 2-core
+host), so that it reads the
 target domain's lines as well as the seed's (docs/FLORENCE2_RECIPE.md, "Reading through a worse
 camera"). Every zoo build chooses the model's ``<OD>`` confidence floor on the zoo's
 calibration sample (``engine.loop.zoo.calibration_world``) before measuring it."""

@@ -218,6 +218,7 @@ def stage_order(needs: dict[str, tuple[str, ...]], produces: dict[str, tuple[str
             makers = ", ".join(f"{m} makes {'/'.join(produces[m]) or 'nothing'}" for m in sorted(produces))
             raise ValueError(f"specialist {name!r} needs {', '.join(missing)} but no other specialist of the round "
                              f"makes it ({makers})")
+
     def waits(n: str, m: str) -> bool:  # n needs a table m makes, and they are not two refiners of it
         return any(t in produces[m] and not (t in produces[n] and t in needs[m]) for t in needs[n])
 

@@ -90,8 +90,8 @@ def test_a_runs_output_folder_means_the_dataset_inside_it(dataset, tmp_path, mon
     run = tmp_path / "fld-data"
     (run / "models").mkdir(parents=True)
     dataset.rename(run / "dataset")
+    monkeypatch.chdir(tmp_path)  # where the default --data, fld-data, is the run
     for args in (["--data", str(run)], []):
-        monkeypatch.chdir(tmp_path)
         result = runner.invoke(app, ["query", "SELECT count(*) AS n FROM regions", *args, "--json"])
         assert result.exit_code == 0, result.output
         assert json.loads(result.output) == [{"n": 4}]
