@@ -190,16 +190,12 @@ def data_engine(data: str, gold: str, config: str | None = None, rounds: int = 3
 @task(name="make-world")
 def world_task(out: str, profile: str, seed: int | None = None) -> str:
     """The profile's synthetic world (reused when one with the same settings is already there)."""
-    import json
-
     from engine.loop.profiles import profile as get_profile
-    from engine.world.make import MANIFEST, make_world
+    from engine.world.make import existing_world, make_world
 
     config = get_profile(profile).world(seed)
-    manifest = Path(out) / MANIFEST
-    if manifest.is_file() and json.loads(manifest.read_text()).get("config") == config.to_dict():
-        return out
-    make_world(config, out, overwrite=True)
+    if existing_world(out, config) is None:
+        make_world(config, out, overwrite=True)
     return out
 
 

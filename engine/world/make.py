@@ -75,12 +75,16 @@ class World:
         meta = json.loads(manifest.read_text())
         return cls(root, WorldConfig(**meta["config"]), meta["version"])
 
-    def in_place(self) -> bool:
-        """Every image its truth and gold name is where they name it (a world copied or moved from
-        elsewhere names the old place: draw it again where it is)."""
+    def missing(self) -> list[str]:
+        """The images its truth and gold name that are not where they name them (a world copied or
+        moved from elsewhere names the old place)."""
         stores = [self.truth, self.gold, *([self.seed_gold] if self.seed_gold else [])]
-        return all(Path(uri).is_file() for store in stores
-                   for uri in Store(store).read("images", columns=["uri"]).column("uri").to_pylist())
+        return [uri for store in stores for uri in Store(store).read("images", columns=["uri"]).column("uri").to_pylist()
+                if not Path(uri).is_file()]
+
+    def in_place(self) -> bool:
+        """Every image its truth and gold name is where they name it (else: draw it again where it is)."""
+        return not self.missing()
 
     @property
     def seed_gold(self) -> Path | None:
@@ -125,6 +129,23 @@ def _draw_chunk(config: WorldConfig, indices: list[int], splits: list[str], root
         for table, rows in truth_rows(image_id, scene, describe(scene, rng), version).items():
             truth[table].extend(rows)
     return images, truth
+
+
+def existing_world(out: str | Path, config: WorldConfig) -> World | None:
+    """The world of ``config`` already drawn at ``out`` (None when there is none, or another). A run
+    folder names its world's images, its dataset's and its models by absolute paths, so the world
+    of a folder moved or copied from elsewhere is refused, naming an image it has lost, rather than
+    failing later in a gold measurement."""
+    if not (Path(out) / MANIFEST).is_file():
+        return None
+    world = World.open(out)
+    if world.config != config:
+        return None
+    if gone := world.missing():
+        raise StoreError(f"{out} holds this world, but {len(gone)} of the images its truth and gold name are not "
+                         f"there (first: {gone[0]}): was the folder moved or copied from elsewhere? A run's folder "
+                         "names its images and models by absolute paths; put it back, or run again with a new --out")
+    return world
 
 
 def make_world(config: WorldConfig, out: str | Path, overwrite: bool = False, workers: int | None = None,

@@ -161,3 +161,22 @@ def test_open_a_world(small_world, tmp_path):
     assert World.open(small_world.root).config == small_world.config
     with pytest.raises(StoreError, match="not a world"):
         World.open(tmp_path)
+
+
+def test_a_world_is_reused_only_where_its_images_are(small_world, tmp_path):
+    """A run's folder names its world's images by absolute paths: the same world is reused in
+    place, another config is drawn again, and the world of a folder moved from elsewhere is
+    refused up front, naming an image it lost."""
+    import shutil
+
+    from engine.world.make import existing_world
+
+    assert existing_world(small_world.root, small_world.config).root == small_world.root
+    assert existing_world(small_world.root, WorldConfig(images=30, seed=8)) is None
+    assert existing_world(tmp_path / "none", small_world.config) is None
+    config = WorldConfig(images=6, seed=3)
+    make_world(config, tmp_path / "a" / "world", workers=1)
+    shutil.move(tmp_path / "a", tmp_path / "b")
+    with pytest.raises(StoreError, match=r"moved or copied from elsewhere.*new --out") as err:
+        existing_world(tmp_path / "b" / "world", config)
+    assert str(tmp_path / "a" / "world" / "images") in str(err.value)
