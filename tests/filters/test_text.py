@@ -37,6 +37,27 @@ def test_surface_checks(text, code):
     assert (reason.split(":")[0] if reason else None) == code
 
 
+def test_a_description_too_short_for_its_granularity_is_dropped(parser):
+    """"The image shows" is no more detailed description (a retrained Florence-2 wrote it for 17
+    images of a round), though it would do as a brief one's length."""
+    long = "The image shows a large red circle on a plain white background next to a small tree."
+    rows = [valid_row("texts", text_id=f"{g}-{k}", granularity=g, text=t)
+            for g in ("brief", "detailed", "more_detailed") for k, t in enumerate(("The image shows", long))]
+    decision, _ = text_decision(table_of("texts", rows), parser)
+    reasons = dict(zip((r["text_id"] for r in rows), decision.reasons))
+    assert reasons["brief-0"] is None and reasons["detailed-0"].startswith("too_short: 3 word(s) for a detailed")
+    assert reasons["more_detailed-0"] == "too_short: 3 word(s) for a more_detailed description (min 16)"
+    assert reasons["detailed-1"] is None and reasons["more_detailed-1"] is None  # 17 words
+    relaxed = TextFilterConfig(min_tokens_by_granularity={"more_detailed": 3})
+    assert text_decision(table_of("texts", rows[4:5]), parser, relaxed)[0].reasons == [None]
+
+
+@pytest.mark.parametrize("by", [{"tiny": 3}, {"detailed": 0}, {"detailed": 2.5}, {"detailed": True}, ["detailed"]])
+def test_bad_minimum_words_by_granularity_are_refused(by):
+    with pytest.raises(ValueError, match="min_tokens_by_granularity"):
+        TextFilterConfig(min_tokens_by_granularity=by)
+
+
 def test_phrases_have_spans_and_heads(parser):
     text = "A large red striped house stands next to two green trees."
     parsed = parser.parse([text])[0]
