@@ -38,7 +38,7 @@ def test_surface_checks(text, code):
 
 
 def test_a_description_too_short_for_its_granularity_is_dropped(parser):
-    """"The image shows" is no more detailed description (a retrained Florence-2 wrote it for 17
+    """"The image shows" is no more detailed description (a retrained Florence-2 wrote it for 16
     images of a round), though it would do as a brief one's length."""
     long = "The image shows a large red circle on a plain white background next to a small tree."
     rows = [valid_row("texts", text_id=f"{g}-{k}", granularity=g, text=t)
